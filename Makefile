@@ -1,0 +1,49 @@
+# lazarus — two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup openblas models bench lint clean screenshots
+
+run: setup models
+	$(BIN)/lazarus
+
+test: setup models
+	$(BIN)/python -m pytest -q
+
+setup: $(STAMP) openblas
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Fast MLX on Linux CPU needs an optimized BLAS (see docs/models.md and `lazarus --batch doctor`).
+openblas:
+	@if [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null && \
+	   ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then \
+	  echo "installing OpenBLAS (libopenblas0-pthread) with apt-get"; \
+	  $(SUDO) apt-get install -y -q libopenblas0-pthread >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q libopenblas0-pthread >/dev/null; } || \
+	  echo "warning: could not install OpenBLAS; MLX will use the slow reference BLAS"; \
+	fi
+
+# The bundled models: the default (SmolLM2) and Gemma 3 270M, which the tests use.
+models: $(STAMP)
+	$(BIN)/lazarus --batch models pull smollm2-135m gemma3-270m
+
+bench: setup models
+	$(BIN)/python bench/run_all.py
+
+lint:
+	$(BIN)/python -m ruff check engine lazarus_tui tests bench
+
+screenshots: setup models
+	$(BIN)/python scripts/screenshots.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

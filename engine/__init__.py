@@ -1,0 +1,31 @@
+"""lazarus engine: models, the hooked forward, analyses, result models.
+
+Importing this package first loads an optimized BLAS (Linux), so it must be
+imported before ``mlx.core`` anywhere in the process. The engine never imports
+Textual or Rich.
+"""
+
+from engine import blas as _blas
+
+_blas.preload()
+
+_LAZY = {
+    # models
+    "load": "engine.models",
+    "LoadedModel": "engine.models",
+    "ModelInfo": "engine.models",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,241 @@
+"""``engine.models.load``: one function for every model source.
+
+Sources: a bundled alias (``smollm2-135m``, the default; ``gemma3-270m``), a
+``.gguf`` file, a local HF/MLX directory, or a hub id (through mlx-lm; needs
+network). On the CPU backend weights are dequantized to float32 unless
+``dtype`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import engine  # noqa: F401  (loads the BLAS before mlx)
+import mlx.core as mx
+import mlx.nn as nn
+from pydantic import BaseModel, ConfigDict
+
+from engine.errors import InputError, ModelLoadError
+from engine.models import registry
+from engine.models.adapter import Adapter, adapter_for
+from engine.models.tokenizer import Tokenizer, from_hf_directory
+
+Progress = Callable[[str, int, int], None]
+DTYPES = ("auto", "float32", "float16", "bfloat16", "native", "q4", "q8")
+_MX_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+class ModelInfo(BaseModel):
+    """What every command prints in its header."""
+
+    model_config = ConfigDict(frozen=True)
+    model_id: str
+    family: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    tied_embeddings: bool
+    dtype: str
+    source: str
+    source_format: str
+    device: str
+    embedding_scale: float | None = None
+    final_logit_softcap: float | None = None
+    sliding_window: int | None = None
+    sliding_layers: list[int] = []
+    load_seconds: float = 0.0
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Tokenizer
+    adapter: Adapter
+    config: dict[str, Any]
+    info: ModelInfo
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return self.info.num_layers
+
+
+def device_name() -> str:
+    dev = mx.default_device()
+    return "gpu" if dev.type == mx.DeviceType.gpu else "cpu"
+
+
+def _resolve(spec: str | None, progress: Progress | None) -> tuple[str, Path | None, str]:
+    """(display id, local path or None for a hub id, format)."""
+    spec = spec or registry.DEFAULT_MODEL
+    if spec in registry.BUNDLED:
+        return spec, registry.ensure(spec, progress), "gguf"
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        if not path.exists():
+            raise ModelLoadError(f"model file not found: {path}")
+        return spec, path, "gguf"
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is a directory without config.json (not an HF/MLX model)")
+        return spec, path, "hf"
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") != 1
+    if looks_like_path:
+        if "/" not in spec:
+            raise InputError(f"unknown model {spec!r} (bundled aliases: {', '.join(registry.BUNDLED)}; "
+                             "or give a .gguf file, a model directory, or a hub id org/name)")
+        raise ModelLoadError(f"model path not found: {spec}")
+    return spec, None, "hub"
+
+
+def _hub_download(repo: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"]))
+    except Exception as exc:  # network, auth, missing repo: all reported on one line
+        raise ModelLoadError(f"could not fetch {repo!r} from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+def _dequantize_modules(model: nn.Module) -> None:
+    """Replace MLX-quantized layers by float ones (4-bit matmul is ~10x slower on the CPU backend)."""
+    def visit(module: nn.Module) -> None:
+        for name, child in module.children().items():
+            items = child if isinstance(child, list) else [child]
+            for idx, sub in enumerate(items):
+                if not isinstance(sub, nn.Module):
+                    continue
+                repl = None
+                if isinstance(sub, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+                    w = mx.dequantize(sub.weight, sub.scales, sub.get("biases"), sub.group_size, sub.bits)
+                    if isinstance(sub, nn.QuantizedLinear):
+                        repl = nn.Linear(w.shape[1], w.shape[0], bias="bias" in sub)
+                        repl.weight = w
+                        if "bias" in sub:
+                            repl.bias = sub.bias
+                    else:
+                        repl = nn.Embedding(w.shape[0], w.shape[1])
+                        repl.weight = w
+                if repl is not None:
+                    if isinstance(child, list):
+                        child[idx] = repl
+                    else:
+                        setattr(module, name, repl)
+                else:
+                    visit(sub)
+    visit(model)
+
+
+def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
+    model_type = config["model_type"]
+    try:
+        mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+    except ImportError as exc:
+        raise ModelLoadError(f"mlx-lm has no model class for {model_type!r}") from exc
+    model = mod.Model(mod.ModelArgs.from_dict(config))
+    weights = model.sanitize(weights)
+    try:
+        model.load_weights(list(weights.items()), strict=True)
+    except ValueError as exc:
+        raise ModelLoadError(f"weights do not fit {model_type}: {str(exc).splitlines()[0]}") from exc
+    return model
+
+
+def _apply_dtype(model: Any, dtype: str, quantized: bool) -> str:
+    if dtype == "auto":
+        dtype = "float32" if device_name() == "cpu" or not quantized else "native"
+    if dtype == "native":
+        return "quantized" if quantized else str(next(iter(_leaf_dtypes(model)), "float32"))
+    if quantized:
+        _dequantize_modules(model)
+    if dtype in ("q4", "q8"):
+        model.set_dtype(mx.float32)
+        nn.quantize(model, group_size=64, bits=4 if dtype == "q4" else 8)
+        return dtype
+    model.set_dtype(_MX_DTYPES[dtype])
+    return dtype
+
+
+def _leaf_dtypes(model: Any) -> list[str]:
+    from mlx.utils import tree_flatten
+
+    return sorted({str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(model.parameters())})
+
+
+def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
+         embedding_scale: float | None = None) -> LoadedModel:
+    """Load a model from any source; see the module docstring."""
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    t0 = time.perf_counter()
+    model_id, path, fmt = _resolve(spec, progress)
+    quantized = False
+    if fmt == "gguf":
+        from engine.models import gguf_loader
+
+        assert path is not None
+        gguf_loader.check_header(path)
+        conv = registry.models_dir() / "converted" / gguf_loader.cache_key(path)
+        if not (conv / "model.safetensors").exists():
+            gguf_loader.convert(path, conv, progress)
+        config = json.loads((conv / "config.json").read_text())
+        weights = mx.load(str(conv / "model.safetensors"))
+        model = _build(config, weights)
+        tokenizer = Tokenizer.load_saved(conv)
+        source = str(path)
+    else:
+        if path is None:
+            path = _hub_download(model_id)
+        from mlx_lm.utils import load_model
+
+        try:
+            model, config = load_model(path, lazy=False)
+        except Exception as exc:
+            raise ModelLoadError(f"could not load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        quantized = "quantization" in config
+        tokenizer = from_hf_directory(path)
+        source = str(path)
+    adapter = adapter_for(model, config)
+    if embedding_scale is not None:
+        from dataclasses import replace
+
+        adapter = replace(adapter, embedding_scale=embedding_scale)
+    dtype_name = _apply_dtype(model, dtype, quantized)
+    mx.eval(model.parameters())
+    info = ModelInfo(
+        model_id=model_id,
+        family=adapter.family,
+        model_type=adapter.model_type,
+        num_layers=int(config["num_hidden_layers"]),
+        hidden_size=int(config["hidden_size"]),
+        vocab_size=int(config["vocab_size"]),
+        num_heads=int(config["num_attention_heads"]),
+        num_kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
+        head_dim=int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]),
+        intermediate_size=int(config["intermediate_size"]),
+        tied_embeddings=adapter.tied_embeddings,
+        dtype=dtype_name,
+        source=source,
+        source_format=fmt,
+        device=device_name(),
+        embedding_scale=adapter.embedding_scale,
+        final_logit_softcap=adapter.final_logit_softcap,
+        sliding_window=adapter.sliding_window,
+        sliding_layers=list(adapter.sliding_layers),
+        load_seconds=round(time.perf_counter() - t0, 3),
+    )
+    return LoadedModel(model, tokenizer, adapter, config, info)
+
+
+__all__ = ["load", "LoadedModel", "ModelInfo", "DTYPES", "registry"]
