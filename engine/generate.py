@@ -1,0 +1,142 @@
+"""Generation with the KV cache through the hooked forward.
+
+Interventions given to ``generate_ids`` stay on for the prompt and for every
+generated token. Rows of a batch are left-padded and generated together; a row
+that reaches an end token stops collecting while the others continue.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from engine.errors import Cancelled, InputError
+from engine.hooks import Batch, HookedModel, Intervention, KVState
+from engine.models import LoadedModel
+from engine.results import GeneratedToken, GenerateRequest, GenerateResult, Generation
+
+
+@dataclass
+class RowOutput:
+    ids: list[int]
+    stopped: str  # "eos" | "max_tokens"
+
+
+def generate_ids(
+    hm: HookedModel,
+    rows: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    interventions: Sequence[Intervention] = (),
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop_ids: Sequence[int] = (),
+    cancel: Callable[[], bool] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    kv: KVState | None = None,
+    first_logits: mx.array | None = None,
+) -> list[RowOutput]:
+    """Generate up to ``max_new_tokens`` for each row. With ``kv`` and ``first_logits`` the prompt
+    was already run (prefix reuse): generation starts from those logits [B, vocab]."""
+    if max_new_tokens < 1:
+        raise InputError("max tokens must be at least 1")
+    pad_id = hm.lm.tokenizer.pad_id or 0
+    batch = Batch.from_lists(rows, pad_id)
+    B = len(rows)
+    if kv is None or first_logits is None:
+        kv = KVState(hm.n_layers, batch.pad)
+        out = hm.forward(batch, interventions=interventions, kv=kv, logits="last", cancel=cancel)
+        logits = out.logits[:, -1, :]  # [B, vocab]
+    else:
+        logits = first_logits
+    key = mx.random.key(seed)
+    stops = set(stop_ids)
+    outs = [RowOutput([], "max_tokens") for _ in range(B)]
+    done = [False] * B
+    for step in range(max_new_tokens):
+        if temperature > 0:
+            key, sub = mx.random.split(key)
+            nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
+        else:
+            nxt = mx.argmax(logits, axis=-1)
+        toks = nxt.tolist()
+        for b, t in enumerate(toks):
+            if done[b]:
+                continue
+            outs[b].ids.append(int(t))
+            if t in stops:
+                done[b] = True
+                outs[b].stopped = "eos"
+        if on_step:
+            on_step(step + 1, max_new_tokens)
+        if all(done) or step == max_new_tokens - 1:
+            break
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        step_batch = Batch(nxt.astype(mx.int32)[:, None], kv.pad, batch.lengths)
+        logits = hm.forward(step_batch, interventions=interventions, kv=kv, logits="last").logits[:, -1, :]
+    return outs
+
+
+_ARITH = re.compile(r"^\s*(-?\d+)\s*([-+*/x×])\s*(-?\d+)\s*=\s*$")
+
+
+def arithmetic_check(prompt: str, pieces: Sequence[str]) -> dict | None:
+    """For ``A op B =`` prompts: the expected answer, whether it appears, and at which token it starts."""
+    m = _ARITH.match(prompt)
+    if not m:
+        return None
+    a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+    if op == "+":
+        value: float = a + b
+    elif op == "-":
+        value = a - b
+    elif op in "*x×":
+        value = a * b
+    else:
+        if b == 0:
+            return None
+        value = a / b
+        value = int(value) if value == int(value) else round(value, 6)
+    expected = str(value)
+    text = "".join(pieces)
+    at = text.find(expected)
+    onset = None
+    if at >= 0:
+        length = 0
+        for i, p in enumerate(pieces):
+            length += len(p)
+            if length > at:
+                onset = i
+                break
+    return {"expected": expected, "found": at >= 0, "onset_token": onset}
+
+
+def run_generate(lm: LoadedModel, req: GenerateRequest, cancel: Callable[[], bool] | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> GenerateResult:
+    if not req.prompts or any(p == "" for p in req.prompts):
+        raise InputError("empty prompt")
+    tok = lm.tokenizer
+    use_chat = req.chat and tok.chat_template is not None
+    variants: list[tuple[str, str]] = []
+    for p in req.prompts:
+        if req.compare_format:
+            variants += [(p.rstrip() + " ", "with trailing space"), (p.rstrip(), "without trailing space")]
+        else:
+            variants.append((p, ""))
+    formatted = [tok.apply_chat_template(p) if use_chat else p for p, _ in variants]
+    rows = [tok.encode(f) for f in formatted]
+    hm = HookedModel(lm)
+    outs = generate_ids(hm, rows, req.max_tokens, temperature=req.temperature, seed=req.seed,
+                        stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
+    gens = []
+    for (p, variant), f, o in zip(variants, formatted, outs):
+        ids = [i for i in o.ids if not (o.stopped == "eos" and i == o.ids[-1] and i in tok.eos_ids)]
+        pieces = tok.pieces(ids)
+        gens.append(Generation(prompt=p, variant=variant, formatted_prompt=f, text=tok.decode(ids),
+                               tokens=[GeneratedToken(token=s, token_id=i) for s, i in zip(pieces, ids)],
+                               stopped=o.stopped, arithmetic=arithmetic_check(p, pieces)))
+    return GenerateResult(model_id=lm.info.model_id, request=req, chat_template_used=use_chat, generations=gens)

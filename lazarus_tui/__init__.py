@@ -1,0 +1,1 @@
+"""lazarus: the Textual app and the headless batch commands."""

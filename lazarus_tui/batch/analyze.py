@@ -1,0 +1,109 @@
+"""`lazarus --batch analyze`: the logit lens, as the seed documents it."""
+
+from __future__ import annotations
+
+from lazarus_tui.batch.common import (
+    ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
+)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="lazarus --batch analyze", description="logit lens: what each layer predicts")
+    add_model_args(p)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("--all-layers", action="store_true", help="capture every layer")
+    p.add_argument("-s", "--layer-step", type=int, default=4)
+    p.add_argument("--layer-strategy", default=None, help="all|evenly_spaced|first_last|custom")
+    p.add_argument("--layers", default=None, help="custom layers, e.g. 0,4,8 or 20-23")
+    p.add_argument("-t", "--track", action="append", default=[], help="token to track (repeatable)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--embedding-scale", type=float, default=None)
+    p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", action="store_true", help="apply the chat template")
+    chat.add_argument("--raw", action="store_true", help="raw prompt (the default)")
+    add_output_args(p)
+    return p
+
+
+def request_from_args(args):
+    from engine.errors import InputError
+    from engine.results import AnalyzeRequest, LayerStrategy
+
+    strategy = args.layer_strategy
+    if strategy is None:
+        strategy = "all" if args.all_layers else ("custom" if args.layers else "evenly_spaced")
+    try:
+        strategy = LayerStrategy(strategy.lower())
+    except ValueError as exc:
+        raise InputError(f"unknown layer strategy {args.layer_strategy!r} "
+                         f"(choose from {', '.join(s.value for s in LayerStrategy)})") from exc
+    if args.top_k < 1:
+        raise InputError("--top-k must be at least 1")
+    if args.layer_step < 1:
+        raise InputError("--layer-step must be at least 1")
+    if args.prompt == "":
+        raise InputError("empty prompt")
+    for t in args.track:
+        if t == "":
+            raise InputError("tracked token is empty")
+    layers = parse_layers(args.layers) if args.layers else None
+    return AnalyzeRequest(model=args.model, prompt=args.prompt, layer_strategy=strategy, layer_step=args.layer_step,
+                          custom_layers=layers, top_k=args.top_k, track_tokens=args.track,
+                          embedding_scale=args.embedding_scale, chat=args.chat, position=args.position)
+
+
+def render(r, info) -> None:
+    model_header(info)
+    out.print(f"Analyzing: {r.prompt!r}\n")
+    out.print(f"Tokens ({len(r.tokens)}): {r.tokens!r}")
+    if r.position != len(r.tokens) - 1:
+        out.print(f"Position: {r.position} ({r.tokens[r.position]!r})")
+    out.print(f"Captured layers: {r.captured_layers}\n")
+    out.print("=== Final Prediction ===")
+    for tp in r.final_prediction:
+        out.print(f"  {tp.probability:.4f} {bar(tp.probability):<50} {tp.token!r}")
+    out.print("\n=== Logit Lens (top prediction at each layer) ===")
+    out.print(f"  {'Layer':>5}  {'top-1':<16} {'p':>7} {'entropy':>8} {'norm':>5}  top-k")
+    for lp in r.layer_predictions:
+        mark = "*" if lp.layer_idx == r.decision_layer else " "
+        rest = ", ".join(f"{t.token!r} {t.probability:.3f}" for t in lp.predictions[1:])
+        out.print(f"{mark} {lp.layer_idx:>5}  {lp.top_token!r:<16} {lp.top_probability:7.4f} {lp.entropy:8.3f} "
+                  f"{lp.entropy_normalized:5.2f}  {rest}")
+    if r.token_evolutions:
+        out.print("\n=== Token Evolution ===")
+        for ev in r.token_evolutions:
+            out.print(f"Token {ev.token!r} (id {ev.token_id}):")
+            if ev.note:
+                out.print(f"  note: {ev.note}")
+            for layer, prob in ev.layer_probabilities.items():
+                out.print(f"  Layer {layer:>2}: {prob:.4f} {bar(prob, 56):<56} (rank {ev.layer_ranks[layer]})")
+            if ev.emergence_layer is not None:
+                out.print(f"  --> Becomes top-1 at layer {ev.emergence_layer}")
+            else:
+                out.print("  --> Never top-1 in the captured layers")
+    out.print("")
+    if r.decision_layer is not None:
+        out.print(f"Decision layer: {r.decision_layer} (first confident layer whose top-1 is the final {r.predicted_token!r})")
+    else:
+        out.print("Decision layer: none (no captured layer is confident in the final prediction)")
+    t = r.max_kl_transition
+    if t is not None:
+        out.print(f"Max KL transition: layers {t.from_layer} -> {t.to_layer} (KL {t.kl_divergence:.3f}, JS {t.js_divergence:.3f})")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    req = request_from_args(args)
+    from engine.lens import analyze
+
+    runner = JobRunner(args.model, args.dtype)
+
+    def job(ctx):
+        lm = ctx.model()
+        return lm.info, analyze(lm, req, ctx.cancelled,
+                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"))
+
+    info, result = runner.run(job, "analyze")
+    emit(result, args, lambda r: render(r, info))
+    return 0
