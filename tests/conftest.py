@@ -1,0 +1,64 @@
+"""Shared fixtures. Real-model fixtures load each bundled model once per test session
+(``make test`` pulls them first; a missing model is pulled on first use)."""
+
+from __future__ import annotations
+
+import pytest
+
+import engine  # noqa: F401  (BLAS before mlx)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    from engine.models import load
+
+    return load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from engine.models import load
+
+    return load("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A tiny random llama (2 layers) for fast invariant tests; uses SmolLM2's tokenizer."""
+    return _tiny("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma():
+    return _tiny("gemma3_text")
+
+
+def _tiny(model_type: str):
+    import importlib
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from engine.models import LoadedModel, ModelInfo, load
+    from engine.models.adapter import adapter_for
+
+    tok = load("smollm2-135m").tokenizer
+    config = {
+        "model_type": model_type, "hidden_size": 64, "num_hidden_layers": 4, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-6,
+        "vocab_size": tok.vocab_size, "tie_word_embeddings": True, "sliding_window": 4,
+        "sliding_window_pattern": 2, "query_pre_attn_scalar": 16,
+    }
+    mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+    mx.random.seed(0)
+    model = mod.Model(mod.ModelArgs.from_dict(config))
+    model.sanitize({})
+    mx.eval(model.parameters())
+    adapter = adapter_for(model, config)
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    info = ModelInfo(model_id=f"tiny-{model_type}", family=adapter.family, model_type=model_type, num_layers=4,
+                     hidden_size=64, vocab_size=tok.vocab_size, num_heads=4, num_kv_heads=2, head_dim=16,
+                     intermediate_size=128, tied_embeddings=True, dtype="float32", source=f"random ({n_params} params)",
+                     source_format="random", device="cpu", embedding_scale=adapter.embedding_scale,
+                     sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers))
+    return LoadedModel(model, tok, adapter, config, info)
