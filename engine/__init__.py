@@ -14,6 +14,17 @@ _LAZY = {
     "load": "engine.models",
     "LoadedModel": "engine.models",
     "ModelInfo": "engine.models",
+    # the analyzer and hooks API
+    "ModelAnalyzer": "engine.api",
+    "AnalysisConfig": "engine.api",
+    "LayerStrategy": "engine.api",
+    "ModelHooks": "engine.api",
+    "CaptureConfig": "engine.api",
+    "PositionSelection": "engine.api",
+    "LogitLens": "engine.api",
+    "AnalysisResult": "engine.results",
+    "AnalyzeRequest": "engine.results",
+    "EngineSession": "engine.session",
 }
 
 

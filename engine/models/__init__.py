@@ -238,4 +238,26 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
     return LoadedModel(model, tokenizer, adapter, config, info)
 
 
-__all__ = ["load", "LoadedModel", "ModelInfo", "DTYPES", "registry"]
+def wrap_model(model: Any, tokenizer: Any = None, model_id: str = "in-memory") -> LoadedModel:
+    """A ``LoadedModel`` around a bare mlx-lm model (e.g. from ``mlx_lm.load``)."""
+    args = getattr(model, "args", None)
+    if args is None:
+        raise InputError("expected an mlx-lm model (with .args) or a LoadedModel")
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    adapter = adapter_for(model, config)
+    heads = int(config["num_attention_heads"])
+    info = ModelInfo(
+        model_id=model_id, family=adapter.family, model_type=adapter.model_type,
+        num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
+        vocab_size=int(config["vocab_size"]), num_heads=heads,
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or config["hidden_size"] // heads),
+        intermediate_size=int(config["intermediate_size"]), tied_embeddings=adapter.tied_embeddings,
+        dtype=(_leaf_dtypes(model) or ["float32"])[0], source="in-memory", source_format="mlx-lm",
+        device=device_name(), embedding_scale=adapter.embedding_scale, sliding_window=adapter.sliding_window,
+        sliding_layers=list(adapter.sliding_layers),
+    )
+    return LoadedModel(model, tokenizer, adapter, config, info)
+
+
+__all__ = ["load", "wrap_model", "LoadedModel", "ModelInfo", "DTYPES", "registry"]
