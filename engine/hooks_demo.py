@@ -1,0 +1,93 @@
+"""The `hooks` command's engine side: what the capture API sees, layer by layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+from pydantic import Field
+
+from engine.errors import InputError
+from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.models import LoadedModel
+from engine.results import SCHEMA_VERSION, Frozen
+
+DEMO_SITES = (SiteKind.resid_pre, SiteKind.attn_out, SiteKind.mlp_out, SiteKind.resid_post)
+
+
+class HooksRequest(Frozen):
+    kind: str = "hooks"
+    model: str | None = None
+    prompt: str
+    layers: list[int] | None = None  # None: first, middle and last layer
+    capture_attention: bool = False
+    last_only: bool = False
+    logit_lens: bool = True
+    top_sources: int = Field(3, ge=1)
+
+
+class SiteCapture(Frozen):
+    site: str
+    shape: list[int]
+    norm_last: float  # L2 norm at the last position
+    norm_mean: float  # mean per-token L2 norm over captured positions
+
+
+class HeadAttention(Frozen):
+    head: int
+    sources: list[tuple[int, str, float]]  # (position, token, weight) from the last position, strongest first
+
+
+class LayerHooks(Frozen):
+    layer: int
+    sites: list[SiteCapture]
+    lens_top1: str | None = None
+    lens_top1_probability: float | None = None
+    attention: list[HeadAttention] = []
+
+
+class HooksResult(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    model_id: str
+    request: HooksRequest
+    tokens: list[str]
+    layers: list[LayerHooks]
+
+
+def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | None = None) -> HooksResult:
+    if not req.prompt:
+        raise InputError("empty prompt")
+    hm = HookedModel(lm)
+    n = hm.n_layers
+    layers = sorted({hm.check_layer(x) for x in req.layers}) if req.layers else sorted({0, n // 2, n - 1})
+    ids = lm.tokenizer.prepare(req.prompt, chat=False)
+    kinds = list(DEMO_SITES) + ([SiteKind.attn_pattern] if req.capture_attention else [])
+    out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=kinds, layers=layers,
+                     positions="last" if req.last_only else "all"), logits="none", cancel=cancel)
+    pieces = lm.tokenizer.pieces(ids)
+    lens = None
+    if req.logit_lens:
+        resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0, -1] for layer in layers])
+        probs = mx.softmax(lm.adapter.lens_logits(lm.model, resid[None])[0].astype(mx.float32), axis=-1)
+        top = mx.argmax(probs, axis=-1)
+        lens = list(zip(top.tolist(), mx.take_along_axis(probs, top[:, None], axis=-1)[:, 0].tolist()))
+    rows = []
+    for i, layer in enumerate(layers):
+        sites = []
+        for kind in DEMO_SITES:
+            x = out.captures[f"blocks.{layer}.{kind.value}"].astype(mx.float32)  # [1, P, hidden]
+            norms = mx.linalg.norm(x[0], axis=-1)
+            sites.append(SiteCapture(site=f"blocks.{layer}.{kind.value}", shape=list(x.shape),
+                                     norm_last=norms[-1].item(), norm_mean=norms.mean().item()))
+        heads = []
+        if req.capture_attention:
+            pat = out.captures[f"blocks.{layer}.attn_pattern"][0, :, -1, :].astype(mx.float32)  # [H, K]
+            k = min(req.top_sources, pat.shape[-1])
+            order = mx.argsort(-pat, axis=-1)[:, :k].tolist()
+            weights = pat.tolist()
+            heads = [HeadAttention(head=h, sources=[(j, pieces[j], weights[h][j]) for j in order[h]])
+                     for h in range(pat.shape[0])]
+        top1 = (lm.tokenizer.piece(lens[i][0]), lens[i][1]) if lens else (None, None)
+        rows.append(LayerHooks(layer=layer, sites=sites, lens_top1=top1[0], lens_top1_probability=top1[1],
+                               attention=heads))
+    return HooksResult(model_id=lm.info.model_id, request=req, tokens=pieces, layers=rows)
