@@ -1,0 +1,64 @@
+"""`lazarus --batch layer`: cosine geometry of prompts' last-position layer outputs."""
+
+from __future__ import annotations
+
+from lazarus_tui.batch._analysis_common import cosine_table, esc, short, split_labels
+from lazarus_tui.batch.common import (
+    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers, split_prompts,
+)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="lazarus --batch layer",
+                       description="per layer: N x N cosine matrix of the prompts' last-position outputs")
+    add_model_args(p)
+    p.add_argument("-p", "--prompts", required=True, help="prompts a|b|c (not stripped) or @file")
+    p.add_argument("-l", "--labels", default=None, help="one label per prompt: a,b,c or a|b|c")
+    p.add_argument("--layers", default=None, help="layers, e.g. 2,4,6 or 20-23 (default: every 4th + last)")
+    p.add_argument("-a", "--attention", action="store_true",
+                   help="also show where the last position attends (top tokens, mean over heads)")
+    p.add_argument("--chat", action="store_true", help="apply the chat template")
+    add_output_args(p)
+    return p
+
+
+def render(r, info) -> None:
+    model_header(info)
+    names = [f"{short(p, 28)}" + (f" [{lab}]" if r.labels else "") for p, lab in
+             zip(r.prompts, r.labels or [""] * len(r.prompts))]
+    out.print(esc(f"Prompts ({len(r.prompts)}), last tokens: {r.last_tokens!r}") + "\n")
+    for ls in r.layers:
+        out.print(cosine_table(f"Layer {ls.layer}: cosine similarity (last position)", names, ls.cosine))
+        if ls.separation is not None:
+            sil = f", silhouette {ls.silhouette:.3f}" if ls.silhouette is not None else ""
+            out.print(f"  within-label {ls.within_label:.4f}  between-label {ls.between_label:.4f}  "
+                      f"separation {ls.separation:+.4f}{sil}")
+        for at in ls.attention:
+            tops = ", ".join(f"{t!r}@{pos} {w:.2f}" for t, pos, w in zip(at.tokens, at.positions, at.weights))
+            out.print(esc(f"  attention [{at.prompt_index}] last -> {tops}"))
+        out.print("")
+    if r.labels:
+        out.print("=== Separation by layer ===")
+        for ls in r.layers:
+            out.print(f"  Layer {ls.layer:>2}: {ls.separation:+.4f}")
+        out.print(f"Best separation at layer {r.best_layer}")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.analysis_results import LayerRequest
+    from engine.representations import layer_analysis
+
+    req = LayerRequest(model=args.model, prompts=split_prompts(args.prompts),
+                       labels=split_labels(args.labels) if args.labels else None,
+                       layers=parse_layers(args.layers) if args.layers else None,
+                       attention=args.attention, chat=args.chat)
+    runner = JobRunner(args.model, args.dtype)
+
+    def job(ctx):
+        lm = ctx.model()
+        return lm.info, layer_analysis(lm, req, ctx.cancelled)
+
+    info, result = runner.run(job, "layer")
+    emit(result, args, lambda r: render(r, info))
+    return 0

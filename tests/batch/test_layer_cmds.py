@@ -1,0 +1,42 @@
+"""`lazarus --batch layer` and `format-sensitivity` end to end."""
+
+from __future__ import annotations
+
+import json
+
+from lazarus_tui.batch import dispatch
+
+
+def test_layer_json_and_output_file(capsys, tmp_path):
+    out = tmp_path / "layer.json"
+    rc = dispatch(["layer", "-p", "100 - 37 = |100 - 37 =|The cat", "-l", "a,a,b", "--layers", "2,29",
+                   "--json", "-o", str(out)])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == json.loads(out.read_text())
+    assert data["prompts"] == ["100 - 37 = ", "100 - 37 =", "The cat"]  # not stripped
+    assert [ls["layer"] for ls in data["layers"]] == [2, 29]
+    assert data["layers"][0]["cosine"][1][1] == 1.0
+
+
+def test_layer_rich_output_shows_matrix(capsys):
+    rc = dispatch(["layer", "-p", "Hello there|Good morning", "--layers", "5"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Layer 5: cosine similarity" in text and "1.000" in text
+
+
+def test_layer_bad_input_is_one_line_exit_2(capsys):
+    assert dispatch(["layer", "-p", "a|b", "--layers", "99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "out of range" in err and len(err.splitlines()) == 1
+    assert dispatch(["layer", "-p", "a|b", "-l", "x"]) == 2
+    assert dispatch(["layer"]) == 2
+
+
+def test_format_sensitivity_summary(capsys):
+    rc = dispatch(["format-sensitivity", "-p", "2 + 2 =", "--layers", "0,29", "-s"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Format sensitivity by layer" in text and "different tokens" in text
+    assert "last token with space" not in text  # --summary-only
