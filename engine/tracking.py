@@ -1,0 +1,147 @@
+"""Token tracking: where in the layer stack a token becomes the prediction.
+
+Two analyses the TUI's tracking screen (and the Python API) use:
+
+* ``final_token_ranks``: the full-vocabulary rank, per captured layer, of the token a
+  lens result finally predicts (the lens screen's heat-strip).
+* ``track_generation``: generate N tokens greedily, then run ONE hooked forward over
+  prompt + generated tokens, capturing ``resid_post`` at every layer at the positions
+  whose outputs chose each generated token, and lens them all in one matmul. For each
+  generated token: its rank/probability per layer and the layer where it became top-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from engine.errors import InputError
+from engine.results import SCHEMA_VERSION, AnalysisResult, Frozen
+
+if TYPE_CHECKING:
+    from engine.models import LoadedModel
+
+# MLX is imported inside the functions: the request/result models here are built on the
+# TUI's UI thread, which must never import MLX.
+
+MAX_TRACKED_GENERATION = 128  # generated positions × layers × vocab logits are held at once
+
+
+class TrackGenerationRequest(Frozen):
+    kind: str = "track_generation"
+    model: str | None = None
+    prompt: str
+    max_new_tokens: int = Field(10, ge=1, le=MAX_TRACKED_GENERATION)
+    chat: bool = False
+
+
+class GeneratedPosition(Frozen):
+    index: int  # 0-based among the generated tokens
+    position: int  # sequence position whose output chose this token
+    token: str
+    token_id: int
+    ranks: list[int]  # per layer 0..L-1, over the full vocabulary
+    probabilities: list[float]  # per layer
+    top_tokens: list[str]  # the lens top-1 per layer
+    emergence_layer: int | None  # first layer where the chosen token is top-1
+    settled_layer: int | None  # first layer from which it stays top-1 to the end
+
+
+class TrackGenerationResult(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    model_id: str
+    request: TrackGenerationRequest
+    prompt_tokens: list[str]
+    num_layers: int
+    text: str
+    stopped: str  # "eos" | "max_tokens"
+    positions: list[GeneratedPosition]
+
+
+def final_token_ranks(lm: LoadedModel, result: AnalysisResult,
+                      cancel: Callable[[], bool] | None = None) -> dict[int, int]:
+    """Rank (1 = top) of ``result``'s predicted token at each captured layer.
+
+    Re-runs the lens tracking that token by id-exact lookup; returns {} when the token's
+    text does not map back to the same vocabulary entry (then ranks would be of another token).
+    """
+    from engine.lens import analyze
+
+    for ev in result.token_evolutions:
+        if ev.token_id == result.final_prediction[0].token_id:
+            return dict(ev.layer_ranks)
+    piece = result.predicted_token
+    if piece == "":
+        return {}
+    tid, _ = lm.tokenizer.lookup(piece)
+    if tid != result.final_prediction[0].token_id:
+        return {}
+    again = analyze(lm, result.request.model_copy(update={"track_tokens": [piece], "compute_transitions": False}),
+                    cancel)
+    return dict(again.token_evolutions[0].layer_ranks)
+
+
+def _first_top1(ranks: list[int]) -> tuple[int | None, int | None]:
+    emergence = next((i for i, r in enumerate(ranks) if r == 1), None)
+    settled = None
+    for i in range(len(ranks) - 1, -1, -1):
+        if ranks[i] != 1:
+            break
+        settled = i
+    return emergence, settled
+
+
+def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Callable[[], bool] | None = None,
+                     on_step: Callable[[str, int, int], None] | None = None) -> TrackGenerationResult:
+    """See the module docstring; ``on_step(stage, done, total)`` with stage "token" then "layer"."""
+    import mlx.core as mx
+
+    from engine.generate import generate_ids
+    from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+    from engine.lens import lens_distributions
+
+    if not req.prompt:
+        raise InputError("empty prompt")
+    tok = lm.tokenizer
+    hm = HookedModel(lm)
+    n_layers = hm.n_layers
+    ids = tok.prepare(req.prompt, chat=req.chat)
+    outs = generate_ids(hm, [ids], req.max_new_tokens, stop_ids=tok.eos_ids, cancel=cancel,
+                        on_step=(lambda d, t: on_step("token", d, t)) if on_step else None)
+    gen = list(outs[0].ids)
+    stopped = outs[0].stopped
+    if stopped == "eos" and gen and gen[-1] in tok.eos_ids:
+        gen = gen[:-1]
+    base = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids), num_layers=n_layers,
+                text=tok.decode(gen), stopped=stopped)
+    if not gen:
+        return TrackGenerationResult(**base, positions=[])
+
+    full = ids + gen
+    P = len(gen)
+    read_at = [len(ids) - 1 + i for i in range(P)]  # the output at read_at[i] chose gen[i]
+    cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=None, positions=read_at)
+    out = hm.forward(Batch.from_lists([full[:-1]]), capture=cap, logits="none", cancel=cancel,
+                     on_layer=(lambda layer, n: on_step("layer", layer + 1, n)) if on_step else None)
+    resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0] for layer in range(n_layers)])  # [L, P, hidden]
+    logits, logp = lens_distributions(hm, resid.reshape(n_layers * P, -1))  # [L*P, vocab]
+    chosen = mx.tile(mx.array(gen, dtype=mx.int32), (n_layers,))[:, None]  # [L*P, 1]: row l*P+p -> gen[p]
+    c_logit = mx.take_along_axis(logits, chosen, axis=-1)  # [L*P, 1]
+    ranks = ((logits > c_logit).sum(axis=-1) + 1).reshape(n_layers, P)  # full vocabulary
+    probs = mx.exp(mx.take_along_axis(logp, chosen, axis=-1)[:, 0]).reshape(n_layers, P)
+    top1 = mx.argmax(logits, axis=-1).reshape(n_layers, P)
+    mx.eval(ranks, probs, top1)
+    ranks_l, probs_l, top1_l = ranks.tolist(), probs.tolist(), top1.tolist()
+
+    positions = []
+    for p, tid in enumerate(gen):
+        r = [int(ranks_l[layer][p]) for layer in range(n_layers)]
+        emergence, settled = _first_top1(r)
+        positions.append(GeneratedPosition(
+            index=p, position=read_at[p], token=tok.piece(tid), token_id=tid, ranks=r,
+            probabilities=[float(probs_l[layer][p]) for layer in range(n_layers)],
+            top_tokens=[tok.piece(top1_l[layer][p]) for layer in range(n_layers)],
+            emergence_layer=emergence, settled_layer=settled))
+    return TrackGenerationResult(**base, positions=positions)

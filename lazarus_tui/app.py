@@ -1,0 +1,98 @@
+"""The Textual app: one mode per screen, global bindings, model loading.
+
+The app talks to the engine only through an ``EngineClient`` (or a fake with the same
+methods, injected by tests); it never imports MLX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from lazarus_tui.screens import ScreenEntry, screen_entries
+from lazarus_tui.screens.help import HelpScreen
+from lazarus_tui.screens.model_picker import ModelPicker
+from lazarus_tui.widgets.messages import EngineProgress
+
+
+class LazarusApp(App[int]):
+    TITLE = "lazarus"
+    CSS_PATH = "styles/app.tcss"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("m", "pick_model", "Model"),
+    ]
+
+    model_info: reactive[Any] = reactive(None)
+    engine_status: reactive[str] = reactive("")
+
+    def __init__(self, engine: Any, *, model: str | None = None, dtype: str | None = None,
+                 load_on_start: bool = True) -> None:
+        super().__init__()
+        self.engine = engine
+        self.blas = engine.blas()
+        self.start_model = model
+        self.start_dtype = dtype
+        self.load_on_start = load_on_start
+        self.entries: list[ScreenEntry] = screen_entries()
+        for entry in self.entries:
+            self.add_mode(entry.name, entry.screen)
+            self.bind(entry.key, f"switch_mode('{entry.name}')", description=entry.title, show=False)
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.entries[0].name)
+        if self.load_on_start:
+            self.load_model(self.start_model, self.start_dtype)
+
+    # -- global actions ----------------------------------------------------------------------
+    def action_help(self) -> None:
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(getattr(screen, "HELP", "") or f"# {screen.__class__.__name__}"))
+
+    def action_pick_model(self) -> None:
+        if isinstance(self.screen, ModelPicker):
+            return
+
+        def chosen(spec: str | None) -> None:
+            if spec:
+                self.load_model(spec, None)
+        self.push_screen(ModelPicker(), chosen)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for entry in self.entries:
+            yield SystemCommand(f"Screen: {entry.title}", f"switch to the {entry.title} screen (key {entry.key})",
+                                partial(self.switch_mode, entry.name))
+        yield SystemCommand("Load model…", "pick a bundled, cached or local model (key m)", self.action_pick_model)
+
+    # -- model loading -----------------------------------------------------------------------
+    @work(exclusive=True, group="load-model")
+    async def load_model(self, spec: str | None, dtype: str | None) -> None:
+        """Load on the engine thread; the UI stays live, the model bar shows progress."""
+        name = spec or "default model"
+        self.engine_status = f"loading {name}…"
+        job = self.engine.load(spec, dtype, on_progress=lambda ev: self.post_message(EngineProgress("load", ev)))
+        try:
+            info = await job
+        except Exception as exc:  # noqa: BLE001  (a failed load is a notification, not a crash)
+            self.engine_status = f"load failed: {name}"
+            self.notify(str(exc) or type(exc).__name__, title="model load", severity="error", timeout=10)
+            return
+        self.model_info = info
+        self.engine_status = f"ready · loaded in {info.load_seconds:.1f}s"
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        ev = message.event
+        if message.group == "load":
+            pct = f" {100 * ev.done // ev.total}%" if ev.total else ""
+            self.engine_status = f"loading: {ev.message}{pct}"

@@ -1,0 +1,25 @@
+"""``lazarus`` without ``--batch``: parse ``-m/--model`` and ``--dtype``, run the TUI."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run_app(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lazarus", description="terminal workbench for LM interpretability "
+                                "(headless commands: lazarus --batch <command>)")
+    p.add_argument("-m", "--model", default=None, help="bundled alias, .gguf file, model directory or hub id "
+                   "(default: smollm2-135m)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16", "native", "q4", "q8"])
+    args = p.parse_args(argv)
+
+    from lazarus_tui.app import LazarusApp
+    from lazarus_tui.engine_client import EngineClient
+
+    client = EngineClient(model=args.model, dtype=args.dtype)
+    try:
+        app = LazarusApp(client, model=args.model, dtype=args.dtype)
+        app.run()
+    finally:
+        client.close()
+    return app.return_code or 0

@@ -1,0 +1,94 @@
+"""The app's door onto the engine: submits jobs to the one engine thread.
+
+Every method returns an ``engine.session.Job`` at once; the UI awaits it in a
+worker. Job bodies import ``engine.lens`` etc. lazily, so they run (and import
+MLX) on the engine thread only; this module imports no MLX. Tests pass a fake
+with the same methods (see tests/tui/fakes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.results import AnalyzeRequest
+from engine.session import EngineSession, Job, ProgressEvent
+
+OnProgress = Callable[[ProgressEvent], None] | None
+
+
+class EngineClient:
+    def __init__(self, session: EngineSession | None = None, model: str | None = None,
+                 dtype: str = "auto") -> None:
+        self.session = session or EngineSession(model, dtype)
+        self.model_spec = model
+        self.dtype = dtype
+
+    # -- facts -------------------------------------------------------------------------------
+    def blas(self) -> str:
+        from engine import blas
+
+        return blas.describe()
+
+    def list_models(self) -> Job[list[dict[str, Any]]]:
+        """Bundled aliases (pulled or not) and local GGUF files in the lazarus cache."""
+        def job(ctx: Any) -> list[dict[str, Any]]:
+            from engine.models import registry
+
+            rows = [r for r in registry.cache_listing() if r["kind"] == "bundled"]
+            known = {r["path"] for r in rows}
+            for path in sorted(registry.models_dir().rglob("*.gguf")):
+                if str(path) not in known:
+                    rows.append({"name": str(path), "kind": "local", "present": True, "description": path.name})
+            hub = Path.home() / ".cache" / "huggingface" / "hub"
+            if hub.is_dir():
+                for d in sorted(hub.glob("models--*")):
+                    snaps = sorted((d / "snapshots").glob("*/config.json"))
+                    if snaps:
+                        rows.append({"name": str(snaps[-1].parent), "kind": "hf-cache", "present": True,
+                                     "description": d.name.removeprefix("models--").replace("--", "/")})
+            return rows
+        return self.session.submit(job, name="list models")
+
+    # -- jobs --------------------------------------------------------------------------------
+    def load(self, spec: str | None = None, dtype: str | None = None, on_progress: OnProgress = None) -> Job[Any]:
+        """Load (or reuse) a model and make it current; the job's result is its ``ModelInfo``."""
+        def job(ctx: Any) -> Any:
+            lm = ctx.model(spec if spec is not None else self.model_spec, dtype or self.dtype)
+            ctx.session.current = lm
+            return lm.info
+        return self.session.submit(job, name=f"load {spec}", on_progress=on_progress)
+
+    def analyze(self, req: AnalyzeRequest, on_progress: OnProgress = None,
+                with_final_ranks: bool = True) -> Job[tuple[Any, dict[int, int]]]:
+        """The logit lens, streaming one "layer" event per block; result: (AnalysisResult, final-token ranks)."""
+        def job(ctx: Any) -> tuple[Any, dict[int, int]]:
+            from engine.lens import analyze
+            from engine.tracking import final_token_ranks
+
+            lm = ctx.model()
+            res = analyze(lm, req, ctx.cancelled,
+                          lambda layer, n: ctx.progress("layer", layer + 1, n, f"layer {layer}"))
+            ranks = final_token_ranks(lm, res, ctx.cancelled) if with_final_ranks else {}
+            return res, ranks
+        return self.session.submit(job, name="analyze", on_progress=on_progress)
+
+    def track_generation(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
+        def job(ctx: Any) -> Any:
+            from engine.tracking import track_generation
+
+            return track_generation(ctx.model(), req, ctx.cancelled,
+                                    lambda stage, d, t: ctx.progress(stage, d, t, stage))
+        return self.session.submit(job, name="track generation", on_progress=on_progress)
+
+    def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
+        """The exact token tracking ``text`` follows, and all the pieces ``text`` encodes to."""
+        def job(ctx: Any) -> tuple[int, list[str]]:
+            tok = ctx.model().tokenizer
+            tid, ids = tok.lookup(text)
+            return tid, tok.pieces(ids)
+        return self.session.submit(job, name="lookup")
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,187 @@
+"""Token-tracking screen: tracked tokens' probability and rank per layer; generation tracking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.results import AnalyzeRequest, LayerStrategy
+from engine.tracking import TrackGenerationRequest
+from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.widgets.charts import TrackedTokenChart
+from lazarus_tui.widgets.generation_grid import GenerationGrid
+from lazarus_tui.widgets.messages import EngineProgress
+from lazarus_tui.widgets.prompt_input import PromptInput
+from lazarus_tui.widgets.rank_table import RankTable
+
+
+class TrackingScreen(WorkbenchScreen):
+    TITLE = "Token tracking"
+    HELP = """\
+# Token tracking
+
+Track chosen tokens through the layers at the last prompt position: the chart shows each
+token's probability per layer (vertical line: the layer where it becomes top-1, its
+*emergence* layer), the table its full-vocabulary rank.
+
+Add a token in the *track* field: the exact vocabulary entry that will be tracked is shown
+(a leading space matters: `" Paris"` is not `"Paris"`); if the text is several tokens, the
+first is tracked and you are warned.
+
+**Generation tracking**: generate N tokens greedily, then see for every generated token at
+which layer it became top-1 (grid cell = its rank at that layer; green = rank 1; *settled* =
+the layer from which it stays top-1).
+
+| key | action |
+|---|---|
+| `enter` (prompt) | run the lens with the tracked tokens |
+| `enter` (track) | add the token |
+| `delete` (tracked list) | remove the highlighted token |
+| `enter` (N) or `ctrl+g` | generate N tokens and track them |
+| `ctrl+l` | toggle log scale |
+| `/` | back to the prompt |
+| `esc` | cancel |
+"""
+    BINDINGS = [
+        Binding("ctrl+l", "toggle_log", "Log scale"),
+        Binding("ctrl+g", "generate", "Generate"),
+        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracked: list[str] = []
+        self.result: Any = None
+        self.generation: Any = None
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(classes="controls"):
+            yield PromptInput(placeholder="prompt (enter to run)", id="prompt")
+            yield Label("track")
+            yield Input(placeholder='token, e.g. " Paris"', id="add-token", classes="medium")
+            yield Label("N")
+            yield Input("8", type="integer", id="gen-n", classes="small")
+        with Horizontal(classes="main"):
+            with Vertical(classes="narrow"):
+                yield OptionList(id="tracked")
+                yield Static(id="lookup-note")
+            yield TrackedTokenChart(id="token-chart")
+            yield RankTable(id="rank-table")
+        yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track", id="gen-summary")
+        yield GenerationGrid(id="gen-grid")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", PromptInput).focus()
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", PromptInput).focus()
+
+    # -- tracked tokens ----------------------------------------------------------------------
+    @on(Input.Submitted, "#add-token")
+    def add_token(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value == "":
+            self.notify("type a token to track", severity="warning")
+            return
+        self.lookup_token(event.value)
+
+    @work(exclusive=True, group="lookup")
+    async def lookup_token(self, text: str) -> None:
+        out = await self.run_job("lookup", self.app.engine.lookup(text), "lookup")  # type: ignore[attr-defined]
+        if out is None:
+            return
+        tid, pieces = out
+        note = f"{text!r} → token {tid} {pieces[0]!r}"
+        if len(pieces) > 1:
+            note = f"{text!r} is {len(pieces)} tokens {pieces}: tracking the first, {pieces[0]!r} (id {tid})"
+            self.notify(note, title="several tokens", severity="warning")
+        self.query_one("#lookup-note", Static).update(note)
+        if text not in self.tracked:
+            self.tracked.append(text)
+            self.query_one("#tracked", OptionList).add_option(Option(f"{text!r} → {pieces[0]!r} #{tid}"))
+        self.query_one("#add-token", Input).value = ""
+        if self.query_one("#prompt", PromptInput).value:
+            self.run_lens()
+
+    def on_key(self, event: Any) -> None:
+        ol = self.query_one("#tracked", OptionList)
+        if event.key in ("delete", "backspace") and ol.has_focus and ol.highlighted is not None:
+            idx = ol.highlighted
+            ol.remove_option_at_index(idx)
+            del self.tracked[idx]
+            event.stop()
+            if self.result is not None:
+                self.run_lens()
+
+    # -- lens with tracked tokens ------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def prompt_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one("#prompt", PromptInput).remember(event.value)
+        self.run_lens()
+        self.query_one("#rank-table").focus()
+
+    def run_lens(self) -> None:
+        req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
+                             track_tokens=list(self.tracked), top_k=5)
+        self.lens_worker(req)
+
+    @work(exclusive=True, group="tracking")
+    async def lens_worker(self, req: AnalyzeRequest) -> None:
+        job = self.app.engine.analyze(req, on_progress=self.progress_sink("tracking"),  # type: ignore[attr-defined]
+                                      with_final_ranks=False)
+        out = await self.run_job("tracking", job, "track")
+        if out is None:
+            return
+        self.result = out[0]
+        self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
+        self.query_one(RankTable).show(self.result)
+        if not self.tracked:
+            self.notify("add tokens to track in the 'track' field", severity="information", timeout=3)
+
+    def action_toggle_log(self) -> None:
+        chart = self.query_one(TrackedTokenChart)
+        chart.log_scale = not chart.log_scale
+
+    # -- generation tracking -----------------------------------------------------------------
+    @on(Input.Submitted, "#gen-n")
+    def gen_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_generate()
+
+    def action_generate(self) -> None:
+        try:
+            req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
+                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8))
+        except (ValidationError, ValueError) as exc:
+            msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            self.notify(f"N: {msg}", title="bad request", severity="error")
+            return
+        self.generation_worker(req)
+
+    @work(exclusive=True, group="generation")
+    async def generation_worker(self, req: TrackGenerationRequest) -> None:
+        self.query_one("#gen-summary", Static).update("generating…")
+        job = self.app.engine.track_generation(req, on_progress=self.progress_sink("generation"))  # type: ignore[attr-defined]
+        res = await self.run_job("generation", job, "generate+track")
+        if res is None:
+            self.query_one("#gen-summary", Static).update("generation tracking: no result")
+            return
+        self.generation = res
+        self.query_one(GenerationGrid).show(res)
+        self.query_one("#gen-summary", Static).update(
+            f"generated {len(res.positions)} tokens ({res.stopped}): {res.text!r} · rows: generated tokens, "
+            f"cells: rank of the chosen token at each layer")
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        ev = message.event
+        what = {"tracking": "track", "generation": "generate+track"}.get(message.group)
+        if what:
+            self.app.engine_status = f"{what}: {ev.stage} {ev.done}/{ev.total}"  # type: ignore[attr-defined]

@@ -1,0 +1,37 @@
+"""The header line of every screen: the loaded model's facts and the engine's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+
+def describe_model(info: Any, blas: str) -> str:
+    if info is None:
+        return "no model loaded"
+    return (f"[b]{info.model_id}[/b]  {info.family} · {info.num_layers} layers · hidden {info.hidden_size} · "
+            f"vocab {info.vocab_size} · {info.dtype} · {info.device} · BLAS {blas}")
+
+
+class ModelBar(Horizontal):
+    """Reads ``app.model_info`` / ``app.engine_status`` (reactives on the app)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="model-title")
+        yield Static(id="model-facts")
+        yield Static(id="engine-status")
+
+    def on_mount(self) -> None:
+        app: Any = self.app
+        self.query_one("#model-title", Static).update(f"[b]lazarus[/b] · {self.screen.TITLE}")  # type: ignore[attr-defined]
+        self.watch(app, "model_info", self._info, init=True)
+        self.watch(app, "engine_status", self._status, init=True)
+
+    def _info(self, info: Any) -> None:
+        self.query_one("#model-facts", Static).update(describe_model(info, getattr(self.app, "blas", "")))
+
+    def _status(self, status: str) -> None:
+        self.query_one("#engine-status", Static).update(status)
