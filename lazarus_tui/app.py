@@ -29,6 +29,10 @@ class LazarusApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("m", "pick_model", "Model"),
+        # screen keys (see lazarus_tui.screens): digits when no text field has focus,
+        # F-keys always (priority), even while typing a prompt
+        *(Binding(str(i), f"screen_key('{i}')", show=False) for i in range(1, 10)),
+        *(Binding(f"f{i}", f"screen_key('{i}')", show=False, priority=True) for i in range(1, 10)),
     ]
 
     model_info: reactive[Any] = reactive(None)
@@ -45,7 +49,6 @@ class LazarusApp(App[int]):
         self.entries: list[ScreenEntry] = screen_entries()
         for entry in self.entries:
             self.add_mode(entry.name, entry.screen)
-            self.bind(entry.key, f"switch_mode('{entry.name}')", description=entry.title, show=False)
 
     def on_mount(self) -> None:
         self.switch_mode(self.entries[0].name)
@@ -53,6 +56,11 @@ class LazarusApp(App[int]):
             self.load_model(self.start_model, self.start_dtype)
 
     # -- global actions ----------------------------------------------------------------------
+    def action_screen_key(self, key: str) -> None:
+        entry = next((e for e in self.entries if e.key == key), None)
+        if entry is not None and not isinstance(self.screen, (HelpScreen, ModelPicker)):
+            self.switch_mode(entry.name)
+
     def action_help(self) -> None:
         screen = self.screen
         if isinstance(screen, HelpScreen):

@@ -13,7 +13,8 @@ GLOBAL_KEYS = """
 
 | key | action |
 |---|---|
-| `1`–`4` | switch screen (lens, tracking, ablation, steering) |
+| `1`–`4` | switch screen (lens, tracking, ablation, steering) when no text field has focus |
+| `f1`–`f4` | switch screen, also while typing |
 | `ctrl+p` | command palette |
 | `m` | pick and load another model |
 | `?` | this help |

@@ -1,0 +1,154 @@
+"""TUI fixtures: a deterministic fake engine (snapshots, UI logic) and a shared real one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from engine.errors import InputError
+from engine.results import (
+    AnalysisResult, AnalyzeRequest, LayerPredictionResult, LayerTransition, TokenEvolutionResult, TokenPrediction,
+)
+from engine.session import Job
+from engine.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
+
+PROMPT = "The capital of France is"
+N_LAYERS = 8
+VOCAB = 1000
+
+
+class FakeInfo:
+    model_id = "fake-8l"
+    family = "llama"
+    num_layers = N_LAYERS
+    hidden_size = 64
+    vocab_size = VOCAB
+    dtype = "float32"
+    device = "cpu"
+    load_seconds = 0.5
+
+
+def _done(value: Any) -> Job[Any]:
+    job: Job[Any] = Job("fake")
+    job.future.set_result(value)
+    return job
+
+
+def _failed(exc: BaseException) -> Job[Any]:
+    job: Job[Any] = Job("fake")
+    job.future.set_exception(exc)
+    return job
+
+
+def fake_analysis(req: AnalyzeRequest) -> AnalysisResult:
+    """A lens that drifts from ' the' to ' Paris' over 8 layers (deterministic numbers)."""
+    tokens = ["The", " capital", " of", " France", " is"]
+    pos = req.position % len(tokens)
+    layers = list(range(N_LAYERS)) if req.layer_strategy.value == "all" else [0, 4, 7]
+    preds = []
+    for layer in layers:
+        p = round(0.1 + 0.8 * layer / (N_LAYERS - 1), 4)
+        top = " Paris" if layer >= 5 else " the"
+        other = " the" if top == " Paris" else " Paris"
+        cands = [(top, 7 if top == " Paris" else 3, p), (other, 3 if top == " Paris" else 7, round((1 - p) / 2, 4)),
+                 (" a", 5, round((1 - p) / 4, 4)), (" London", 9, round((1 - p) / 8, 4)), (",", 11, 0.01)]
+        ent = round(3.0 * (1 - p) + 0.2, 4)
+        en = ent / math.log(VOCAB)
+        preds.append(LayerPredictionResult(
+            layer_idx=layer, predictions=[TokenPrediction(token=t, token_id=i, probability=q, rank=r + 1)
+                                          for r, (t, i, q) in enumerate(cands[: req.top_k])],
+            entropy=ent, entropy_normalized=en, is_confident=en < 0.3))
+    trans = [LayerTransition(from_layer=a, to_layer=b, kl_divergence=2.0 if b == 5 else 0.1 * (b - a),
+                             js_divergence=0.3 if b == 5 else 0.01, top_token_changed=b == 5)
+             for a, b in zip(layers, layers[1:])]
+    evs = []
+    for t in req.track_tokens:
+        if t == "":
+            raise InputError("tracked token is empty")
+        ranks = {layer: (1 if (layer >= 5) == (t == " Paris") else 2 + layer) for layer in layers}
+        probs = {layer: round(0.05 + 0.1 * layer, 4) if t == " Paris" else round(0.5 - 0.05 * layer, 4)
+                 for layer in layers}
+        evs.append(TokenEvolutionResult(token=t, token_id=7 if t == " Paris" else 3, layer_probabilities=probs,
+                                        layer_ranks=ranks,
+                                        emergence_layer=next((x for x in layers if ranks[x] == 1), None)))
+    decision = next((lp.layer_idx for lp in preds if lp.top_token == " Paris" and lp.is_confident), None)
+    final = preds[-1].predictions
+    return AnalysisResult(model_id="fake-8l", request=req, prompt=req.prompt, tokens=tokens,
+                          token_ids=[1, 2, 3, 4, 5], position=pos, num_layers=N_LAYERS, captured_layers=layers,
+                          final_prediction=final, layer_predictions=preds, layer_transitions=trans,
+                          token_evolutions=evs, decision_layer=decision, predicted_token=final[0].token,
+                          predicted_probability=final[0].probability, final_entropy=preds[-1].entropy,
+                          vocab_size=VOCAB)
+
+
+class FakeEngine:
+    """The ``EngineClient`` surface with canned, deterministic results and no engine thread."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str | None] = []
+        self.requests: list[Any] = []
+
+    def blas(self) -> str:
+        return "OpenBLAS (fake)"
+
+    def list_models(self) -> Job[list[dict[str, Any]]]:
+        return _done([
+            {"name": "smollm2-135m", "kind": "bundled", "present": True, "description": "SmolLM2 135M"},
+            {"name": "gemma3-270m", "kind": "bundled", "present": True, "description": "Gemma 3 270M"},
+        ])
+
+    def load(self, spec: str | None = None, dtype: str | None = None, on_progress: Any = None) -> Job[Any]:
+        self.loaded.append(spec)
+        info = FakeInfo()
+        if spec:
+            info.model_id = spec
+        return _done(info)
+
+    def analyze(self, req: AnalyzeRequest, on_progress: Any = None, with_final_ranks: bool = True) -> Job[Any]:
+        self.requests.append(req)
+        if not req.prompt:
+            return _failed(InputError("empty prompt"))
+        res = fake_analysis(req)
+        ranks = {lp.layer_idx: (1 if lp.top_token == " Paris" else 40 - 5 * lp.layer_idx)
+                 for lp in res.layer_predictions}
+        return _done((res, ranks))
+
+    def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
+        if text == "Paris!":
+            return _done((8, ["Paris", "!"]))
+        return _done((7 if text == " Paris" else 3, [text]))
+
+    def track_generation(self, req: TrackGenerationRequest, on_progress: Any = None) -> Job[Any]:
+        if not req.prompt:
+            return _failed(InputError("empty prompt"))
+        toks = [" Paris", ".", " It", " is"][: req.max_new_tokens]
+        positions = []
+        for i, t in enumerate(toks):
+            ranks = [max(1, 30 - 6 * layer + 4 * i) if layer < 7 - i else 1 for layer in range(N_LAYERS)]
+            em = next((x for x, r in enumerate(ranks) if r == 1), None)
+            positions.append(GeneratedPosition(index=i, position=4 + i, token=t, token_id=10 + i, ranks=ranks,
+                                               probabilities=[1 / r for r in ranks], top_tokens=[t] * N_LAYERS,
+                                               emergence_layer=em, settled_layer=em))
+        return _done(TrackGenerationResult(model_id="fake-8l", request=req, prompt_tokens=["The"], num_layers=N_LAYERS,
+                                           text="".join(toks), stopped="max_tokens", positions=positions))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture(scope="session")
+def real_engine():
+    """One EngineClient (one engine thread, SmolLM2 loaded once) shared by the real-model tests."""
+    from lazarus_tui.engine_client import EngineClient
+
+    client = EngineClient()
+    client.load().result()
+    yield client
+    client.close()
