@@ -1,0 +1,157 @@
+"""The hooked forward equals the model's forward, and interventions do exactly what they say."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
+
+EVERY_SITE = CaptureSpec(kinds=tuple(SiteKind), layers=None, positions="all")
+
+
+def ids_of(lm, text):
+    return lm.tokenizer.encode(text)
+
+
+def maxdiff(a, b):
+    return float(mx.abs(a.astype(mx.float32) - b.astype(mx.float32)).max().item())
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gemma"])
+def tiny(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_unhooked_and_fully_captured_forward_equal_native(tiny):
+    # 11 tokens: longer than the tiny Gemma's sliding window of 4, so local layers really are windowed
+    ids = ids_of(tiny, "one two three four five six seven eight nine ten eleven")
+    assert len(ids) > 8
+    native = tiny.model(mx.array([ids]))
+    hm = HookedModel(tiny)
+    plain = hm.forward(Batch.from_lists([ids]), logits="all").logits
+    opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=EVERY_SITE)
+    assert maxdiff(native, plain) < 1e-5
+    assert maxdiff(native, opened.logits) < 1e-5
+    assert len(opened.captures) == len(SiteKind) * tiny.num_layers
+
+
+def test_sliding_window_pattern_is_respected(tiny_gemma):
+    ids = ids_of(tiny_gemma, "one two three four five six seven eight nine ten")
+    hm = HookedModel(tiny_gemma)
+    out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.attn_pattern,)))
+    window = tiny_gemma.adapter.sliding_window
+    for layer in range(tiny_gemma.num_layers):
+        pat = np.array(out.captures[f"blocks.{layer}.attn_pattern"][0])  # [H, S, K]
+        np.testing.assert_allclose(pat.sum(-1), 1.0, atol=1e-5)
+        q = np.arange(len(ids))[:, None]
+        k = np.arange(len(ids))[None, :]
+        future = k > q
+        assert np.abs(pat[:, future]).max() == 0.0
+        outside = q - k >= window
+        if layer in tiny_gemma.adapter.sliding_layers:
+            assert np.abs(pat[:, outside]).max() == 0.0
+        else:  # global layers see the whole prefix
+            assert pat[:, outside].max() > 0.0
+
+
+def test_left_padded_batch_equals_each_prompt_alone(tiny):
+    a, b = ids_of(tiny, "The capital of France is"), ids_of(tiny, "Hi")
+    hm = HookedModel(tiny)
+    both = hm.forward(Batch.from_lists([a, b]), logits="last").logits
+    for row, ids in enumerate([a, b]):
+        alone = tiny.model(mx.array([ids]))[:, -1]
+        assert maxdiff(both[row], alone) < 1e-4
+
+
+def test_kv_cache_token_by_token_equals_full_pass(tiny):
+    ids = ids_of(tiny, "one two three four five six seven")
+    native = tiny.model(mx.array([ids]))
+    hm = HookedModel(tiny)
+    kv = KVState(hm.n_layers, [0])
+    hm.forward(Batch.from_lists([ids[:3]]), kv=kv, logits="none")
+    for j in range(3, len(ids)):
+        step = hm.forward(Batch(mx.array([[ids[j]]]), [0], [len(ids)]), kv=kv).logits
+        assert maxdiff(step[0, 0], native[0, j]) < 1e-4
+
+
+def test_neutral_interventions_change_nothing(tiny):
+    ids = ids_of(tiny, "The capital of France is")
+    hm = HookedModel(tiny)
+    base = hm.forward(Batch.from_lists([ids])).logits
+    zero_vec = [0.0] * tiny.info.hidden_size
+    same = hm.forward(Batch.from_lists([ids]), interventions=[
+        Intervention(site=Site(layer=1, kind=SiteKind.mlp_out), op="scale", factor=1.0),
+        Intervention(site=Site(layer=0, kind=SiteKind.resid_post), op="add", vector=zero_vec),
+    ]).logits
+    assert maxdiff(base, same) == 0.0
+    changed = hm.forward(Batch.from_lists([ids]), interventions=[
+        Intervention(site=Site(layer=1, kind=SiteKind.mlp_out), op="zero")]).logits
+    assert maxdiff(base, changed) > 1e-3
+
+
+def test_zeroing_every_head_equals_zeroing_attention(tiny_llama):
+    ids = ids_of(tiny_llama, "The capital of France is")
+    hm = HookedModel(tiny_llama)
+    site = Site(layer=1, kind=SiteKind.attn_out)
+    whole = hm.forward(Batch.from_lists([ids]), interventions=[Intervention(site=site, op="zero")]).logits
+    heads = [Intervention(site=site, op="zero", head=h) for h in range(tiny_llama.info.num_heads)]
+    per_head = hm.forward(Batch.from_lists([ids]), interventions=heads).logits
+    assert maxdiff(whole, per_head) < 1e-5
+    one = hm.forward(Batch.from_lists([ids]), interventions=heads[:1]).logits
+    assert maxdiff(whole, one) > 1e-4  # one head is not all of them
+
+
+def test_row_and_position_restrict_an_intervention(tiny):
+    a = ids_of(tiny, "The capital of France is")
+    hm = HookedModel(tiny)
+    base = hm.forward(Batch.from_lists([a, a]), logits="all").logits
+    iv = Intervention(site=Site(layer=0, kind=SiteKind.resid_post), op="zero", row=1, position=2)
+    out = hm.forward(Batch.from_lists([a, a]), logits="all", interventions=[iv]).logits
+    assert maxdiff(out[0], base[0]) == 0.0  # the other row is untouched
+    assert maxdiff(out[1, :2], base[1, :2]) == 0.0  # earlier positions cannot see a later change
+    assert maxdiff(out[1, 2:], base[1, 2:]) > 1e-4
+
+
+def test_replace_patches_one_prompt_into_another(tiny):
+    src, tgt = ids_of(tiny, "The capital of France is"), ids_of(tiny, "The capital of Spain is")
+    hm = HookedModel(tiny)
+    last = tiny.num_layers - 1
+    cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=[last], positions="last")
+    s = hm.forward(Batch.from_lists([src]), capture=cap)
+    vec = s.captures[f"blocks.{last}.resid_post"][0, 0]
+    patched = hm.forward(Batch.from_lists([tgt]), interventions=[
+        Intervention(site=Site(layer=last, kind=SiteKind.resid_post), op="replace", vector=vec, position=-1)])
+    assert maxdiff(patched.logits[0, -1], s.logits[0, -1]) < 1e-5
+
+
+def test_bad_interventions_are_input_errors(tiny_llama):
+    hm = HookedModel(tiny_llama)
+    batch = Batch.from_lists([[1, 2, 3]])
+    with pytest.raises(InputError, match="out of range"):
+        hm.forward(batch, interventions=[Intervention(site=Site(layer=99, kind=SiteKind.mlp_out), op="zero")])
+    with pytest.raises(InputError, match="needs a vector"):
+        hm.forward(batch, interventions=[Intervention(site=Site(layer=0, kind=SiteKind.mlp_out), op="add")])
+    with pytest.raises(InputError, match="expected 64"):
+        hm.forward(batch, interventions=[Intervention(site=Site(layer=0, kind=SiteKind.mlp_out), op="add",
+                                                      vector=[1.0] * 3)])
+    with pytest.raises(InputError, match="empty prompt"):
+        Batch.from_lists([[]])
+    assert str(Site.parse("blocks.3.mlp_out")) == "blocks.3.mlp_out"
+    with pytest.raises(InputError):
+        Site.parse("blocks.x.mlp")
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", ["smollm", "gemma"])
+def test_verify_passes_on_real_models_including_the_long_prompt(name, request):
+    from engine.verify import run_verify
+
+    lm = request.getfixturevalue(name)
+    result = run_verify(lm)
+    long = [p for p in result.prompts if p.label == "long"][0]
+    assert long.num_tokens > 600  # past Gemma 3's 512-token sliding window
+    assert result.passed, result.prompts
+    assert max(p.max_abs_diff for p in result.prompts) < 1e-4
