@@ -25,6 +25,10 @@ _LAZY = {
     "AnalysisResult": "engine.results",
     "AnalyzeRequest": "engine.results",
     "EngineSession": "engine.session",
+    "SteeringDirection": "engine.steering",
+    "steer_generate": "engine.steering",
+    "SteerRequest": "engine.steering_results",
+    "SteerResult": "engine.steering_results",
 }
 
 
