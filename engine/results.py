@@ -10,13 +10,23 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
 
 class Frozen(BaseModel):
+    """Immutable; unknown fields are errors, except computed ones (present in dumped JSON)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: Any) -> Any:
+        computed = cls.model_computed_fields
+        if computed and isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in computed}
+        return data
 
 
 class LayerStrategy(str, Enum):
