@@ -47,3 +47,38 @@ def cosine_table(title: str, names: Sequence[str], matrix: Sequence[Sequence[flo
 def two_model_header(out, label: str, info) -> None:
     out.print(f"{label}: {info.model_id}  ({info.family}, {info.num_layers} layers, hidden {info.hidden_size}, "
               f"vocab {info.vocab_size}, {info.dtype})")
+
+
+def add_pair_args(p, first: tuple[str, ...] = ("-b", "--base"), second: tuple[str, ...] = ("-f", "--finetuned"),
+                  dest: tuple[str, str] = ("base", "finetuned")) -> None:
+    """Two models and their dtypes (``--dtype``, ``--dtype2``): e.g. SmolLM2 float32 vs SmolLM2 q4."""
+    p.add_argument(*first, dest=dest[0], default=None, help="first model (default: smollm2-135m)")
+    p.add_argument(*second, dest=dest[1], default=None, help="second model (default: the first one)")
+    p.add_argument("--dtype", dest="dtype", default="auto",
+                   help="first model's dtype: auto|float32|float16|bfloat16|q4|q8")
+    p.add_argument("--dtype2", dest="dtype2", default=None, help="second model's dtype (default: --dtype)")
+
+
+def load_pair(ctx, spec1, dtype1: str, spec2, dtype2: str):
+    """Load both models on the engine thread (inside a JobRunner job)."""
+    total = 2
+    ctx.progress("models", 0, total, "loading model 1")
+    a = ctx.model(spec1, dtype1)
+    ctx.progress("models", 1, total, "loading model 2")
+    b = ctx.model(spec2 if spec2 is not None else spec1, dtype2)
+    ctx.progress("models", 2, total, "models loaded")
+    return a, b
+
+
+def print_wide(out, renderable, min_width: int) -> None:
+    """Print a wide table at its natural width even when stdout is not a terminal (default 80 columns)."""
+    if out.width >= min_width:
+        out.print(renderable)
+        return
+    from rich.console import Console
+
+    wide = Console(width=min_width, highlight=False, soft_wrap=True, force_terminal=out.is_terminal,
+                   color_system=out.color_system, no_color=out.no_color)
+    with wide.capture() as cap:
+        wide.print(renderable)
+    out.file.write(cap.get())
