@@ -1,0 +1,138 @@
+"""Request and result models of ablation studies (shared by the batch command, the TUI and the API).
+
+Plain numbers and strings only; frozen; ``schema_version`` and the request that made the result.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field, computed_field, field_validator
+
+from engine.results import SCHEMA_VERSION, Frozen
+
+
+class ComponentType(str, Enum):
+    """What an ablation removes: the MLP output, the attention output, or both (per block)."""
+
+    MLP = "mlp"
+    ATTENTION = "attention"
+    BOTH = "both"
+
+
+AblationMethod = Literal["zero", "mean"]
+
+
+class AblationSpec(Frozen):
+    """One sweep point: a set of layers whose component (or listed heads) are ablated together."""
+
+    layers: list[int]
+    component: ComponentType = ComponentType.MLP
+    heads: list[int] | None = None  # attention heads (component must be attention)
+
+    @field_validator("component", mode="before")
+    @classmethod
+    def _component(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def label(self) -> str:
+        if not self.layers:
+            return "none"
+        layers = "+".join(f"L{x}" for x in self.layers)
+        if self.heads is not None:
+            return f"{layers} heads {','.join(str(h) for h in self.heads)}"
+        return f"{layers} {self.component.value}"
+
+
+class PromptCase(Frozen):
+    """A prompt and what must appear in its output (``--prompts "p:exp|..."``)."""
+
+    prompt: str
+    expected: str
+
+
+class AblationConfig(Frozen):
+    """Options of an ablation (the seed's ``AblationConfig``)."""
+
+    component: ComponentType = ComponentType.MLP
+    heads: list[int] | None = None
+    method: AblationMethod = "zero"
+    reference: list[str] = []  # prompts whose mean activation ``mean`` ablation writes in
+    max_new_tokens: int = Field(60, ge=1, le=4096)
+    chat: bool = True
+
+    @field_validator("component", mode="before")
+    @classmethod
+    def _component(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class AblationRequest(Frozen):
+    kind: str = "ablate"
+    model: str | None = None
+    prompt: str | None = None
+    criterion: str = ""  # built-in name, substring, or "re:<regex>"; unused with ``prompts``
+    prompts: list[PromptCase] | None = None  # difficulty gradient: each prompt with its expected substring
+    component: ComponentType = ComponentType.MLP
+    heads: list[int] | None = None
+    layers: list[int] | None = None  # None = every layer
+    mode: Literal["sweep", "multi", "grid"] = "sweep"
+    method: AblationMethod = "zero"
+    reference: list[str] = []
+    chat: bool = True
+    max_tokens: int = Field(60, ge=1, le=4096)
+    # explicit sweep points (the TUI's hand-picked cells); overrides layers/mode/component when given
+    ablations: list[AblationSpec] | None = None
+
+    @field_validator("component", mode="before")
+    @classmethod
+    def _component(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class AblationOutput(Frozen):
+    """One generation: for one prompt, under one ablation (or none)."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]
+    stopped: str  # "eos" | "max_tokens"
+    passed: bool | None  # None when no criterion applies
+    diverged_at: int | None = None  # first generated token index that differs from the baseline; None = identical
+
+
+class AblationPoint(Frozen):
+    """One sweep point with its output for every prompt."""
+
+    spec: AblationSpec
+    outputs: list[AblationOutput]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+class AblationResult(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    model_id: str
+    num_layers: int
+    request: AblationRequest
+    chat_template_used: bool
+    notes: list[str] = []
+    criterion_description: str = ""
+    baseline: list[AblationOutput]  # one per prompt
+    points: list[AblationPoint]
+    strategy: str = "batched"  # "batched" (one batch, prefix reuse) or "sequential"
+    elapsed_s: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def causal_layers(self) -> list[str]:
+        """Labels of sweep points that flip the first prompt's pass/fail against the baseline."""
+        base = self.baseline[0].passed if self.baseline else None
+        return [p.label for p in self.points if p.outputs and p.outputs[0].passed is not None
+                and p.outputs[0].passed != base]
