@@ -479,8 +479,12 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
                             factor=c * s, position=req.position, row=row)
 
     rows = [prompt_rows[pi] for pi, _, _, _ in settings]
+    # Every Intervention object stays alive for the whole run: HookedModel caches each one's
+    # mx vector by id(), so a collected object's id reused by a new one would get a stale vector.
+    keep_alive: list[Intervention] = []
     if req.batched:
         ivs = [intervention(lay, c, s, i) for i, (_, lay, c, s) in enumerate(settings) if c != 0.0]
+        keep_alive += ivs
         outs = generate_ids(hm, rows, req.max_tokens, interventions=ivs, temperature=req.temperature,
                             seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
         gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
@@ -492,6 +496,7 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
         for i, (_, lay, c, s) in enumerate(settings):
             step_cb = None if on_step is None else (lambda k, n, i=i: on_step(i * req.max_tokens + k, total))
             ivs = [intervention(lay, c, s, None)] if c != 0.0 else []
+            keep_alive += ivs
             o = generate_ids(hm, [rows[i]], req.max_tokens, interventions=ivs, temperature=req.temperature,
                              seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=step_cb)[0]
             outs.append(o)
