@@ -53,6 +53,8 @@ class LazarusApp(App[int]):
     def on_mount(self) -> None:
         self.switch_mode(self.entries[0].name)
         if self.load_on_start:
+            if hasattr(self.engine, "yield_to_ui"):
+                self.engine.yield_to_ui()
             self.load_model(self.start_model, self.start_dtype)
 
     # -- global actions ----------------------------------------------------------------------

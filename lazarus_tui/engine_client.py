@@ -8,6 +8,9 @@ with the same methods (see tests/tui/fakes.py).
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,26 @@ class EngineClient:
         return self.session.submit(job, name="list models")
 
     # -- jobs --------------------------------------------------------------------------------
+    def yield_to_ui(self) -> Job[None]:
+        """Lower the priority (nice +5, Linux) of every thread but the UI's: the engine thread and
+        the BLAS / MLX worker threads. On a loaded machine the UI thread then keeps drawing while
+        the engine computes; alone on the machine the engine loses nothing."""
+        ui_tid = threading.get_native_id()
+
+        def job(ctx: Any) -> None:
+            task = Path("/proc/self/task")
+            if not sys.platform.startswith("linux") or not task.is_dir():
+                return
+            import engine.models  # noqa: F401  (start MLX's threads first, so that they are reniced too)
+
+            for tid in task.iterdir():
+                if int(tid.name) != ui_tid:
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, int(tid.name), max(5, os.getpriority(os.PRIO_PROCESS, int(tid.name))))
+                    except OSError:
+                        pass  # a thread that ended meanwhile
+        return self.session.submit(job, name="yield to ui")
+
     def load(self, spec: str | None = None, dtype: str | None = None, on_progress: OnProgress = None) -> Job[Any]:
         """Load (or reuse) a model and make it current; the job's result is its ``ModelInfo``."""
         def job(ctx: Any) -> Any:
@@ -60,19 +83,22 @@ class EngineClient:
             return lm.info
         return self.session.submit(job, name=f"load {spec}", on_progress=on_progress)
 
-    def analyze(self, req: AnalyzeRequest, on_progress: OnProgress = None,
-                with_final_ranks: bool = True) -> Job[tuple[Any, dict[int, int]]]:
-        """The logit lens, streaming one "layer" event per block; result: (AnalysisResult, final-token ranks)."""
-        def job(ctx: Any) -> tuple[Any, dict[int, int]]:
+    def analyze(self, req: AnalyzeRequest, on_progress: OnProgress = None) -> Job[Any]:
+        """The logit lens (``AnalysisResult``), streaming one "layer" event per finished block."""
+        def job(ctx: Any) -> Any:
             from engine.lens import analyze
+
+            return analyze(ctx.model(), req, ctx.cancelled,
+                           lambda layer, n: ctx.progress("layer", layer + 1, n, f"layer {layer}"))
+        return self.session.submit(job, name="analyze", on_progress=on_progress)
+
+    def final_ranks(self, result: Any) -> Job[dict[int, int]]:
+        """Full-vocabulary rank of ``result``'s predicted token per captured layer (a second pass)."""
+        def job(ctx: Any) -> dict[int, int]:
             from engine.tracking import final_token_ranks
 
-            lm = ctx.model()
-            res = analyze(lm, req, ctx.cancelled,
-                          lambda layer, n: ctx.progress("layer", layer + 1, n, f"layer {layer}"))
-            ranks = final_token_ranks(lm, res, ctx.cancelled) if with_final_ranks else {}
-            return res, ranks
-        return self.session.submit(job, name="analyze", on_progress=on_progress)
+            return final_token_ranks(ctx.model(), result, ctx.cancelled)
+        return self.session.submit(job, name="final ranks")
 
     def track_generation(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
         def job(ctx: Any) -> Any:

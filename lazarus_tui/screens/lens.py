@@ -109,9 +109,15 @@ put through the model's final norm and unembedding. The table fills as layers fi
         table.start([])
         self.query_one("#summary", Static).update("")
         job = self.app.engine.analyze(req, on_progress=self.progress_sink("lens"))  # type: ignore[attr-defined]
-        out = await self.run_job("lens", job, "analyze")
-        if out is not None:
-            self.show_result(*out)
+        result = await self.run_job("lens", job, "analyze")
+        if result is None:
+            return
+        self.show_result(result, {})
+        self.query_one(RankStrip).update(f"rank of final {tok(result.predicted_token)} per layer: computing…")
+        ranks = await self.run_job("lens", self.app.engine.final_ranks(result), "final-token ranks")  # type: ignore[attr-defined]
+        if ranks is not None:
+            self.final_ranks = ranks
+            self.query_one(RankStrip).show(result.predicted_token, ranks)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event

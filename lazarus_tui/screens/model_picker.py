@@ -40,6 +40,7 @@ class ModelPicker(ModalScreen[str | None]):
                                id=row["name"]))
         ol = self.query_one(OptionList)
         ol.add_options(opts)
+        ol.highlighted = 0
         ol.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

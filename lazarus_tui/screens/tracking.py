@@ -135,12 +135,11 @@ the layer from which it stays top-1).
 
     @work(exclusive=True, group="tracking")
     async def lens_worker(self, req: AnalyzeRequest) -> None:
-        job = self.app.engine.analyze(req, on_progress=self.progress_sink("tracking"),  # type: ignore[attr-defined]
-                                      with_final_ranks=False)
-        out = await self.run_job("tracking", job, "track")
-        if out is None:
+        job = self.app.engine.analyze(req, on_progress=self.progress_sink("tracking"))  # type: ignore[attr-defined]
+        result = await self.run_job("tracking", job, "track")
+        if result is None:
             return
-        self.result = out[0]
+        self.result = result
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
         if not self.tracked:

@@ -60,7 +60,7 @@ def fake_analysis(req: AnalyzeRequest) -> AnalysisResult:
             layer_idx=layer, predictions=[TokenPrediction(token=t, token_id=i, probability=q, rank=r + 1)
                                           for r, (t, i, q) in enumerate(cands[: req.top_k])],
             entropy=ent, entropy_normalized=en, is_confident=en < 0.3))
-    trans = [LayerTransition(from_layer=a, to_layer=b, kl_divergence=2.0 if b == 5 else 0.1 * (b - a),
+    trans = [LayerTransition(from_layer=a, to_layer=b, kl_divergence=2.0 if b == 6 else 0.1 * (b - a),
                              js_divergence=0.3 if b == 5 else 0.01, top_token_changed=b == 5)
              for a, b in zip(layers, layers[1:])]
     evs = []
@@ -106,14 +106,15 @@ class FakeEngine:
             info.model_id = spec
         return _done(info)
 
-    def analyze(self, req: AnalyzeRequest, on_progress: Any = None, with_final_ranks: bool = True) -> Job[Any]:
+    def analyze(self, req: AnalyzeRequest, on_progress: Any = None) -> Job[Any]:
         self.requests.append(req)
         if not req.prompt:
             return _failed(InputError("empty prompt"))
-        res = fake_analysis(req)
-        ranks = {lp.layer_idx: (1 if lp.top_token == " Paris" else 40 - 5 * lp.layer_idx)
-                 for lp in res.layer_predictions}
-        return _done((res, ranks))
+        return _done(fake_analysis(req))
+
+    def final_ranks(self, result: AnalysisResult) -> Job[dict[int, int]]:
+        return _done({lp.layer_idx: (1 if lp.top_token == " Paris" else 40 - 5 * lp.layer_idx)
+                      for lp in result.layer_predictions})
 
     def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
         if text == "Paris!":
@@ -149,6 +150,7 @@ def real_engine():
     from lazarus_tui.engine_client import EngineClient
 
     client = EngineClient()
+    client.yield_to_ui()
     client.load().result()
     yield client
     client.close()

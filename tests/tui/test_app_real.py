@@ -80,7 +80,7 @@ async def test_tracking_paris_probability_per_layer(real_engine) -> None:
         assert ev.token == " Paris" and len(ev.layer_probabilities) == 30
         assert ev.layer_ranks[29] == 1 and ev.emergence_layer is not None
         # the same probability the lens screen's engine call computes for the final layer
-        lens, _ = await real_engine.analyze(screen.result.request.model_copy(update={"track_tokens": []}))
+        lens = await real_engine.analyze(screen.result.request.model_copy(update={"track_tokens": []}))
         assert ev.layer_probabilities[29] == pytest.approx(lens.predicted_probability, rel=1e-5)
         chart = screen.query_one(TrackedTokenChart)
         assert [e.token for e in chart.evolutions] == [" Paris"]

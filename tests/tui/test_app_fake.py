@@ -1,0 +1,114 @@
+"""UI logic with the fake engine: navigation, history, picker, help, headless imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from lazarus_tui.app import LazarusApp
+from lazarus_tui.screens.ablation import AblationScreen
+from lazarus_tui.screens.help import HelpScreen
+from lazarus_tui.screens.lens import LensScreen
+from lazarus_tui.screens.model_picker import ModelPicker
+from lazarus_tui.screens.steering import SteeringScreen
+from lazarus_tui.screens.tracking import TrackingScreen
+from lazarus_tui.widgets.layer_table import LayerTable
+
+
+async def settle(app, pilot) -> None:
+    await pilot.pause(0.05)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.05)
+
+
+async def test_screen_keys_and_palette_commands(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert app.model_info.model_id == "fake-8l"
+        assert "fake-8l" in str(app.screen.query_one("#model-facts").render())
+        await pilot.press("f3")  # priority key, the prompt has focus
+        assert isinstance(app.screen, AblationScreen)
+        await pilot.press("4")  # no text field on the placeholder: digits switch
+        assert isinstance(app.screen, SteeringScreen)
+        await pilot.press("2")
+        assert isinstance(app.screen, TrackingScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, LensScreen)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Screen: Logit lens", "Screen: Token tracking", "Screen: Ablation", "Screen: Steering"} <= set(titles)
+
+
+async def test_prompt_history_and_decision_marks(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        for prompt in ("first prompt", "second prompt"):
+            await pilot.click("#prompt")
+            app.screen.query_one("#prompt").value = prompt
+            await pilot.press("enter")
+            await settle(app, pilot)
+        assert [r.prompt for r in fake_engine.requests] == ["first prompt", "second prompt"]
+        await pilot.click("#prompt")
+        app.screen.query_one("#prompt").value = "draft"
+        await pilot.press("up")
+        assert app.screen.query_one("#prompt").value == "second prompt"
+        await pilot.press("up")
+        assert app.screen.query_one("#prompt").value == "first prompt"
+        await pilot.press("down", "down")
+        assert app.screen.query_one("#prompt").value == "draft"
+        table = app.screen.query_one(LayerTable)
+        r = app.screen.result
+        assert r.decision_layer == 5 and r.max_kl_transition.to_layer == 6
+        assert table.row_texts(6)[0] == "6 *" and table.row_texts(5)[0] == "5 *" and table.row_texts(4)[0] == "4"
+
+
+async def test_bad_top_k_is_a_notification(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one("#top-k").value = "0"
+        app.screen.query_one("#prompt").value = "x"
+        await pilot.click("#prompt")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert any(n.severity == "error" for n in app._notifications)
+        assert fake_engine.requests == []
+
+
+async def test_model_picker_loads_choice(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f3", "m")  # no text field has focus on the placeholder screen
+        await settle(app, pilot)
+        assert isinstance(app.screen, ModelPicker)
+        await pilot.press("down", "enter")
+        await settle(app, pilot)
+        assert fake_engine.loaded[-1] == "gemma3-270m"
+        assert app.model_info.model_id == "gemma3-270m"
+
+
+async def test_help_shows_current_screen(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f3", "question_mark")
+        assert isinstance(app.screen, HelpScreen) and "Ablation" in app.screen.text
+        await pilot.press("escape")
+        assert isinstance(app.screen, AblationScreen)
+
+
+def test_app_never_imports_mlx() -> None:
+    """The UI thread stays MLX-free: importing the app and every screen loads no mlx module."""
+    code = ("import sys, lazarus_tui.app, lazarus_tui.app_main, lazarus_tui.screens as s; s.screen_entries(); "
+            "bad = [m for m in sys.modules if m.startswith(('mlx', 'engine.lens', 'engine.hooks'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_engine_never_imports_textual() -> None:
+    code = ("import sys, engine.tracking, engine.session, engine.results; "
+            "sys.exit(1 if any(m.startswith(('textual', 'rich')) for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
