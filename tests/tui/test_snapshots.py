@@ -1,0 +1,71 @@
+"""Snapshot tests (pytest-textual-snapshot) of each screen, on the deterministic fake engine.
+
+Update after an intended UI change: ``.venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update``.
+The Ablation and Steering screens are placeholders their owners replace: they snapshot their own.
+"""
+
+from __future__ import annotations
+
+from lazarus_tui.app import LazarusApp
+
+SIZE = (160, 50)
+
+
+async def _settle(pilot) -> None:
+    await pilot.pause(0.05)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.05)
+
+
+def _app(engine) -> LazarusApp:
+    return LazarusApp(engine)
+
+
+def test_lens_screen(snap_compare, fake_engine) -> None:
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.click("#prompt")
+        await pilot.press(*"The capital of France is", "enter")
+        await _settle(pilot)
+        await pilot.press("down", "down", "down", "down", "down", "enter")  # layer 5: detail panel
+        await _settle(pilot)
+    assert snap_compare(_app(fake_engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_tracking_screen(snap_compare, fake_engine) -> None:
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("f2")
+        await pilot.click("#add-token")
+        await pilot.press("space", *"Paris", "enter")
+        await _settle(pilot)
+        await pilot.click("#add-token")
+        await pilot.press(*" the", "enter")
+        await _settle(pilot)
+        await pilot.click("#prompt")
+        await pilot.press(*"The capital of France is", "enter")
+        await _settle(pilot)
+        await pilot.click("#gen-n")
+        await pilot.press("backspace", "4", "enter")
+        await _settle(pilot)
+        pilot.app.screen.query_one("#gen-grid").focus()  # no blinking text cursor in the snapshot
+        await pilot.hover("#gen-summary")
+        await _settle(pilot)
+    assert snap_compare(_app(fake_engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_modal(snap_compare, fake_engine) -> None:
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("f2")
+        await pilot.press("tab", "tab", "tab", "question_mark")  # away from text fields
+        await _settle(pilot)
+    assert snap_compare(_app(fake_engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_model_picker(snap_compare, fake_engine) -> None:
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        pilot.app.action_pick_model()
+        await _settle(pilot)
+    assert snap_compare(_app(fake_engine), terminal_size=SIZE, run_before=run_before)
