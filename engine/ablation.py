@@ -150,8 +150,34 @@ def mean_activations(hm: HookedModel, reference_rows: Sequence[Sequence[int]], s
 
 
 # -- the batched core -------------------------------------------------------------------------
-def _staggered_pass(hm: HookedModel, ids: mx.array, kv: KVState, offset: int, starts: Sequence[int],
-                    ref: Sequence[int], ivs: Sequence[Sequence[Intervention]], keep_alive: list[Intervention],
+class _LayerCache:
+    """A KV cache for one layer that grows by concatenation (no 256-step buffer to copy around)."""
+
+    def __init__(self, keys: mx.array | None = None, values: mx.array | None = None) -> None:
+        self.keys, self.values = keys, values
+        self.offset = 0 if keys is None else keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = mx.concatenate([self.keys, keys], axis=2)
+            self.values = mx.concatenate([self.values, values], axis=2)
+        self.offset += keys.shape[2]
+        return self.keys, self.values
+
+
+class _KV:
+    """What ``HookedModel.forward`` reads from a ``KVState``: per-layer caches, padding, offset."""
+
+    def __init__(self, n_layers: int, rows: int, offset: int = 0) -> None:
+        self.caches: list[Any] = [_LayerCache() for _ in range(n_layers)]
+        self.pad = [0] * rows
+        self.offset = offset
+
+
+def _staggered_pass(hm: HookedModel, ids: mx.array, kv: _KV, starts: Sequence[int], ref: Sequence[int],
+                    ivs: Sequence[Sequence[Intervention]], keep_alive: list[Intervention],
                     cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None) -> mx.array:
     """One pass of ``ids`` [R, T] through the stack where row r is computed only from layer
     ``starts[r]`` on; below that it equals row ``ref[r]`` (which starts at 0), whose residual it
@@ -159,6 +185,8 @@ def _staggered_pass(hm: HookedModel, ids: mx.array, kv: KVState, offset: int, st
     Returns the final residual of every row [R, T, D]."""
     n = hm.n_layers
     R, T = ids.shape
+    offset = kv.offset
+    everyone = list(range(R))
     active: list[int] = [r for r in range(R) if starts[r] == 0]
     pos = {r: j for j, r in enumerate(active)}
     h_act: mx.array | None = None
@@ -173,36 +201,35 @@ def _staggered_pass(hm: HookedModel, ids: mx.array, kv: KVState, offset: int, st
                 active.append(r)
         A = len(active)
         full = kv.caches[layer]
-        tmp = KVState(n, [0] * A)
-        tmp.offset = offset
+        tmp = _KV(n, A, offset)
         if offset:
-            k_old, v_old = full.keys[..., :offset, :], full.values[..., :offset, :]
-            if A < R or active != list(range(R)):
+            k_old, v_old = full.keys, full.values
+            if active != everyone:
                 sel = mx.array(active, dtype=mx.int32)
                 k_old, v_old = k_old[sel], v_old[sel]
-            tc = tmp.caches[layer]
-            tc.keys, tc.values, tc.offset = k_old, v_old, offset
+            tmp.caches[layer] = _LayerCache(k_old, v_old)
         layer_ivs = [iv.model_copy(update={"row": j}) for j, r in enumerate(active) for iv in ivs[r]
                      if iv.site.layer == layer]
         keep_alive += layer_ivs
-        ids_act = ids if active == list(range(R)) else ids[mx.array(active, dtype=mx.int32)]
+        ids_act = ids if active == everyone else ids[mx.array(active, dtype=mx.int32)]
         out = hm.forward(Batch(ids_act, [0] * A, [offset + T] * A), h=h_act, start_layer=layer,
-                         stop_layer=layer + 1, kv=tmp, logits="none", interventions=layer_ivs, cancel=cancel)
+                         stop_layer=layer + 1, kv=tmp, logits="none",  # type: ignore[arg-type]
+                         interventions=layer_ivs, cancel=cancel)
         h_act = out.resid
         tc = tmp.caches[layer]
         k_new, v_new = tc.keys[..., offset:offset + T, :], tc.values[..., offset:offset + T, :]
         src = [pos[r] if r in pos else pos[ref[r]] for r in range(R)]
-        if src != list(range(R)):
+        if src != everyone:
             sel = mx.array(src, dtype=mx.int32)
             k_new, v_new = k_new[sel], v_new[sel]
         full.update_and_fetch(k_new, v_new)
-        mx.eval(h_act, full.keys, full.values)
         if on_layer:
+            mx.eval(h_act, full.keys, full.values)
             on_layer(layer + 1, n)
     kv.offset = offset + T
     assert h_act is not None
     src = [pos[r] if r in pos else pos[ref[r]] for r in range(R)]
-    return h_act if src == list(range(R)) else h_act[mx.array(src, dtype=mx.int32)]
+    return h_act if src == everyone else h_act[mx.array(src, dtype=mx.int32)]
 
 
 def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
@@ -234,9 +261,9 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
     first = [0 if r < P else min((iv.site.layer for iv in ivs[r]), default=n) for r in range(Rt)]
     diverged = [False] * Rt
     keep_alive: list[Intervention] = []  # HookedModel caches vectors by id(): keep every copy alive
-    kv = KVState(n, [0] * Rt)
+    kv = _KV(n, Rt)
     ids = mx.array([list(prompt_ids[p]) for p, _ in all_rows], dtype=mx.int32)
-    h = _staggered_pass(hm, ids, kv, 0, first, ref, ivs, keep_alive, cancel, on_layer)
+    h = _staggered_pass(hm, ids, kv, first, ref, ivs, keep_alive, cancel, on_layer)
     stops = set(stop_ids)
     outs = [RowOutput([], "max_tokens") for _ in range(Rt)]
     done = [False] * Rt
@@ -260,8 +287,7 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         starts = [0 if diverged[r] else first[r] for r in range(Rt)]
-        h = _staggered_pass(hm, nxt.astype(mx.int32)[:, None], kv, S + step, starts, ref, ivs, keep_alive,
-                            cancel, None)
+        h = _staggered_pass(hm, nxt.astype(mx.int32)[:, None], kv, starts, ref, ivs, keep_alive, cancel, None)
     return outs[:P], outs[P:]
 
 
