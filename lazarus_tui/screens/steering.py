@@ -1,30 +1,325 @@
-"""Steering screen (placeholder until the steering engineer replaces this module)."""
+"""Steering screen: extract a direction from contrastive prompts, pick a layer from the pair
+separation chart, then steer a prompt live (← → change the strength; each change re-generates
+a short continuation, cancelling the previous one) or side by side for a coefficient list.
+
+Composition and wiring only: extraction and generation are ``engine.steering`` jobs on the
+engine thread (``run_extract`` / ``run_steer``), awaited by exclusive workers.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Static
+import shlex
+from typing import Any
 
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual_plotext import PlotextPlot
+
+from engine.session import Job
 from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.widgets.messages import EngineProgress
+from lazarus_tui.widgets.prompt_input import PromptInput
+
+STEP = 0.05  # strength change per arrow key, in units of s (one typical token norm)
+
+
+class SeparationChart(PlotextPlot):
+    """Pair separation (||mean diff|| / mean norm) per layer; the chosen layer marked."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.separation: list[Any] = []
+        self.steer_layer: int | None = None
+
+    def show(self, separation: list[Any], layer: int | None) -> None:
+        self.separation, self.steer_layer = list(separation), layer
+        self.replot()
+
+    def on_mount(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("pair separation by layer ([ ] pick the layer)")
+        plt.xlabel("layer")
+        if self.separation:
+            xs = [s.layer for s in self.separation]
+            plt.plot(xs, [s.separation for s in self.separation], label="separation", marker="braille")
+            cons = [s.consistency for s in self.separation]
+            if all(c is not None for c in cons):
+                plt.plot(xs, cons, label="LOO cosine", marker="braille")
+            if self.steer_layer is not None:
+                plt.vline(self.steer_layer, "green")
+        self.refresh()
+
+
+class StrengthBar(Static, can_focus=True):
+    """The current strength; focused, ← → change it."""
+
+
+def _submit(engine: Any, fn: Any, name: str, on_progress: Any = None) -> Job[Any]:
+    """Run ``fn(ctx)`` as a job on the engine client's session (the one engine thread)."""
+    return engine.session.submit(fn, name=name, on_progress=on_progress)
 
 
 class SteeringScreen(WorkbenchScreen):
     TITLE = "Steering"
     HELP = """\
-# Steering (coming soon)
+# Steering
 
-Extract a direction from contrasting prompt pairs at a layer, then add it (scaled by
-a coefficient) to the residual stream while generating. The batch twin is
-`lazarus --batch steer`.
+1. Type **positive** and **negative** prompts (`a|b|c`, or `@file` with one prompt per line;
+   they pair up in order), optionally a **layer** (blank = the middle one), and press **enter**:
+   the direction is extracted at every layer in one pass, and the chart shows how well each
+   layer separates the pairs (`[`/`]` moves the layer).
+2. Type a **prompt** and press **enter**: a short continuation is generated with
+   `strength * unit(direction) * s` added to the layer's output (s = the mean per-token norm of
+   that layer on the prompt, position 0 excluded). **←/→** change the strength by 0.05 and
+   re-generate live (the previous generation is cancelled).
+3. **c**: side-by-side outputs for the coefficient list, in one batch.
+
+| key | action |
+|---|---|
+| `enter` | extract (in the prompt lists) / generate (in the prompt) |
+| `←` `→` | strength −/+ 0.05, live |
+| `[` `]` | previous / next layer |
+| `c` | compare the coefficient list side by side |
+| `b` | show the batch twin command |
+| `esc` | cancel |
 """
+    DEFAULT_CSS = """
+    SteeringScreen #sep-chart { height: 12; }
+    SteeringScreen #live { height: auto; min-height: 3; border: round $accent; padding: 0 1; }
+    SteeringScreen #strength { width: 26; padding: 1 1 0 1; }
+    SteeringScreen #strength:focus { text-style: bold reverse; }
+    SteeringScreen #compare-out { height: auto; max-height: 16; }
+    SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
+    SteeringScreen #twin { height: auto; color: $text-muted; padding: 0 1; }
+    SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
+    SteeringScreen #method { width: 14; }
+    """
+    BINDINGS = [
+        Binding("left", "strength(-1)", "Weaker"),
+        Binding("right", "strength(1)", "Stronger"),
+        Binding("left_square_bracket", "layer(-1)", "Prev layer"),
+        Binding("right_square_bracket", "layer(1)", "Next layer"),
+        Binding("c", "compare", "Compare"),
+        Binding("b", "twin", "Batch twin"),
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direction: Any = None  # engine.steering.SteeringDirection (numpy only)
+        self.steer_layer: int | None = None
+        self.strength: float = 0.0
+        self.live_result: Any = None
+        self.compare_result: Any = None
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(classes="placeholder"):
-            yield Static("[b]Steering[/b] — coming soon", classes="placeholder-title")
-            yield Static(
-                "Extract a direction from positive/negative prompt pairs at a layer,\n"
-                "then add it with a coefficient while generating, and compare the outputs\n"
-                "across coefficients.\n\n"
-                "Meanwhile: lazarus --batch steer --help"
-            )
+        with Horizontal(classes="controls"):
+            yield Input(placeholder="positive prompts: a|b or @file", id="positive")
+            yield Input(placeholder="negative prompts (paired)", id="negative")
+            yield Label("layer")
+            yield Input("", placeholder="mid", type="integer", id="layer", classes="small")
+            yield Select([("mean", "mean"), ("pca", "pca")], value="mean", allow_blank=False, id="method")
+            yield Checkbox("raw", value=False, id="raw")
+        yield SeparationChart(id="sep-chart")
+        with Horizontal(classes="controls"):
+            yield PromptInput(placeholder="prompt to steer (enter to generate)", id="prompt")
+            yield StrengthBar(self._strength_text(), id="strength")
+            yield Label("tokens")
+            yield Input("16", type="integer", id="tokens", classes="small")
+            yield Label("compare")
+            yield Input("-0.3,0,0.3", id="compare", classes="medium")
+        yield Static("extract a direction, then type a prompt", id="live")
+        with VerticalScroll():
+            yield Horizontal(id="compare-out")
+            yield Static("", id="twin")
+
+    def on_mount(self) -> None:
+        self.query_one("#positive", Input).focus()
+
+    # -- state -------------------------------------------------------------------------------
+    def _strength_text(self) -> str:
+        return f"strength {self.strength:+.2f} (← →)"
+
+    def _tokens(self) -> int:
+        try:
+            return max(1, int(self.query_one("#tokens", Input).value or 16))
+        except ValueError:
+            return 16
+
+    def _raw(self) -> bool:
+        return self.query_one("#raw", Checkbox).value
+
+    def _prompt(self) -> str:
+        return self.query_one("#prompt", PromptInput).value
+
+    # -- extraction --------------------------------------------------------------------------
+    @on(Input.Submitted, "#positive, #negative, #layer")
+    def extract_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_extract()
+
+    def action_extract(self) -> None:
+        from engine.errors import InputError
+        from engine.steering_results import ExtractRequest
+        from lazarus_tui.batch.common import split_prompts
+
+        try:
+            pos = split_prompts(self.query_one("#positive", Input).value)
+            neg = split_prompts(self.query_one("#negative", Input).value)
+            layer_text = self.query_one("#layer", Input).value.strip()
+            req = ExtractRequest(positive=pos, negative=neg, layer=int(layer_text) if layer_text else None,
+                                 method=self.query_one("#method", Select).value, chat=not self._raw())
+        except (InputError, ValueError) as exc:
+            self.notify(str(exc).splitlines()[0], title="extract", severity="error")
+            return
+        self.run_extract(req)
+
+    @work(exclusive=True, group="steer-extract")
+    async def run_extract(self, req: Any) -> None:
+        def job(ctx: Any) -> Any:
+            from engine.steering import run_extract
+
+            return run_extract(ctx.model(), req, ctx.cancelled)[1]
+
+        d = await self.run_job("extract", _submit(self.app.engine, job, "steer extract"), "extract")
+        if d is None:
+            return
+        self.direction, self.steer_layer = d, d.layer
+        self.query_one("#layer", Input).value = str(d.layer)
+        self.query_one(SeparationChart).show(d.layer_separation, d.layer)
+        self.query_one("#live", Static).update(f"direction extracted at layer {d.layer} "
+                                               f"({len(d.positive_prompts)} pairs, norm {d.norm:.2f}); "
+                                               "type a prompt and press enter")
+        self.query_one("#prompt", PromptInput).focus()
+        if self._prompt():
+            self.regenerate()
+
+    # -- live steering -----------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def prompt_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one("#prompt", PromptInput).remember(self._prompt())
+        self.regenerate()
+        self.query_one(StrengthBar).focus()
+
+    def _request(self, coefficients: list[float]) -> Any:
+        from engine.steering_results import SteerRequest
+
+        return SteerRequest(prompts=[self._prompt()], coefficients=coefficients, layers=[self.steer_layer],
+                            max_tokens=self._tokens(), chat=not self._raw())
+
+    def regenerate(self) -> None:
+        if self.direction is None:
+            self.notify("extract a direction first", title="steer", severity="warning")
+            return
+        if not self._prompt():
+            return
+        self.query_one("#live", Static).update(f"[dim]generating at strength {self.strength:+.2f}…[/dim]")
+        self.run_live(self._request([round(self.strength, 4)]))
+
+    @work(exclusive=True, group="steer-live")
+    async def run_live(self, req: Any) -> None:
+        d = self.direction
+
+        def job(ctx: Any) -> Any:
+            from engine.steering import run_steer
+
+            return run_steer(ctx.model(), req, ctx.cancelled,
+                             lambda i, n: ctx.progress("token", i, n, "steer"), direction=d)
+
+        res = await self.run_job("live", _submit(self.app.engine, job, "steer live", self.progress_sink("live")),
+                                 "steer")
+        if res is None:
+            return
+        self.live_result = res
+        o = res.outputs[0]
+        self.query_one("#live", Static).update(
+            f"[b]layer {o.layer} · strength {o.coefficient:+.2f}[/b] (s={o.scale:.1f}, |added|={o.added_norm:.1f}, "
+            f"projection {o.mean_projection:+.2f})\n{o.text}")
+
+    def action_strength(self, step: int) -> None:
+        self.strength = round(self.strength + step * STEP, 4)
+        self.query_one(StrengthBar).update(self._strength_text())
+        self.regenerate()
+
+    def action_layer(self, step: int) -> None:
+        if self.direction is None or self.steer_layer is None:
+            return
+        n = len(self.direction.per_layer) or (self.steer_layer + 1)
+        self.steer_layer = max(0, min(n - 1, self.steer_layer + step))
+        self.query_one("#layer", Input).value = str(self.steer_layer)
+        self.query_one(SeparationChart).show(self.direction.layer_separation, self.steer_layer)
+        self.regenerate()
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        if message.group == "live" and message.event.stage == "token":
+            ev = message.event
+            self.app.engine_status = f"steer: token {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+
+    # -- compare -----------------------------------------------------------------------------
+    def action_compare(self) -> None:
+        from engine.errors import InputError
+        from lazarus_tui.batch.common import parse_floats
+
+        if self.direction is None or not self._prompt():
+            self.notify("extract a direction and type a prompt first", title="compare", severity="warning")
+            return
+        try:
+            coefs = parse_floats(self.query_one("#compare", Input).value)
+        except InputError as exc:
+            self.notify(str(exc), title="compare", severity="error")
+            return
+        if coefs:
+            self.run_compare(self._request(coefs))
+
+    @work(exclusive=True, group="steer-compare")
+    async def run_compare(self, req: Any) -> None:
+        d = self.direction
+
+        def job(ctx: Any) -> Any:
+            from engine.steering import run_steer
+
+            return run_steer(ctx.model(), req, ctx.cancelled, direction=d)
+
+        res = await self.run_job("compare", _submit(self.app.engine, job, "steer compare"), "compare")
+        if res is None:
+            return
+        self.compare_result = res
+        box = self.query_one("#compare-out", Horizontal)
+        await box.remove_children()
+        await box.mount_all([
+            Vertical(Static(f"[b]{o.coefficient:+g}[/b]  proj {o.mean_projection:+.2f}"), Static(o.text),
+                     classes="steer-col")
+            for o in res.outputs])
+
+    # -- batch twin --------------------------------------------------------------------------
+    def twin_command(self) -> str:
+        q = shlex.quote
+        parts = ["lazarus", "--batch", "steer", "--extract",
+                 "--positive", q(self.query_one("#positive", Input).value),
+                 "--negative", q(self.query_one("#negative", Input).value)]
+        if self.steer_layer is not None:
+            parts += ["-l", str(self.steer_layer)]
+        if self.query_one("#method", Select).value != "mean":
+            parts += ["--method", "pca"]
+        if self._prompt():
+            parts += ["-p", q(self._prompt())]
+            coefs = self.query_one("#compare", Input).value.strip()
+            parts += ["--compare", q(coefs)] if self.compare_result is not None and coefs else \
+                ["-c", f"{self.strength:g}"]
+            parts += ["-n", str(self._tokens())]
+        if self._raw():
+            parts.append("--raw")
+        return " ".join(parts)
+
+    def action_twin(self) -> None:
+        cmd = self.twin_command()
+        self.query_one("#twin", Static).update(f"batch twin: {cmd}")
+        self.notify(cmd, title="batch twin", timeout=10)

@@ -1,0 +1,77 @@
+"""Pilot test of the Steering screen on the real SmolLM2: extract, live strength with ← →, cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from lazarus_tui.app import LazarusApp
+from lazarus_tui.screens.steering import SeparationChart, SteeringScreen
+
+pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
+
+
+async def settle(app, pilot) -> None:
+    await pilot.pause(0.05)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
+    app = LazarusApp(real_engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, SteeringScreen)
+
+        # extract: two pairs, raw prompts, layer 10
+        screen.query_one("#raw").value = True
+        screen.query_one("#positive").value = "I love this, it is wonderful.|What a fantastic day."
+        screen.query_one("#negative").value = "I hate this, it is awful.|What a terrible day."
+        screen.query_one("#layer").value = "10"
+        screen.query_one("#positive").focus()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        d = screen.direction
+        assert d is not None and d.layer == 10 and len(d.per_layer) == 30
+        chart = screen.query_one(SeparationChart)
+        assert len(chart.separation) == 30 and chart.steer_layer == 10
+
+        # a prompt at strength 0: the unsteered continuation
+        screen.query_one("#tokens").value = "6"
+        screen.query_one("#prompt").focus()
+        screen.query_one("#prompt").value = "I think the movie was"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        base = screen.live_result.outputs[0]
+        assert base.coefficient == 0.0 and base.added_norm == 0.0 and base.text
+
+        # → → → → → → : strength +0.30, re-generated live, the text changes
+        await pilot.press(*["right"] * 6)
+        await settle(app, pilot)
+        up = screen.live_result.outputs[0]
+        assert screen.strength == pytest.approx(0.3)
+        assert up.coefficient == pytest.approx(0.3) and up.layer == 10
+        assert up.token_ids != base.token_ids
+        assert "+0.30" in str(screen.query_one("#live").render())
+        # ← back to a weaker strength updates again
+        await pilot.press("left")
+        await settle(app, pilot)
+        assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
+
+        # the batch twin command
+        await pilot.press("b")
+        assert "lazarus --batch steer --extract" in screen.twin_command() and "-c 0.25" in screen.twin_command()
+
+        # cancel: a long generation, esc right away; the shown result stays the previous one
+        screen.query_one("#tokens").value = "400"
+        screen.query_one("#strength").focus()
+        await pilot.press("right")
+        await pilot.pause(0.3)
+        assert screen.jobs, "the live generation should be running"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not screen.jobs
+        assert app.engine_status.endswith("cancelled")
+        assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
