@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def run_app(argv: list[str]) -> int:
@@ -22,4 +24,10 @@ def run_app(argv: list[str]) -> int:
         app.run()
     finally:
         client.close()
-    return app.return_code or 0
+    code = app.return_code or 0
+    # The terminal is restored and the engine thread joined. MLX, first imported on the engine
+    # thread, aborts in its static destructors at interpreter exit ("terminate called without an
+    # active exception", exit 134), so leave without running them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

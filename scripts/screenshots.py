@@ -1,0 +1,93 @@
+"""Drive the TUI with Pilot on the real default model and save screenshots to screenshots/.
+
+    .venv/bin/python scripts/screenshots.py [-m MODEL]
+
+Writes SVG (app.save_screenshot) and, when cairosvg is installed, PNG next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lazarus_tui.app import LazarusApp  # noqa: E402
+from lazarus_tui.engine_client import EngineClient  # noqa: E402
+
+OUT = ROOT / "screenshots"
+PROMPT = "The capital of France is"
+
+
+async def settle(app: LazarusApp, pilot, extra: float = 0.2) -> None:
+    await pilot.pause(0.05)
+    await app.workers.wait_for_complete()
+    await pilot.pause(extra)
+
+
+def save(app: LazarusApp, name: str) -> None:
+    svg = OUT / f"{name}.svg"
+    app.save_screenshot(filename=svg.name, path=str(OUT))
+    try:
+        import cairosvg
+    except ImportError:
+        print(f"wrote {svg.relative_to(ROOT)} (install cairosvg for PNG)")
+        return
+    cairosvg.svg2png(url=str(svg), write_to=str(svg.with_suffix(".png")))
+    print(f"wrote {svg.relative_to(ROOT)} and .png")
+
+
+async def main(model: str | None) -> None:
+    OUT.mkdir(exist_ok=True)
+    client = EngineClient(model=model)
+    app = LazarusApp(client, model=model)
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            await settle(app, pilot)
+            await pilot.click("#prompt")
+            await pilot.press(*PROMPT, "enter")
+            await settle(app, pilot)
+            await pilot.press(*["down"] * 27, "enter")
+            await settle(app, pilot)
+            save(app, "lens")
+            await pilot.press("f2")
+            await pilot.click("#add-token")
+            await pilot.press("space", *"Paris", "enter")
+            await settle(app, pilot)
+            await pilot.click("#add-token")
+            await pilot.press("space", *"London", "enter")
+            await settle(app, pilot)
+            await pilot.click("#prompt")
+            await pilot.press(*PROMPT, "enter")
+            await settle(app, pilot)
+            app.screen.query_one("#gen-n").value = "8"
+            await pilot.click("#gen-n")
+            await pilot.press("enter")
+            await settle(app, pilot)
+            app.screen.query_one("#gen-grid").focus()
+            await settle(app, pilot)
+            save(app, "tracking")
+            app.screen.action_toggle_log()
+            await settle(app, pilot)
+            save(app, "tracking-log")
+            await pilot.press("f1", "question_mark")
+            await settle(app, pilot)
+            save(app, "help")
+            await pilot.press("escape")
+            app.action_pick_model()
+            await settle(app, pilot)
+            save(app, "model-picker")
+            await pilot.press("escape", "f3")
+            await settle(app, pilot)
+            save(app, "ablation")
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-m", "--model", default=None)
+    asyncio.run(main(p.parse_args().model))
