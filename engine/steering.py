@@ -438,6 +438,91 @@ def _projections(hm: HookedModel, prompt_rows: Sequence[list[int]], gen_rows: Se
     return res
 
 
+def _select_rows(kv: Any, rows: Sequence[int]) -> Any:
+    """A copy of a ``KVState`` holding ``rows`` of the batch (a row may repeat). (Not
+    ``KVState.select_rows``: it unpacks ``KVCache.state`` as 2 values; mlx-lm's has 3.)"""
+    from engine.hooks import KVState
+
+    idx = mx.array(list(rows), dtype=mx.int32)
+    new = KVState(len(kv.caches), [kv.pad[i] for i in rows])
+    for nc, c in zip(new.caches, kv.caches):
+        if c.keys is not None:
+            k, v = c.keys_and_values()
+            nc.keys, nc.values, nc.offset = k[idx], v[idx], c.offset
+    new.offset = kv.offset
+    return new
+
+
+class _CleanPrefix:
+    """The batched sweep's shared work. One clean (unsteered) pass of the distinct prompts through
+    layers 0..max(grid layers), with a KV cache, gives: ``s`` per (layer, prompt); the prompt's
+    prefix below the lowest steered layer, which every row of that prompt shares (its KV cache and
+    the residual entering that layer are copied to the rows, so the steered prompt pass runs only
+    the layers from there up); and the clean context for reading the outputs back (only the
+    generated tokens are run for the projections)."""
+
+    def __init__(self, hm: HookedModel, prompt_rows: Sequence[list[int]], layers: Sequence[int],
+                 cancel: Callable[[], bool] | None) -> None:
+        from engine.hooks import KVState
+
+        self.hm, self.layers = hm, list(layers)
+        self.lmin, self.lmax = min(layers), max(layers)
+        self.pad_id = hm.lm.tokenizer.pad_id or 0
+        self.batch = Batch.from_lists(prompt_rows, self.pad_id)
+        self.kv = KVState(hm.n_layers, self.batch.pad)
+        out = hm.forward(self.batch, capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.resid_pre),
+                                                         layers=self.layers), kv=self.kv, logits="none",
+                         stop_layer=self.lmax + 1, cancel=cancel)
+        self.kv.offset = self.batch.ids.shape[1]  # caches of layers 0..lmax hold the prompt
+        self.h_in = out.captures[f"blocks.{self.lmin}.resid_pre"]  # residual entering the lowest layer
+        self.post = {lay: np.array(out.captures[f"blocks.{lay}.resid_post"].astype(mx.float32)) for lay in self.layers}
+        self.scales = np.zeros((len(self.layers), len(prompt_rows)))
+        for i, lay in enumerate(self.layers):
+            norms = np.linalg.norm(self.post[lay], axis=-1)
+            for r, (pad, n) in enumerate(zip(self.batch.pad, self.batch.lengths)):
+                real = norms[r, pad:pad + n]
+                self.scales[i, r] = float(real[1:].mean() if n > 1 else real.mean())
+
+    def _rows_batch(self, src: Sequence[int], ids: mx.array) -> Batch:
+        return Batch(ids, [self.batch.pad[i] for i in src], [self.batch.lengths[i] for i in src])
+
+    def steered_prompt(self, src: Sequence[int], ivs: Sequence[Intervention]) -> tuple[Any, mx.array]:
+        """Run the prompt rows (row i = prompt ``src[i]``) from the lowest steered layer up, with
+        their interventions; returns the rows' KV state and their first next-token logits."""
+        from mlx_lm.models.cache import KVCache
+
+        idx = mx.array(list(src), dtype=mx.int32)
+        kv = _select_rows(self.kv, src)
+        for layer in range(self.lmin, self.hm.n_layers):
+            kv.caches[layer] = KVCache()
+        kv.offset = 0  # the layers about to run start from an empty cache
+        out = self.hm.forward(self._rows_batch(src, self.batch.ids[idx]), interventions=ivs, kv=kv, logits="last",
+                              start_layer=self.lmin, h=self.h_in[idx])
+        return kv, out.logits[:, -1, :]
+
+    def projections(self, src: Sequence[int], gens: Sequence[list[int]], layers: Sequence[int],
+                    units: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+        """Like ``_projections``, continuing the clean prompt cache with the generated tokens only
+        (right-padded: causal attention keeps the padding out of the real positions)."""
+        width = max((len(g) for g in gens), default=0)
+        caps: dict[int, np.ndarray] = {}
+        if width:
+            kv = _select_rows(self.kv, src)
+            ids = mx.array([list(g) + [self.pad_id] * (width - len(g)) for g in gens], dtype=mx.int32)
+            out = self.hm.forward(self._rows_batch(src, ids), capture=CaptureSpec(layers=self.layers), kv=kv,
+                                  logits="none", stop_layer=self.lmax + 1)
+            caps = {lay: np.array(out.captures[f"blocks.{lay}.resid_post"].astype(mx.float32)) for lay in self.layers}
+        res = []
+        for r, (pi, g, lay, u) in enumerate(zip(src, gens, layers, units)):
+            if g:
+                proj = caps[lay][r, :len(g)] @ u
+                res.append((float(proj[-1]), float(proj.mean())))
+            else:  # nothing generated: the last prompt token
+                last = float(self.post[lay][pi, -1] @ u)
+                res.append((last, last))
+        return res
+
+
 def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | None = None,
               on_step: Callable[[int, int], None] | None = None,
               direction: SteeringDirection | None = None) -> SteerResult:
@@ -467,12 +552,14 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     unit_lists = {lay: units[lay].astype(np.float32).tolist() for lay in layers}
 
     t0 = time.perf_counter()
-    scales = prompt_scale(hm, prompt_rows, layers)  # [layers, prompts]
+    need = sorted(set(layers))
+    prefix = _CleanPrefix(hm, prompt_rows, need, cancel) if req.batched else None
+    scales = prefix.scales if prefix is not None else prompt_scale(hm, prompt_rows, need)  # [need, prompts]
     settings: list[tuple[int, int, float, float]] = []  # (prompt index, layer, coef, s)
     for pi in range(len(req.prompts)):
-        for li, lay in enumerate(layers):
+        for lay in layers:
             for c in req.coefficients:
-                settings.append((pi, lay, float(c), float(scales[li, pi])))
+                settings.append((pi, lay, float(c), float(scales[need.index(lay), pi])))
 
     def intervention(lay: int, c: float, s: float, row: int | None) -> Intervention:
         return Intervention(site=Site(layer=lay, kind=SiteKind.resid_post), op="add", vector=unit_lists[lay],
@@ -482,14 +569,17 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     # Every Intervention object stays alive for the whole run: HookedModel caches each one's
     # mx vector by id(), so a collected object's id reused by a new one would get a stale vector.
     keep_alive: list[Intervention] = []
-    if req.batched:
+    if prefix is not None:
         ivs = [intervention(lay, c, s, i) for i, (_, lay, c, s) in enumerate(settings) if c != 0.0]
         keep_alive += ivs
+        src = [pi for pi, _, _, _ in settings]
+        kv, first = prefix.steered_prompt(src, ivs)
         outs = generate_ids(hm, rows, req.max_tokens, interventions=ivs, temperature=req.temperature,
-                            seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
+                            seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step,
+                            kv=kv, first_logits=first)
         gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
-        projs = _projections(hm, rows, gens, [lay for _, lay, _, _ in settings],
-                             [units[lay] for _, lay, _, _ in settings])
+        projs = prefix.projections(src, gens, [lay for _, lay, _, _ in settings],
+                                   [units[lay] for _, lay, _, _ in settings])
     else:
         outs, projs = [], []
         total = len(settings) * req.max_tokens
