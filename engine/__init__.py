@@ -29,6 +29,11 @@ _LAZY = {
     "steer_generate": "engine.steering",
     "SteerRequest": "engine.steering_results",
     "SteerResult": "engine.steering_results",
+    "AblationStudy": "engine.ablation_api",
+    "AblationConfig": "engine.ablation_results",
+    "ComponentType": "engine.ablation_results",
+    "AblationRequest": "engine.ablation_results",
+    "AblationResult": "engine.ablation_results",
 }
 
 

@@ -177,7 +177,7 @@ class _KV:
 
 
 def _staggered_pass(hm: HookedModel, ids: mx.array, kv: _KV, starts: Sequence[int], ref: Sequence[int],
-                    ivs: Sequence[Sequence[Intervention]], keep_alive: list[Intervention],
+                    ivs: Sequence[Sequence[Intervention]], row_copy: Callable[[Intervention, int], Intervention],
                     cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None) -> mx.array:
     """One pass of ``ids`` [R, T] through the stack where row r is computed only from layer
     ``starts[r]`` on; below that it equals row ``ref[r]`` (which starts at 0), whose residual it
@@ -208,9 +208,7 @@ def _staggered_pass(hm: HookedModel, ids: mx.array, kv: _KV, starts: Sequence[in
                 sel = mx.array(active, dtype=mx.int32)
                 k_old, v_old = k_old[sel], v_old[sel]
             tmp.caches[layer] = _LayerCache(k_old, v_old)
-        layer_ivs = [iv.model_copy(update={"row": j}) for j, r in enumerate(active) for iv in ivs[r]
-                     if iv.site.layer == layer]
-        keep_alive += layer_ivs
+        layer_ivs = [row_copy(iv, j) for j, r in enumerate(active) for iv in ivs[r] if iv.site.layer == layer]
         ids_act = ids if active == everyone else ids[mx.array(active, dtype=mx.int32)]
         out = hm.forward(Batch(ids_act, [0] * A, [offset + T] * A), h=h_act, start_layer=layer,
                          stop_layer=layer + 1, kv=tmp, logits="none",  # type: ignore[arg-type]
@@ -260,10 +258,20 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
     ivs = [r[1] for r in all_rows]
     first = [0 if r < P else min((iv.site.layer for iv in ivs[r]), default=n) for r in range(Rt)]
     diverged = [False] * Rt
-    keep_alive: list[Intervention] = []  # HookedModel caches vectors by id(): keep every copy alive
+    # HookedModel caches intervention vectors by id(): reuse one copy per (intervention, batch row)
+    # and keep it alive for the whole call, and drop entries of earlier calls whose ids may be reused
+    hm._vec_cache.clear()
+    copies: dict[tuple[int, int], Intervention] = {}
+
+    def row_copy(iv: Intervention, row: int) -> Intervention:
+        key = (id(iv), row)
+        if key not in copies:
+            copies[key] = iv.model_copy(update={"row": row})
+        return copies[key]
+
     kv = _KV(n, Rt)
     ids = mx.array([list(prompt_ids[p]) for p, _ in all_rows], dtype=mx.int32)
-    h = _staggered_pass(hm, ids, kv, first, ref, ivs, keep_alive, cancel, on_layer)
+    h = _staggered_pass(hm, ids, kv, first, ref, ivs, row_copy, cancel, on_layer)
     stops = set(stop_ids)
     outs = [RowOutput([], "max_tokens") for _ in range(Rt)]
     done = [False] * Rt
@@ -287,7 +295,7 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         starts = [0 if diverged[r] else first[r] for r in range(Rt)]
-        h = _staggered_pass(hm, nxt.astype(mx.int32)[:, None], kv, starts, ref, ivs, keep_alive, cancel, None)
+        h = _staggered_pass(hm, nxt.astype(mx.int32)[:, None], kv, starts, ref, ivs, row_copy, cancel, None)
     return outs[:P], outs[P:]
 
 
