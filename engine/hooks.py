@@ -405,6 +405,11 @@ class HookedModel:
         if capture.positions == "last":
             return value[:, -1:, :]
         idx = _padded_index(capture.positions, batch)
+        if all(row == idx[0] for row in idx):  # same positions in every row (no padding): one slice/take
+            first = idx[0]
+            if len(first) == 1:
+                return value[:, first[0]:first[0] + 1, :]
+            return mx.take(value, mx.array(first), axis=1)
         return mx.take_along_axis(value, mx.array(idx)[:, :, None], axis=1)
 
 

@@ -1,0 +1,51 @@
+"""The logit lens over every layer vs one plain forward pass of the same prompt.
+
+Target (issue 3): a per-layer lens over all layers costs at most 1.15x one plain
+forward. "Plain forward" is the model's own ``model(ids)`` (logits at every
+position, as mlx-lm computes them). The lens runs the hooked forward, keeps only
+the needed position, unembeds all layers in one matmul and computes top-k,
+entropy, KL/JS and full-vocabulary ranks.
+
+    .venv/bin/python bench/lens_overhead.py [--model smollm2-135m] [--repeats 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import engine  # noqa: E402,F401  (BLAS before mlx)
+import mlx.core as mx  # noqa: E402
+from common import alternate, machine  # noqa: E402
+
+from engine.lens import analyze  # noqa: E402
+from engine.models import load  # noqa: E402
+from engine.results import AnalyzeRequest  # noqa: E402
+
+LONG = " ".join(f"Fact {i}: the river flows past the old mill toward the sea." for i in range(20))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--repeats", type=int, default=9)
+    args = ap.parse_args()
+    lm = load(args.model)
+    print(f"# lens overhead — {lm.info.model_id} ({lm.info.num_layers} layers), {machine()}")
+    print(f"{'prompt':<10} {'tokens':>6} {'forward ms':>11} {'lens ms':>9} {'ratio':>6}")
+    for label, prompt in [("short", "The capital of France is"), ("256-ish", LONG)]:
+        ids = lm.tokenizer.encode(prompt)
+        x = mx.array([ids])
+        req = AnalyzeRequest(prompt=prompt, layer_strategy="all", track_tokens=[" Paris"], top_k=5)
+        t = alternate({
+            "forward": lambda: mx.eval(lm.model(x)),
+            "lens": lambda: analyze(lm, req),
+        }, repeats=args.repeats)
+        print(f"{label:<10} {len(ids):>6} {t['forward'] * 1e3:11.1f} {t['lens'] * 1e3:9.1f} {t['lens'] / t['forward']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
