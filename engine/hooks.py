@@ -151,6 +151,14 @@ class KVState:
         return new
 
 
+def _fast_mask(pad: list[int], offset: int, n: int, window: int | None) -> mx.array | str | None:
+    """What mlx-lm itself passes when nothing needs an explicit mask (no padding, no cache, inside the
+    window): "causal" (or None for one token), which lets SDPA skip materialising the mask."""
+    if offset == 0 and not any(pad) and (window is None or n <= window):
+        return "causal" if n > 1 else None
+    return _mask(pad, offset, n, window)
+
+
 def _mask(pad: list[int], offset: int, n: int, window: int | None) -> mx.array:
     """Boolean attention mask [B, 1, n, offset+n]: causal, optional window, left padding."""
     q = mx.arange(offset, offset + n)[:, None]  # [n, 1]
@@ -260,7 +268,7 @@ class HookedModel:
             block = self.blocks[layer]
             window = self.adapter.sliding_window if layer in self._sliding else None
             if window not in masks:
-                masks[window] = _mask(pad, offset, S, window)
+                masks[window] = _fast_mask(pad, offset, S, window)
             mask = masks[window]
             lay_ivs = by_layer.get(layer, [])
             site_ivs = {k: [iv for iv in lay_ivs if iv.site.kind == k] for k in SiteKind}
@@ -346,6 +354,8 @@ class HookedModel:
             k, v = cache.update_and_fetch(k, v)
         pattern = None
         if need_pattern:
+            if not isinstance(mask, mx.array):  # "causal"/None: build the explicit mask for the open path
+                mask = _mask([0] * B, off, S, None)
             rep = attn.n_heads // attn.n_kv_heads
             kk = mx.repeat(k, rep, axis=1) if rep > 1 else k
             vv = mx.repeat(v, rep, axis=1) if rep > 1 else v
