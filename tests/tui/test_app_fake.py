@@ -27,11 +27,15 @@ async def test_screen_keys_and_palette_commands(fake_engine) -> None:
         await settle(app, pilot)
         assert app.model_info.model_id == "fake-8l"
         assert "fake-8l" in str(app.screen.query_one("#model-facts").render())
-        await pilot.press("f3")  # priority key, the prompt has focus
+        await pilot.press("1")  # the prompt has focus: a digit is typed, not a screen switch
+        assert isinstance(app.screen, LensScreen) and app.screen.query_one("#prompt").value == "1"
+        await pilot.press("f3")  # priority key, even while typing
         assert isinstance(app.screen, AblationScreen)
-        await pilot.press("4")  # no text field on the placeholder: digits switch
+        await pilot.press("f4")
         assert isinstance(app.screen, SteeringScreen)
-        await pilot.press("2")
+        await pilot.press("f1")
+        app.screen.query_one(LayerTable).focus()
+        await pilot.press("2")  # no text field has focus: digits switch
         assert isinstance(app.screen, TrackingScreen)
         await pilot.press("f1")
         assert isinstance(app.screen, LensScreen)
