@@ -1,0 +1,285 @@
+"""Activation collection: a dataset through the model in batches, streamed to ``.safetensors``.
+
+Each batch is one hooked forward capturing every selected layer (``resid_post``, the layer
+output) at the last prompt position or averaged over the prompt's real tokens (padding
+excluded). Finished batches are written as shard files (``<out>.safetensors.parts/
+batch_NNNNNN.safetensors``, temp file + rename) next to a ``state.json`` fingerprint of the
+run. A killed run leaves its finished shards; rerunning the same command reuses them (no
+recomputation) and computes only the rest. At the end the shards are merged, layer by layer,
+into one ``.safetensors`` file written with a streaming writer, so memory holds one batch
+(collection) or one shard's slice (merge) at a time, whatever the dataset size.
+
+Layer selections: ``all``; a list (``8,10``, ``20-23``); ``decision``, the depth-relative band
+of layers ``ceil(0.4 * (L-1)) .. floor(0.75 * (L-1))`` (SmolLM2, 30 layers: 12-21; Gemma 3
+270M, 18 layers: 7-12), never a fixed range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from engine.circuit.dataset import load_dataset
+from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
+from engine.errors import Cancelled, InputError
+from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
+from engine.models import LoadedModel
+
+FORMAT = "lazarus-circuit-activations"
+DECISION_BAND = (0.4, 0.75)
+
+
+def decision_band(n_layers: int) -> list[int]:
+    """Layers ``ceil(0.4 (L-1)) .. floor(0.75 (L-1))`` (at least one layer)."""
+    last = n_layers - 1
+    lo = math.ceil(DECISION_BAND[0] * last)
+    hi = max(lo, math.floor(DECISION_BAND[1] * last))
+    return list(range(lo, min(hi, last) + 1))
+
+
+def _parse_layer_list(text: str, n_layers: int) -> list[int]:
+    import re
+
+    layers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(-?\d+)\s*-\s*(\d+)", part)
+        try:
+            if m and not part.startswith("-"):
+                lo, hi = int(m.group(1)), int(m.group(2))
+                if hi < lo:
+                    raise InputError(f"bad layer range {part!r}: {hi} < {lo}")
+                layers.extend(range(lo, hi + 1))
+            else:
+                layers.append(int(part))
+        except ValueError:
+            raise InputError(f"bad --layers {text!r}: expected all, decision, or e.g. 8,10 or 20-23") from None
+    if not layers:
+        raise InputError(f"empty layer list {text!r}")
+    out = []
+    for layer in layers:
+        if not -n_layers <= layer < n_layers:
+            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
+        out.append(layer % n_layers)
+    return sorted(set(out))
+
+
+def select_layers(spec: str, n_layers: int) -> list[int]:
+    """``all`` | ``decision`` | a layer list, checked against the model."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(n_layers))
+    if spec == "decision":
+        return decision_band(n_layers)
+    return _parse_layer_list(spec, n_layers)
+
+
+def output_paths(output: str) -> tuple[Path, Path, Path]:
+    """(activations ``.safetensors``, metadata ``.json``, shard directory)."""
+    out = Path(output)
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    return out, out.with_suffix(".json"), out.with_name(out.name + ".parts")
+
+
+def _fingerprint(lm: LoadedModel, ds: CircuitDataset, layers: list[int], req: CollectRequest) -> str:
+    spec = {"model": lm.info.model_id, "dtype": lm.info.dtype, "prompts": [p.text for p in ds.prompts],
+            "layers": layers, "position": req.position, "batch_size": req.batch_size,
+            "generate": req.generate, "chat": req.chat}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
+
+
+def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: list[int], position: str,
+               generate: int, cancel: Callable[[], bool] | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    batch = Batch.from_lists(rows, _pad_id(lm))
+    cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers, positions="last" if position == "last" else "all")
+    kv = KVState(hm.n_layers, batch.pad) if generate else None
+    out = hm.forward(batch, capture=cap, logits="last" if generate else "none", kv=kv,
+                     stop_layer=None if generate else max(layers) + 1, cancel=cancel)
+    tensors: dict[str, np.ndarray] = {}
+    if position == "mean":
+        S = batch.ids.shape[1]
+        mask = (mx.arange(S)[None, :] >= mx.array(batch.pad)[:, None]).astype(mx.float32)[:, :, None]
+        denom = mx.array(batch.lengths, dtype=mx.float32)[:, None]
+    for layer in layers:
+        h = out.captures[f"blocks.{layer}.resid_post"].astype(mx.float32)
+        v = h[:, 0, :] if position == "last" else (h * mask).sum(axis=1) / denom
+        tensors[f"layer_{layer}"] = np.array(v)
+    texts: list[str] = []
+    if generate:
+        from engine.generate import generate_ids
+
+        tok = lm.tokenizer
+        outs = generate_ids(hm, rows, generate, stop_ids=tok.eos_ids, cancel=cancel, kv=kv,
+                            first_logits=out.logits[:, -1, :])
+        for o in outs:
+            ids = o.ids[:-1] if o.stopped == "eos" else o.ids
+            texts.append(tok.decode(ids))
+    return tensors, texts
+
+
+def write_safetensors_streaming(path: Path, names: list[str], shape_of: Callable[[str], list[int]],
+                                chunks: Callable[[str], object], metadata: dict[str, str]) -> int:
+    """Write a safetensors file tensor by tensor: ``chunks(name)`` yields float32 arrays whose rows
+    concatenate to the tensor. Nothing larger than one chunk is held in memory. Returns the size."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name in names:
+        shape = shape_of(name)
+        size = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+
+    def write(fh) -> None:
+        fh.write(struct.pack("<Q", len(hb)))
+        fh.write(hb)
+        for name in names:
+            written = 0
+            for arr in chunks(name):
+                b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+                written += len(b)
+                fh.write(b)
+            want = header[name]["data_offsets"]  # type: ignore[index]
+            if written != want[1] - want[0]:
+                raise RuntimeError(f"{name}: wrote {written} bytes, expected {want[1] - want[0]}")
+
+    _atomic_write_bytes(path, write)
+    return 8 + len(hb) + offset
+
+
+def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | None = None,
+            on_batch: Callable[[int, int], None] | None = None,
+            dataset: CircuitDataset | None = None) -> CollectResult:
+    """Run ``req.dataset`` through ``lm``; write ``req.output`` (.safetensors) and its ``.json`` metadata."""
+    from safetensors import safe_open
+
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(req.dataset)
+    n_layers = lm.num_layers
+    layers = select_layers(req.layers, n_layers)
+    out, meta_path, parts = output_paths(req.output)
+    if not out.parent.exists():
+        raise InputError(f"output directory does not exist: {out.parent}")
+    hm = HookedModel(lm)
+    tok = lm.tokenizer
+    if req.chat and not tok.chat_template:
+        raise InputError("this model has no chat template; drop --chat")
+    rows = []
+    for i, p in enumerate(ds.prompts):
+        ids = tok.prepare(p.text, chat=req.chat)
+        if not ids:
+            raise InputError(f"prompt {i + 1} encodes to no tokens")
+        rows.append(ids)
+    fp = _fingerprint(lm, ds, layers, req)
+    warnings: list[str] = []
+    state_file = parts / "state.json"
+    if parts.exists():
+        try:
+            old = json.loads(state_file.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            old = None
+        if old != fp:
+            warnings.append(f"discarded unfinished shards in {parts}: they came from a different run")
+            shutil.rmtree(parts)
+    parts.mkdir(exist_ok=True)
+    for stale in parts.glob(".*.tmp"):  # a shard that was being written when the run was killed
+        stale.unlink(missing_ok=True)
+    if not state_file.exists():
+        _atomic_write_bytes(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()))
+
+    bs = req.batch_size
+    n_batches = (len(rows) + bs - 1) // bs
+    shard = [parts / f"batch_{k:06d}.safetensors" for k in range(n_batches)]
+    computed = reused = 0
+    for k in range(n_batches):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        if shard[k].exists():
+            reused += 1
+        else:
+            tensors, texts = _run_batch(hm, lm, rows[k * bs:(k + 1) * bs], layers, req.position, req.generate,
+                                        cancel)
+            meta = {"generations": json.dumps(texts)}
+            _atomic_write_bytes(shard[k], lambda fh, t=tensors, m=meta: fh.write(save_file_bytes(t, m)))
+            computed += 1
+        if on_batch is not None:
+            on_batch(k + 1, n_batches)
+
+    # merge: one layer at a time, one shard slice at a time
+    hidden = lm.info.hidden_size
+    names = [f"hidden_states.layer_{layer}" for layer in layers]
+
+    def chunks(name: str):
+        key = "layer_" + name.rsplit("_", 1)[1]
+        for s in shard:
+            with safe_open(str(s), framework="numpy") as f:
+                yield f.get_tensor(key)
+
+    st_meta = {"format": FORMAT, "model_id": lm.info.model_id, "layers": ",".join(map(str, layers)),
+               "position": req.position, "num_prompts": str(len(rows)), "hidden_size": str(hidden)}
+    size = write_safetensors_streaming(out, names, lambda _n: [len(rows), hidden], chunks, st_meta)
+    generations: list[str] = []
+    if req.generate:
+        for s in shard:
+            with safe_open(str(s), framework="numpy") as f:
+                generations.extend(json.loads(f.metadata()["generations"]))
+    seconds = time.perf_counter() - t0
+    meta = {
+        "format": FORMAT, "version": 1, "model_id": lm.info.model_id, "model_type": lm.info.model_type,
+        "dtype": lm.info.dtype, "num_layers": n_layers, "hidden_size": hidden, "captured_layers": layers,
+        "layer_selection": req.layers, "position": req.position, "chat": req.chat,
+        "dataset": {"path": str(req.dataset), "name": ds.name, "kind": ds.kind, "sha256": fp},
+        "label_names": ds.labels, "num_prompts": len(rows),
+        "prompts": [p.text for p in ds.prompts], "labels": [p.label for p in ds.prompts],
+        "categories": ds.categories, "tools": [p.tool for p in ds.prompts],
+        "answers": [p.answer for p in ds.prompts], "pairs": [p.pair for p in ds.prompts],
+        "num_tokens": [len(r) for r in rows],
+        "generate_tokens": req.generate, "generations": generations if req.generate else None,
+        "batch_size": bs, "batches_total": n_batches, "batches_computed": computed, "batches_reused": reused,
+        "seconds": seconds,
+    }
+    _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    shutil.rmtree(parts, ignore_errors=True)
+    return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
+                         metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=hidden,
+                         num_layers=n_layers, captured_layers=layers, layer_selection=req.layers,
+                         batches_total=n_batches, batches_computed=computed, batches_reused=reused,
+                         seconds=seconds, prompts_per_second=len(rows) / max(seconds, 1e-9), file_bytes=size,
+                         warnings=warnings)
+
+
+def save_file_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, metadata=metadata)

@@ -1,0 +1,169 @@
+"""Activation geometry per layer: PCA, binary and category probes, k-means, UMAP.
+
+Probes are standardised logistic regressions (scikit-learn). Held-out accuracy: a stratified
+split, 25% test (at least one prompt per class), the probe trained on the rest only.
+CV accuracy: stratified k-fold, k = min(5, smallest class). The majority-class share is the
+baseline a probe must beat. k-means runs on the first (up to) 50 principal components with
+k = number of categories; silhouette is over those clusters, ARI compares them to categories.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine.circuit.activations import Activations, resolve_layers
+from engine.circuit.models import AnalyzeResult, LayerGeometry, ProbeScore
+from engine.errors import Cancelled, InputError
+
+MAX_COMPONENTS = 50
+
+
+def classifier(seed: int = 0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
+def pca_curve(x: np.ndarray) -> tuple[list[float], list[float], int, int]:
+    """(variance ratio per component (first 50), cumulative (first 50), dims for 90%, dims for 95%)."""
+    xc = x - x.mean(axis=0, keepdims=True)
+    s = np.linalg.svd(xc, compute_uv=False)
+    var = s ** 2
+    total = var.sum()
+    if total <= 0:
+        return [0.0], [0.0], 0, 0
+    ratio = var / total
+    cum = np.cumsum(ratio)
+    d90 = int(np.searchsorted(cum, 0.90 - 1e-12) + 1)
+    d95 = int(np.searchsorted(cum, 0.95 - 1e-12) + 1)
+    k = min(MAX_COMPONENTS, len(ratio))
+    return ratio[:k].tolist(), cum[:k].tolist(), min(d90, len(ratio)), min(d95, len(ratio))
+
+
+def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/test indices; every class keeps at least one prompt on each side."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n_test = min(len(idx) - 1, max(1, int(round(test_size * len(idx)))))
+        test.extend(idx[:n_test])
+        train.extend(idx[n_test:])
+    return np.array(sorted(train)), np.array(sorted(test))
+
+
+def probe_score(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ProbeScore:
+    """Held-out and CV accuracy of a standardised logistic probe. Needs >= 2 classes of >= 2 prompts."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = Counter(y.tolist())
+    if len(counts) < 2 or min(counts.values()) < 2:
+        raise InputError("a probe needs at least two classes with at least 2 prompts each")
+    k = min(5, min(counts.values()))
+    accs = []
+    for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
+        clf = classifier(seed).fit(x[tr], y[tr])
+        accs.append(float(np.mean(clf.predict(x[te]) == y[te])))
+    tr, te = split(y, seed)
+    clf = classifier(seed).fit(x[tr], y[tr])
+    held = float(np.mean(clf.predict(x[te]) == y[te]))
+    return ProbeScore(heldout_accuracy=held, cv_accuracy=float(np.mean(accs)), cv_std=float(np.std(accs)),
+                      folds=k, baseline=max(counts.values()) / len(y), classes=len(counts))
+
+
+def kmeans_scores(x: np.ndarray, categories: Sequence[str], seed: int = 0) -> tuple[int, float | None, float | None]:
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    k = max(2, len(set(categories)))
+    if k >= len(x):
+        return k, None, None
+    z = PCA(n_components=min(MAX_COMPONENTS, len(x) - 1, x.shape[1]), random_state=seed).fit_transform(x)
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(z)
+    if len(set(clusters.tolist())) < 2:
+        return k, None, None
+    return k, float(silhouette_score(z, clusters)), float(adjusted_rand_score(list(categories), clusters))
+
+
+def umap_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n_neighbors = max(2, min(15, len(x) - 1))
+        return umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed).fit_transform(x)
+
+
+def binary_labels(acts: Activations) -> np.ndarray:
+    """The binary labels, refusing a dataset with a single label (one line, exit 2)."""
+    y = acts.labels
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        names = acts.label_names
+        only = names[present[0]] if present and present[0] < len(names) else str(present[0] if present else "")
+        raise InputError(f"a binary probe needs two labels, but every prompt in {acts.path} has label "
+                         f"{only!r}")
+    if len(present) > 2:
+        raise InputError(f"binary labels must be 0/1; {acts.path} has labels {present}")
+    counts = Counter(y.tolist())
+    if min(counts.values()) < 2:
+        raise InputError(f"each label needs at least 2 prompts (counts: {dict(counts)})")
+    return y
+
+
+def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
+            kmeans: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
+            on_layer: Callable[[int, int], None] | None = None) -> AnalyzeResult:
+    from threadpoolctl import threadpool_limits
+
+    chosen = resolve_layers(acts, layer, layers)
+    y = binary_labels(acts)
+    cats = acts.categories
+    cat_counts = Counter(cats)
+    notes = []
+    usable = {c for c, n in cat_counts.items() if n >= 2}
+    cat_idx = np.array([i for i, c in enumerate(cats) if c in usable])
+    if len(usable) < 2:
+        notes.append("category probe skipped: fewer than two categories with 2+ prompts")
+    elif len(usable) == 2 and set(usable) == {acts.label_names[i] for i in set(y.tolist())}:
+        notes.append("categories equal the binary labels")
+    elif len(usable) < len(cat_counts):
+        notes.append(f"category probe leaves out categories with a single prompt: "
+                     f"{sorted(set(cat_counts) - usable)}")
+    cat_y = np.array([sorted(usable).index(cats[i]) for i in cat_idx]) if len(usable) >= 2 else None
+    out = []
+    with threadpool_limits(1):
+        for i, li in enumerate(chosen):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            x = acts.get(li)
+            ratio, cum, d90, d95 = pca_curve(x)
+            bp = probe_score(x, y, seed)
+            cp = probe_score(x[cat_idx], cat_y, seed) if cat_y is not None and len(usable) > 2 else None
+            k = sil = ari = None
+            if kmeans:
+                k, sil, ari = kmeans_scores(x, cats, seed)
+            emb = umap_embed(x, seed).tolist() if umap else None
+            out.append(LayerGeometry(layer=li, variance_explained=ratio, cumulative_variance=cum, dims_90=d90,
+                                     dims_95=d95, binary_probe=bp, category_probe=cp, kmeans_k=k,
+                                     kmeans_silhouette=sil, kmeans_ari=ari, umap=emb))
+            if on_layer is not None:
+                on_layer(i + 1, len(chosen))
+    best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy, -g.layer)).layer
+    with_cat = [g for g in out if g.category_probe is not None]
+    best_cat = max(with_cat, key=lambda g: (g.category_probe.heldout_accuracy, g.category_probe.cv_accuracy,
+                                            -g.layer)).layer if with_cat else None
+    names = acts.label_names
+    return AnalyzeResult(model_id=acts.model_id, activations_file=acts.path, num_prompts=acts.n, labels=names,
+                         label_counts={names[k]: v for k, v in sorted(Counter(y.tolist()).items())},
+                         category_counts=dict(sorted(cat_counts.items())), layers=out, best_layer=best,
+                         best_category_layer=best_cat, notes=notes)
