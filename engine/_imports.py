@@ -1,0 +1,50 @@
+"""Import mlx-lm's model classes without importing transformers (and torch).
+
+``mlx_lm/__init__.py`` imports its converter and generator, which import
+transformers, which imports torch when it is installed: seconds of start-up for
+every command, although lazarus only needs ``mlx_lm.models.*``. We register a
+light ``mlx_lm`` package object whose submodules import normally and whose
+public names (``load``, ``generate``, ...) are imported on first use, so code
+that does ``import mlx_lm; mlx_lm.load(...)`` still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+
+_PUBLIC = {
+    "load": "mlx_lm.utils",
+    "convert": "mlx_lm.convert",
+    "generate": "mlx_lm.generate",
+    "stream_generate": "mlx_lm.generate",
+    "batch_generate": "mlx_lm.generate",
+    "__version__": "mlx_lm._version",
+}
+
+
+def install_light_mlx_lm() -> None:
+    if "mlx_lm" in sys.modules:
+        return
+    spec = importlib.util.find_spec("mlx_lm")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    mod = types.ModuleType("mlx_lm")
+    mod.__path__ = list(spec.submodule_search_locations)
+    mod.__spec__ = spec
+    mod.__file__ = spec.origin
+    mod.__package__ = "mlx_lm"
+
+    def __getattr__(name: str):  # noqa: N807 - module-level getattr
+        if name not in _PUBLIC:
+            raise AttributeError(f"module 'mlx_lm' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        setattr(mod, name, value)
+        return value
+
+    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["mlx_lm"] = mod
