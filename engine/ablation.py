@@ -29,11 +29,24 @@ import mlx.core as mx
 
 from engine.ablation_criteria import make_criterion
 from engine.ablation_results import (
-    AblationOutput, AblationPoint, AblationRequest, AblationResult, AblationSpec, ComponentType,
+    AblationOutput,
+    AblationPoint,
+    AblationRequest,
+    AblationResult,
+    AblationSpec,
+    ComponentType,
 )
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, generate_ids
-from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind, _mask
+from engine.hooks import (
+    Batch,
+    CaptureSpec,
+    HookedModel,
+    Intervention,
+    Site,
+    SiteKind,
+    _mask,
+)
 from engine.models import LoadedModel
 
 Progress = Callable[[str, int, int, str, Any], None]

@@ -12,9 +12,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
-from engine.ablation_results import AblationConfig, AblationRequest, AblationResult, AblationSpec, ComponentType
+from engine.ablation_results import (
+    AblationConfig,
+    AblationRequest,
+    AblationResult,
+    AblationSpec,
+    ComponentType,
+)
 
 
 class AblationStudy:
@@ -35,10 +41,10 @@ class AblationStudy:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> AblationStudy:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- running -----------------------------------------------------------------------------

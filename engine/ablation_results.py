@@ -60,7 +60,7 @@ class AblationConfig(Frozen):
     component: ComponentType = ComponentType.MLP
     heads: list[int] | None = None
     method: AblationMethod = "zero"
-    reference: list[str] = []  # prompts whose mean activation ``mean`` ablation writes in
+    reference: list[str] = Field(default_factory=list)  # prompts whose mean activation ``mean`` ablation writes in
     max_new_tokens: int = Field(60, ge=1, le=4096)
     chat: bool = True
 
@@ -81,7 +81,7 @@ class AblationRequest(Frozen):
     layers: list[int] | None = None  # None = every layer
     mode: Literal["sweep", "multi", "grid"] = "sweep"
     method: AblationMethod = "zero"
-    reference: list[str] = []
+    reference: list[str] = Field(default_factory=list)
     chat: bool = True
     max_tokens: int = Field(60, ge=1, le=4096)
     # explicit sweep points (the TUI's hand-picked cells); overrides layers/mode/component when given
@@ -122,7 +122,7 @@ class AblationResult(Frozen):
     num_layers: int
     request: AblationRequest
     chat_template_used: bool
-    notes: list[str] = []
+    notes: list[str] = Field(default_factory=list)
     criterion_description: str = ""
     baseline: list[AblationOutput]  # one per prompt
     points: list[AblationPoint]

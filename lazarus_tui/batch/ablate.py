@@ -6,7 +6,14 @@ import json
 import sys
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    parse_layers,
     split_prompts,
 )
 

@@ -57,12 +57,12 @@ def test_prompts_table_rendering(capsys):
 
 
 def test_twin_command_round_trip():
-    from engine.ablation_results import AblationRequest
-    from lazarus_tui.batch.ablate import build_request, twin_command
-    from lazarus_tui.batch.common import ArgumentParser  # noqa: F401
     import shlex
 
     import lazarus_tui.batch.ablate as mod
+    from engine.ablation_results import AblationRequest
+    from lazarus_tui.batch.ablate import build_request, twin_command
+    from lazarus_tui.batch.common import ArgumentParser  # noqa: F401
 
     req = AblationRequest(prompt="The capital of France is", criterion="Paris", layers=[3, 5], component="attention",
                           heads=[0, 2], chat=False, max_tokens=12)

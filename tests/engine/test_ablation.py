@@ -6,7 +6,12 @@ import mlx.core as mx
 import pytest
 
 from engine.ablation import (
-    _head_outputs, expand_specs, mean_activations, run_ablation, run_group_batched, spec_interventions,
+    _head_outputs,
+    expand_specs,
+    mean_activations,
+    run_ablation,
+    run_group_batched,
+    spec_interventions,
 )
 from engine.ablation_criteria import make_criterion
 from engine.ablation_results import AblationRequest, AblationSpec, ComponentType, PromptCase
@@ -118,8 +123,8 @@ def test_expand_and_validate(tiny_llama):
     assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType)
     assert expand_specs(AblationRequest(prompt="x", layers=[0], component="attention", heads=[0, 3]), n, h)[0].label \
         == "L0 heads 0,3"
-    for bad in (dict(layers=[4]), dict(layers=[-1]), dict(layers=[0], heads=[1]), dict(layers=[0], heads=[4],
-                                                                                      component="attention")):
+    for bad in ({"layers": [4]}, {"layers": [-1]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],
+                                                                                      "component": "attention"}):
         with pytest.raises(InputError):
             expand_specs(AblationRequest(prompt="x", **bad), n, h)
     with pytest.raises(InputError):
