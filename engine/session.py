@@ -11,7 +11,9 @@ points and tokens.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
+import weakref
 import queue
 import threading
 from collections.abc import Callable, Generator
@@ -23,6 +25,15 @@ from engine.errors import Cancelled
 
 T = TypeVar("T")
 _ids = itertools.count(1)
+_sessions: weakref.WeakSet[EngineSession] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_sessions() -> None:
+    """Stop engine threads before the interpreter finalises: MLX aborts the process
+    ("terminate called without an active exception") if a thread is killed mid-op."""
+    for session in list(_sessions):
+        session.close(cancel=True)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,9 @@ class EngineSession:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.engine_thread_id: int | None = None
+        self._running: Job[Any] | None = None
+        self._pending: list[Job[Any]] = []
+        _sessions.add(self)
 
     # -- the thread --------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -114,6 +128,7 @@ class EngineSession:
             if item is None:
                 return
             job, fn, on_progress = item
+            self._running = job
             if job.cancel_requested:
                 job.future.set_exception(Cancelled("cancelled before it started"))
                 continue
@@ -125,11 +140,14 @@ class EngineSession:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+            finally:
+                self._running = None
 
     def submit(self, fn: Callable[[JobContext], T], *, name: str = "job",
                on_progress: Callable[[ProgressEvent], None] | None = None) -> Job[T]:
         self._ensure_thread()
         job: Job[T] = Job(name)
+        self._pending = [j for j in self._pending if not j.done()] + [job]
         self._queue.put((job, fn, on_progress))
         return job
 
@@ -137,11 +155,16 @@ class EngineSession:
         """Submit and wait (the sync API)."""
         return self.submit(fn, **kw).result()
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=5)
-            self._thread = None
+    def close(self, cancel: bool = False, timeout: float = 30.0) -> None:
+        """Stop the engine thread after the queued jobs (or cancel them first with ``cancel``)."""
+        if self._thread is None:
+            return
+        if cancel:
+            for job in self._pending:
+                job.cancel()
+        self._queue.put(None)
+        self._thread.join(timeout=timeout)
+        self._thread = None
 
     # -- models ------------------------------------------------------------------------------
     def _get_model(self, spec: str | None, dtype: str | None, ctx: JobContext | None) -> Any:
