@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -123,9 +124,58 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
                      t_prob.astype(float).tolist(), t_rank.astype(int).tolist())
 
 
+def _layer_rows(tok: Any, st: LensStats, layers: Sequence[int], row: dict[int, int], vocab: int
+                ) -> list[LayerPredictionResult]:
+    log_v = math.log(vocab)
+    out = []
+    for layer in layers:
+        i = row[layer]
+        en = st.entropy[i] / log_v
+        preds = [TokenPrediction(token=tok.piece(t), token_id=t, probability=p, rank=r + 1)
+                 for r, (t, p) in enumerate(zip(st.top_ids[i], st.top_probs[i]))]
+        out.append(LayerPredictionResult(layer_idx=layer, predictions=preds, entropy=st.entropy[i],
+                                         entropy_normalized=en, is_confident=en < CONFIDENT_BELOW))
+    return out
+
+
+def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req: AnalyzeRequest,
+                 cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None,
+                 on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int]) -> np.ndarray:
+    """Lens logits [len(read), vocab] at ``pos``. With ``on_rows`` the stack runs in a few segments and each
+    segment's requested layers are reported as finished rows (live display), at the price of one small
+    unembedding matmul per segment instead of one for all layers."""
+    batch = Batch.from_lists([ids])
+    n = hm.n_layers
+    segments = [(0, n)] if on_rows is None else [(a, min(n, a + max(1, -(-n // 5)))) for a in range(0, n, max(1, -(-n // 5)))]
+    h = None
+    parts = []
+    for start, stop in segments:
+        seg_read = [layer for layer in read if start <= layer < stop]
+        cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=seg_read, positions=[pos])
+        out = hm.forward(batch, capture=cap, logits="none", cancel=cancel, embedding_scale=req.embedding_scale,
+                         on_layer=on_layer, start_layer=start, stop_layer=stop, h=h)
+        h = out.resid
+        if not seg_read:
+            continue
+        resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in seg_read], axis=0)
+        part = np.array(fast_lens_logits(hm, resid), dtype=np.float32)  # [len(seg_read), vocab]
+        parts.append(part)
+        shown = [layer for layer in seg_read if layer in layers]
+        if on_rows is not None and shown:
+            st = lens_stats(part, min(req.top_k, part.shape[-1]), [], [])
+            on_rows(_layer_rows(hm.lm.tokenizer, st, shown, {layer: i for i, layer in enumerate(seg_read)},
+                                part.shape[-1]))
+    return np.concatenate(parts, axis=0)
+
+
 def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | None = None,
-            on_layer: Callable[[int, int], None] | None = None) -> AnalysisResult:
-    """The logit lens for ``req`` on ``lm``; ``on_layer(layer, n)`` reports progress per layer."""
+            on_layer: Callable[[int, int], None] | None = None,
+            on_rows: Callable[[list[LayerPredictionResult]], None] | None = None) -> AnalysisResult:
+    """The logit lens for ``req`` on ``lm``.
+
+    ``on_layer(layer, n)`` reports progress per block; ``on_rows(rows)`` receives finished layer rows
+    while the pass runs (the TUI's live table). ``cancel`` is checked between blocks.
+    """
     if not req.prompt:
         raise InputError("empty prompt")
     tok = lm.tokenizer
@@ -140,42 +190,26 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
     tracked = [(t, *tok.lookup(t)) for t in req.track_tokens]  # (text, id, all ids)
 
     read = sorted(set(layers) | {n - 1})
-    cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=read, positions=[pos])
-
-    out = hm.forward(Batch.from_lists([ids]), capture=cap, logits="none", cancel=cancel,
-                     embedding_scale=req.embedding_scale, on_layer=on_layer)
-    resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)  # [L, hidden]
-    logits = np.array(fast_lens_logits(hm, resid), dtype=np.float32)  # [L, vocab], one matmul
     row = {layer: i for i, layer in enumerate(read)}
+    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers)  # [L, vocab]
+    vocab = logits.shape[-1]
+    final_top = int(np.argmax(logits[row[n - 1]]))
     pairs = [(row[a], row[b]) for a, b in zip(layers, layers[1:])] if req.compute_transitions else []
-    st = lens_stats(logits, min(req.top_k, logits.shape[-1]), [t[1] for t in tracked], pairs)
-    log_v = math.log(logits.shape[-1])
-
-    def preds(i: int) -> list[TokenPrediction]:
-        return [TokenPrediction(token=tok.piece(t), token_id=t, probability=p, rank=r + 1)
-                for r, (t, p) in enumerate(zip(st.top_ids[i], st.top_probs[i]))]
-
-    layer_preds = []
-    for layer in layers:
-        i = row[layer]
-        en = st.entropy[i] / log_v
-        layer_preds.append(LayerPredictionResult(layer_idx=layer, predictions=preds(i), entropy=st.entropy[i],
-                                                 entropy_normalized=en, is_confident=en < CONFIDENT_BELOW))
+    # tracked tokens, then the final prediction (for its rank at every layer)
+    st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs)
+    layer_preds = _layer_rows(tok, st, layers, row, vocab)
     transitions = [
         LayerTransition(from_layer=a, to_layer=b, kl_divergence=kl, js_divergence=js,
                         top_token_changed=st.top_ids[row[a]][0] != st.top_ids[row[b]][0])
         for (a, b), kl, js in zip(zip(layers, layers[1:]), st.kl, st.js)
     ] if req.compute_transitions else []
-    t_prob_l, t_rank_l = st.tracked_probs, st.tracked_ranks
-    ent_l = st.entropy
-    final = preds(row[n - 1])
-    final_top = final[0].token_id
+    final = _layer_rows(tok, st, [n - 1], row, vocab)[0].predictions
     decision = next((lp.layer_idx for lp in layer_preds
                      if lp.predictions[0].token_id == final_top and lp.is_confident), None)
     evolutions = []
     for j, (text, tid, all_ids) in enumerate(tracked):
-        probs_by_layer = {layer: t_prob_l[row[layer]][j] for layer in layers}
-        ranks_by_layer = {layer: int(t_rank_l[row[layer]][j]) for layer in layers}
+        probs_by_layer = {layer: st.tracked_probs[row[layer]][j] for layer in layers}
+        ranks_by_layer = {layer: int(st.tracked_ranks[row[layer]][j]) for layer in layers}
         emergence = next((layer for layer in layers if ranks_by_layer[layer] == 1), None)
         note = None
         if len(all_ids) > 1:
@@ -184,10 +218,11 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
         evolutions.append(TokenEvolutionResult(token=text, token_id=tid, layer_probabilities=probs_by_layer,
                                                layer_ranks=ranks_by_layer, emergence_layer=emergence,
                                                pieces=tok.pieces(all_ids), note=note))
+    final_ranks = {layer: int(st.tracked_ranks[row[layer]][len(tracked)]) for layer in layers}
     return AnalysisResult(
         model_id=lm.info.model_id, request=req, prompt=req.prompt, tokens=tok.pieces(ids), token_ids=ids,
         position=pos, num_layers=n, captured_layers=layers, final_prediction=final,
         layer_predictions=layer_preds, layer_transitions=transitions, token_evolutions=evolutions,
         decision_layer=decision, predicted_token=final[0].token, predicted_probability=final[0].probability,
-        final_entropy=ent_l[row[n - 1]], vocab_size=int(logits.shape[-1]),
+        final_entropy=st.entropy[row[n - 1]], vocab_size=int(vocab), final_token_ranks=final_ranks,
     )

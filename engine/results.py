@@ -124,6 +124,7 @@ class AnalysisResult(Frozen):
     predicted_probability: float
     final_entropy: float
     vocab_size: int
+    final_token_ranks: dict[int, int] = {}  # full-vocabulary rank of the final prediction at each captured layer
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -142,3 +142,19 @@ def test_bad_requests(tiny_llama):
         analyze(tiny_llama, AnalyzeRequest(prompt="x", layer_strategy="custom", custom_layers=[7]))
     with pytest.raises(InputError, match="position"):
         analyze(tiny_llama, AnalyzeRequest(prompt="x", position=5))
+
+
+@pytest.mark.real_model
+def test_live_rows_equal_the_final_result(smollm, smollm_all):
+    seen = []
+    r = analyze(smollm, AnalyzeRequest(prompt=PROMPT, layer_strategy="all", track_tokens=[" Paris"]),
+                on_rows=seen.extend)
+    assert [row.layer_idx for row in seen] == list(range(30))  # every layer arrives, in order
+    for live, final in zip(seen, r.layer_predictions):
+        assert [p.token_id for p in live.predictions] == [p.token_id for p in final.predictions]
+        assert abs(live.entropy - final.entropy) < 1e-6
+    for seg, one in zip(r.layer_predictions, smollm_all.layer_predictions):  # segmented vs one pass
+        assert [p.token_id for p in seg.predictions] == [p.token_id for p in one.predictions]
+        assert abs(seg.predictions[0].probability - one.predictions[0].probability) < 1e-5
+    # the final prediction's rank per layer equals the tracked ' Paris' ranks (it is ' Paris')
+    assert r.final_token_ranks == smollm_all.token_evolutions[0].layer_ranks
