@@ -1,9 +1,8 @@
 """Token tracking: where in the layer stack a token becomes the prediction.
 
-Two analyses the TUI's tracking screen (and the Python API) use:
+Used by the TUI's tracking screen and the Python API (the lens screen's rank
+heat-strip comes from ``AnalysisResult.final_token_ranks``):
 
-* ``final_token_ranks``: the full-vocabulary rank, per captured layer, of the token a
-  lens result finally predicts (the lens screen's heat-strip).
 * ``track_generation``: generate N tokens greedily, then run ONE hooked forward over
   prompt + generated tokens, capturing ``resid_post`` at every layer at the positions
   whose outputs chose each generated token, and lens them all in one matmul. For each
@@ -58,29 +57,6 @@ class TrackGenerationResult(Frozen):
     text: str
     stopped: str  # "eos" | "max_tokens"
     positions: list[GeneratedPosition]
-
-
-def final_token_ranks(lm: LoadedModel, result: AnalysisResult,
-                      cancel: Callable[[], bool] | None = None) -> dict[int, int]:
-    """Rank (1 = top) of ``result``'s predicted token at each captured layer.
-
-    Re-runs the lens tracking that token by id-exact lookup; returns {} when the token's
-    text does not map back to the same vocabulary entry (then ranks would be of another token).
-    """
-    from engine.lens import analyze
-
-    for ev in result.token_evolutions:
-        if ev.token_id == result.final_prediction[0].token_id:
-            return dict(ev.layer_ranks)
-    piece = result.predicted_token
-    if piece == "":
-        return {}
-    tid, _ = lm.tokenizer.lookup(piece)
-    if tid != result.final_prediction[0].token_id:
-        return {}
-    again = analyze(lm, result.request.model_copy(update={"track_tokens": [piece], "compute_transitions": False}),
-                    cancel)
-    return dict(again.token_evolutions[0].layer_ranks)
 
 
 def _first_top1(ranks: list[int]) -> tuple[int | None, int | None]:

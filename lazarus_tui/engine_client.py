@@ -88,17 +88,19 @@ class EngineClient:
         def job(ctx: Any) -> Any:
             from engine.lens import analyze
 
-            return analyze(ctx.model(), req, ctx.cancelled,
-                           lambda layer, n: ctx.progress("layer", layer + 1, n, f"layer {layer}"))
+            rows: list[Any] = []  # finished layer rows so far: every event carries all of them, so
+            state = {"done": 0, "total": 0}  # coalescing (only the newest event is handled) loses nothing
+
+            def layer(done: int, total: int) -> None:
+                state.update(done=done + 1, total=total)
+                ctx.progress("layer", done + 1, total, f"layer {done}", payload=list(rows))
+
+            def add_rows(new: list[Any]) -> None:
+                rows.extend(new)
+                ctx.progress("layer", state["done"], state["total"], "rows", payload=list(rows))
+
+            return analyze(ctx.model(), req, ctx.cancelled, layer, add_rows)
         return self.session.submit(job, name="analyze", on_progress=on_progress)
-
-    def final_ranks(self, result: Any) -> Job[dict[int, int]]:
-        """Full-vocabulary rank of ``result``'s predicted token per captured layer (a second pass)."""
-        def job(ctx: Any) -> dict[int, int]:
-            from engine.tracking import final_token_ranks
-
-            return final_token_ranks(ctx.model(), result, ctx.cancelled)
-        return self.session.submit(job, name="final ranks")
 
     def track_generation(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
         def job(ctx: Any) -> Any:

@@ -112,23 +112,15 @@ put through the model's final norm and unembedding. The table fills as layers fi
         result = await self.run_job("lens", job, "analyze")
         if result is None:
             return
-        self.show_result(result, {})
-        self.query_one(RankStrip).update(f"rank of final {tok(result.predicted_token)} per layer: computing…")
-        ranks = await self.run_job("lens", self.app.engine.final_ranks(result), "final-token ranks")  # type: ignore[attr-defined]
-        if ranks is not None:
-            self.final_ranks = ranks
-            self.query_one(RankStrip).show(result.predicted_token, ranks)
+        self.show_result(result, result.final_token_ranks)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event
         if message.group != "lens" or ev.stage != "layer":
             return
         table = self.query_one(LayerTable)
-        if table.result is None:
-            from rich.text import Text
-
-            for layer in range(table.row_count, ev.done):  # rows for the blocks finished so far
-                table.add_row(str(layer), Text("computed", style="dim green"), "", "", "", "", key=str(layer))
+        if table.result is None and ev.payload:
+            table.show_rows(ev.payload)  # the layers finished so far, with their real numbers
         self.app.engine_status = f"analyze: layer {ev.done}/{ev.total}"  # type: ignore[attr-defined]
 
     def show_result(self, result: Any, final_ranks: dict[int, int]) -> None:

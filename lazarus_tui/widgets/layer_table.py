@@ -21,7 +21,8 @@ class LayerTable(DataTable):
         self.result: Any = None
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        for column in COLUMNS:
+            self.add_column(column, key=column)
 
     def start(self, layers: list[int]) -> None:
         """Placeholder rows for a request under way."""
@@ -36,6 +37,22 @@ class LayerTable(DataTable):
             layer = int(str(row_key.value))
             if layer < done_layers:
                 self.update_cell(row_key, "top-1", Text("computed", style="dim green"))
+
+    def show_rows(self, rows: list[Any]) -> None:
+        """Finished layers of a request under way (``LayerPredictionResult``s), in order."""
+        if self.result is not None:
+            return
+        shown = {str(k.value) for k in self.rows}
+        for lp in rows:
+            key = str(lp.layer_idx)
+            cells = (Text(tok(lp.top_token)), f"{lp.top_probability:.4f}", f"{lp.entropy:.3f}",
+                     f"{lp.entropy_normalized:.2f}", ", ".join(f"{tok(t.token)} {t.probability:.3f}"
+                                                               for t in lp.predictions[1:]))
+            if key in shown:
+                for column, value in zip(COLUMNS[1:], cells):
+                    self.update_cell(key, column, value)
+            else:
+                self.add_row(key, *cells, key=key)
 
     def show(self, result: Any) -> None:
         self.result = result

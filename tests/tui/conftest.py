@@ -80,7 +80,9 @@ def fake_analysis(req: AnalyzeRequest) -> AnalysisResult:
                           final_prediction=final, layer_predictions=preds, layer_transitions=trans,
                           token_evolutions=evs, decision_layer=decision, predicted_token=final[0].token,
                           predicted_probability=final[0].probability, final_entropy=preds[-1].entropy,
-                          vocab_size=VOCAB)
+                          vocab_size=VOCAB,
+                          final_token_ranks={lp.layer_idx: (1 if lp.top_token == " Paris" else 40 - 5 * lp.layer_idx)
+                                             for lp in preds})
 
 
 class FakeEngine:
@@ -111,10 +113,6 @@ class FakeEngine:
         if not req.prompt:
             return _failed(InputError("empty prompt"))
         return _done(fake_analysis(req))
-
-    def final_ranks(self, result: AnalysisResult) -> Job[dict[int, int]]:
-        return _done({lp.layer_idx: (1 if lp.top_token == " Paris" else 40 - 5 * lp.layer_idx)
-                      for lp in result.layer_predictions})
 
     def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
         if text == "Paris!":

@@ -106,7 +106,7 @@ async def test_help_shows_current_screen(fake_engine) -> None:
 def test_app_never_imports_mlx() -> None:
     """The UI thread stays MLX-free: importing the app and every screen loads no mlx module."""
     code = ("import sys, lazarus_tui.app, lazarus_tui.app_main, lazarus_tui.screens as s; s.screen_entries(); "
-            "bad = [m for m in sys.modules if m.startswith(('mlx', 'engine.lens', 'engine.hooks'))]; "
+            "bad = [m for m in sys.modules if m == 'mlx' or m.startswith(('mlx.', 'mlx_lm.', 'engine.lens', 'engine.hooks'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
