@@ -143,8 +143,8 @@ class KVState:
         for c in self.caches:
             nc = KVCache()
             if c.keys is not None:
-                k, v = c.state
-                nc.state = (k[idx], v[idx])
+                keys, values, offset = c.state  # preallocated buffers; the first `offset` steps are real
+                nc.state = (keys[idx, :, :offset], values[idx, :, :offset], offset)
             new.caches.append(nc)
         new.pad = [self.pad[i] for i in rows]
         new.offset = self.offset
@@ -182,7 +182,7 @@ class HookedModel:
         self.blocks = lm.adapter.blocks(lm.model)
         self.n_layers = len(self.blocks)
         self._sliding = set(lm.adapter.sliding_layers)
-        self._vec_cache: dict[int, mx.array] = {}
+        self._vec_cache: dict[int, tuple[Intervention, mx.array]] = {}
 
     # -- validation ------------------------------------------------------------------------
     def check_layer(self, layer: int) -> int:
@@ -372,11 +372,15 @@ class HookedModel:
         return attn.o_proj(z.reshape(B, S, -1)), pattern
 
     def _vector(self, iv: Intervention, dtype: Any) -> mx.array:
-        key = id(iv)
-        vec = self._vec_cache.get(key)
-        if vec is None or vec.dtype != dtype:
-            vec = mx.array(iv.vector, dtype=dtype)
-            self._vec_cache[key] = vec
+        """``iv.vector`` as an array, converted once per intervention object (generation reuses it
+        every step). The cache holds the intervention itself, so its id cannot be reused while cached."""
+        hit = self._vec_cache.get(id(iv))
+        if hit is not None and hit[0] is iv and hit[1].dtype == dtype:
+            return hit[1]
+        if len(self._vec_cache) > 512:
+            self._vec_cache.clear()
+        vec = mx.array(iv.vector, dtype=dtype)
+        self._vec_cache[id(iv)] = (iv, vec)
         return vec
 
     def _apply(self, x: mx.array, ivs: list[Intervention], positions: mx.array, lengths: mx.array) -> mx.array:

@@ -144,3 +144,32 @@ def test_bad_interventions_are_input_errors(tiny_llama):
         Site.parse("blocks.x.mlp")
 
 # The real-model verify (SmolLM2 and Gemma 3, >600-token prompt) runs as a CLI test in tests/batch.
+
+
+def test_vectors_follow_their_intervention_even_when_ids_are_reused(tiny_llama):
+    """A freed intervention's id can be reused by a new one: its vector must not be served stale."""
+    ids = ids_of(tiny_llama, "The capital of France is")
+    hm = HookedModel(tiny_llama)
+    site = Site(layer=1, kind=SiteKind.resid_post)
+    outs = []
+    for value in (0.0, 3.0, -3.0):  # each Intervention is garbage after its forward
+        iv = Intervention(site=site, op="add", vector=[value] * tiny_llama.info.hidden_size)
+        outs.append(hm.forward(Batch.from_lists([ids]), interventions=[iv]).logits)
+        del iv
+    assert maxdiff(outs[0], outs[1]) > 1e-3 and maxdiff(outs[1], outs[2]) > 1e-3
+    fresh = HookedModel(tiny_llama).forward(Batch.from_lists([ids]), interventions=[
+        Intervention(site=site, op="add", vector=[-3.0] * tiny_llama.info.hidden_size)]).logits
+    assert maxdiff(outs[2], fresh) == 0.0
+
+
+def test_kv_select_rows_continues_like_the_full_batch(tiny):
+    a, b = ids_of(tiny, "The capital of France is"), ids_of(tiny, "One two three four five")
+    hm = HookedModel(tiny)
+    kv = KVState(hm.n_layers, [0, 0])
+    hm.forward(Batch.from_lists([a, b]), kv=kv, logits="none")
+    nxt = mx.array([[11], [12]])
+    both = hm.forward(Batch(nxt, [0, 0], [5, 5]), kv=kv).logits
+    kv2 = KVState(hm.n_layers, [0, 0])
+    hm.forward(Batch.from_lists([a, b]), kv=kv2, logits="none")
+    only_b = hm.forward(Batch(nxt[1:], [0], [5]), kv=kv2.select_rows([1])).logits
+    assert maxdiff(only_b[0], both[1]) < 1e-5
