@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401  (BLAS before mlx)
-from engine.models import load  # noqa: E402
-from engine.steering import SteeringDirection, steer_generate  # noqa: E402
+import engine  # noqa: F401  (BLAS before mlx)
+from engine.models import load
+from engine.steering import SteeringDirection, steer_generate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 

@@ -48,27 +48,30 @@ from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
 from engine.steering_results import (
-    CriterionScore, DirectionInfo, ExtractRequest, ExtractResult, LayerSeparation, SteeredOutput, SteerRequest,
+    CriterionScore,
+    DirectionInfo,
+    ExtractRequest,
+    ExtractResult,
+    LayerSeparation,
+    SteeredOutput,
+    SteerRequest,
     SteerResult,
 )
 
-__all__ = ["SteeringDirection", "steer_generate", "run_steer", "run_extract", "score_criterion",
-           "prompt_scale", "POSITIVE_WORDS", "NEGATIVE_WORDS"]
+__all__ = [
+    "NEGATIVE_WORDS",
+    "POSITIVE_WORDS",
+    "SteeringDirection",
+    "prompt_scale",
+    "run_extract",
+    "run_steer",
+    "score_criterion",
+    "steer_generate",
+]
 
-POSITIVE_WORDS = frozenset("""
-good great excellent wonderful amazing fantastic happy happiness joy joyful love loved lovely
-beautiful delightful pleasant best awesome brilliant glad excited exciting perfect nice
-enjoy enjoyed enjoying fun cheerful grateful thankful superb positive success successful
-smile smiling warm kind bright peaceful calm proud hope hopeful incredible fabulous
-""".split())
+POSITIVE_WORDS = frozenset(["good", "great", "excellent", "wonderful", "amazing", "fantastic", "happy", "happiness", "joy", "joyful", "love", "loved", "lovely", "beautiful", "delightful", "pleasant", "best", "awesome", "brilliant", "glad", "excited", "exciting", "perfect", "nice", "enjoy", "enjoyed", "enjoying", "fun", "cheerful", "grateful", "thankful", "superb", "positive", "success", "successful", "smile", "smiling", "warm", "kind", "bright", "peaceful", "calm", "proud", "hope", "hopeful", "incredible", "fabulous"])
 
-NEGATIVE_WORDS = frozenset("""
-bad terrible awful horrible sad sadness unhappy angry hate hated worst poor boring
-disappointing disappointed disappointment miserable depressed depressing painful pain
-ugly nasty annoying annoyed upset frustrating frustrated negative failure failed fail
-cry crying lonely fear afraid scared worried worry anxious hurt broken tired dull
-disgusting dreadful gloomy grim tragic unfortunate sorry
-""".split())
+NEGATIVE_WORDS = frozenset(["bad", "terrible", "awful", "horrible", "sad", "sadness", "unhappy", "angry", "hate", "hated", "worst", "poor", "boring", "disappointing", "disappointed", "disappointment", "miserable", "depressed", "depressing", "painful", "pain", "ugly", "nasty", "annoying", "annoyed", "upset", "frustrating", "frustrated", "negative", "failure", "failed", "fail", "cry", "crying", "lonely", "fear", "afraid", "scared", "worried", "worry", "anxious", "hurt", "broken", "tired", "dull", "disgusting", "dreadful", "gloomy", "grim", "tragic", "unfortunate", "sorry"])
 
 
 # -- prompts and captures ---------------------------------------------------------------------
@@ -379,7 +382,7 @@ def score_criterion(text: str, criterion: str) -> CriterionScore:
         score = len(pos) - len(neg)
         return CriterionScore(criterion=criterion, score=score, passed=score > 0,
                               matches=[f"+{w}" for w in pos] + [f"-{w}" for w in neg])
-    if criterion.startswith("words:") or criterion.startswith("@"):
+    if criterion.startswith(("words:", "@")):
         if criterion.startswith("@"):
             path = Path(criterion[1:])
             if not path.exists():

@@ -10,8 +10,17 @@ grid. Every setting is one row of one batched generation. See docs/steering.md.
 from __future__ import annotations
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, emit, err, fix_negative_values, model_header, out, parse_floats,
-    parse_layers, split_prompts,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    emit,
+    err,
+    fix_negative_values,
+    model_header,
+    out,
+    parse_floats,
+    parse_layers,
+    split_prompts,
 )
 
 _VALUE_FLAGS = ("--compare", "-c", "--coefficient", "--position", "-l", "--layer")
@@ -94,7 +103,7 @@ def main(argv: list[str]) -> int:
                                  positive_label=args.positive_label, negative_label=args.negative_label)
 
     runner = JobRunner(args.model, args.dtype)
-    progress = lambda ctx: (lambda i, n: ctx.progress("token", i, n, "steer: tokens"))  # noqa: E731
+    progress = lambda ctx: (lambda i, n: ctx.progress("token", i, n, "steer: tokens"))
 
     if prompts is None:  # extract only
         assert extract is not None
@@ -141,8 +150,8 @@ def _json_args(args, npz_out: bool):
 
 def _direction_lines(d) -> list[str]:
     lines = [f"Direction: {d.name} ({d.source}{': ' + d.path if d.path else ''})",
-             f"  Method: {d.method}   Layer: {d.layer}   Norm: {d.norm:.4f}   Hidden size: {d.hidden_size}"
-             f"   From model: {d.model_id}"]
+             (f"  Method: {d.method}   Layer: {d.layer}   Norm: {d.norm:.4f}   Hidden size: {d.hidden_size}"
+              f"   From model: {d.model_id}")]
     if d.positive_prompts:
         lines.append(f"  Pairs: {len(d.positive_prompts)} ({d.positive_label} vs {d.negative_label})"
                      + ("" if d.chat is None else f", chat template {'on' if d.chat else 'off'}"))
@@ -159,7 +168,7 @@ def render_extract(info, r) -> None:
         for s in r.direction.layer_separation:
             cons = "" if s.consistency is None else f"  cos {s.consistency:+.3f}  acc {s.pair_accuracy:.2f}"
             mark = "  <- chosen" if s.layer == r.direction.layer else ""
-            out.print(f"  Layer {s.layer:>2}: {s.separation:.4f} {'#' * int(round(30 * s.separation / top)):<30}"
+            out.print(f"  Layer {s.layer:>2}: {s.separation:.4f} {'#' * round(30 * s.separation / top):<30}"
                       f"{cons}{mark}")
     if r.saved_to:
         out.print(f"\nSaved: {r.saved_to}")

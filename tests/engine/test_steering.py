@@ -13,7 +13,13 @@ import engine  # noqa: F401  (BLAS before mlx)
 from engine.errors import InputError
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel
-from engine.steering import SteeringDirection, prompt_scale, run_steer, score_criterion, steer_generate
+from engine.steering import (
+    SteeringDirection,
+    prompt_scale,
+    run_steer,
+    score_criterion,
+    steer_generate,
+)
 from engine.steering_results import SteerRequest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -287,7 +293,7 @@ def test_batch_command_extract_save_and_apply(smollm, tmp_path, capsys):
 
 
 # -- docs -------------------------------------------------------------------------------------
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if DOC.exists() else []
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL) if DOC.exists() else []
 
 
 @pytest.mark.real_model
