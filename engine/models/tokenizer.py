@@ -22,6 +22,8 @@ from tokenizers import Tokenizer as _HFTokenizer
 
 from engine.errors import InputError, ModelLoadError
 
+_END_MARKERS = ("<|endoftext|>", "<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end_of_text|>", "<eos>")
+
 # llama.cpp token types
 _CONTROL, _USER_DEFINED = 3, 4
 
@@ -95,6 +97,13 @@ class Tokenizer:
         self.pad_id = pad_id
         self.add_bos = add_bos
         self.chat_template = chat_template
+        # chat and base models end text with their own markers too: generation stops at any of them
+        ends = list(self.eos_ids)
+        for marker in _END_MARKERS:
+            tid = backend.token_to_id(marker)
+            if tid is not None and tid not in ends:
+                ends.append(tid)
+        self.eos_ids = tuple(ends)
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         self.bos_token = backend.id_to_token(bos_id) if bos_id is not None else None
         self.eos_token = backend.id_to_token(self.eos_ids[0]) if self.eos_ids else None
@@ -232,11 +241,6 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Tokenizer:
     eot = meta.get("tokenizer.ggml.eot_token_id")
     if eot is not None and eot not in eos_ids:
         eos_ids.append(eot)
-    # chat models end a turn with their own marker: stop there too
-    for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
-        tid = backend.token_to_id(marker)
-        if tid is not None and tid not in eos_ids:
-            eos_ids.append(tid)
     add_bos = meta.get("tokenizer.ggml.add_bos_token")
     if add_bos is None:
         add_bos = model == "llama"
@@ -267,10 +271,6 @@ def from_hf_directory(path: Path) -> Tokenizer:
     kind = "byte_level" if "ByteLevel" in json.dumps(dec) else "spm"
     bos = tok_id(cfg.get("bos_token"))
     eos_ids = [i for i in [tok_id(cfg.get("eos_token"))] if i is not None]
-    for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
-        tid = backend.token_to_id(marker)
-        if tid is not None and tid not in eos_ids:
-            eos_ids.append(tid)
     post = json.loads(backend.to_str()).get("post_processor") or {}
     add_bos = cfg.get("add_bos_token")
     if add_bos is None:
