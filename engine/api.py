@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import mlx.core as mx
 
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
-from engine.models import LoadedModel, ModelInfo, load, wrap_model
+from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
 from engine.session import EngineSession
 

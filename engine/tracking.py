@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from engine.errors import InputError
-from engine.results import SCHEMA_VERSION, AnalysisResult, Frozen
+from engine.results import SCHEMA_VERSION, Frozen
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel

@@ -8,7 +8,6 @@ Ctrl-C exits 130; ``-o FILE`` is written to a temp file and renamed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
