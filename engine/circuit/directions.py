@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.circuit.activations import Activations
-from engine.circuit.geometry import binary_labels, classifier, split
+from engine.circuit.geometry import binary_labels, classifier, pair_groups, split
 from engine.circuit.models import DirectionsResult, ExtractedDirection
 from engine.errors import InputError
 
@@ -60,8 +60,9 @@ def _sep(proj: np.ndarray, y: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / max(pooled, 1e-12))
 
 
-def evaluate(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0) -> tuple[np.ndarray, dict]:
-    tr, te = split(y, seed)
+def evaluate(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0, groups: np.ndarray | None = None
+             ) -> tuple[np.ndarray, dict]:
+    tr, te = split(y, seed, groups=groups)
     d = fit_direction(x[tr], y[tr], method, seed)
     norm = float(np.linalg.norm(d))
     if norm == 0.0:
@@ -109,11 +110,12 @@ def extract(acts: Activations, layer: int, method: str = "diff_means", per_categ
         y = binary_labels(acts)
         ln = acts.label_names
         jobs.append((f"{ln[1]}_vs_{ln[0]}", ln[1], ln[0], y))
+    groups = pair_groups(acts.meta.get("pairs") or [None] * acts.n)
     found: list[ExtractedDirection] = []
     units = []
     with threadpool_limits(1):
         for name, pos, neg, y in jobs:
-            d, m = evaluate(x, y, method, seed)
+            d, m = evaluate(x, y, method, seed, groups)
             units.append(d / m["norm"])
             file = None
             if out_dir is not None:

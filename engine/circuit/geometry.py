@@ -3,7 +3,7 @@
 Probes are standardised logistic regressions (scikit-learn). Held-out accuracy: a stratified
 split, 25% test (at least one prompt per class), the probe trained on the rest only.
 CV accuracy: stratified k-fold, k = min(5, smallest class). The majority-class share is the
-baseline a probe must beat. k-means runs on the first (up to) 50 principal components with
+baseline a probe must beat. Contrastive datasets (``pair`` ids) split whole pairs. k-means runs on the first (up to) 50 principal components with
 k = number of categories; silhouette is over those clusters, ARI compares them to categories.
 """
 
@@ -21,12 +21,16 @@ from engine.errors import Cancelled, InputError
 MAX_COMPONENTS = 50
 
 
-def classifier(seed: int = 0):
+def classifier(seed: int = 0, n_classes: int = 2):
+    """Standardise, then L2 logistic regression (C=1, liblinear: several times faster than lbfgs on
+    these small, wide problems); more than two classes: one-vs-rest."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+    lr = LogisticRegression(max_iter=2000, C=1.0, solver="liblinear", random_state=seed)
+    return make_pipeline(StandardScaler(), lr if n_classes == 2 else OneVsRestClassifier(lr))
 
 
 def pca_curve(x: np.ndarray) -> tuple[list[float], list[float], int, int]:
@@ -45,9 +49,26 @@ def pca_curve(x: np.ndarray) -> tuple[list[float], list[float], int, int]:
     return ratio[:k].tolist(), cum[:k].tolist(), min(d90, len(ratio)), min(d95, len(ratio))
 
 
-def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/test indices; every class keeps at least one prompt on each side."""
+def pair_groups(pairs: Sequence[int | None]) -> np.ndarray | None:
+    """Group ids for CV from contrastive ``pair`` ids (unpaired prompts get their own group); None if none."""
+    if all(p is None for p in pairs):
+        return None
+    return np.array([f"p{p}" if p is not None else f"u{i}" for i, p in enumerate(pairs)])
+
+
+def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25, groups: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/test indices; every class keeps at least one prompt on each side.
+    With ``groups`` (contrast pairs) whole groups go to one side."""
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        for attempt in range(50):
+            uniq = np.unique(groups)
+            rng.shuffle(uniq)
+            n_test = max(1, int(round(test_size * len(uniq))))
+            test_mask = np.isin(groups, uniq[:n_test])
+            if len(np.unique(y[test_mask])) == len(np.unique(y)) == len(np.unique(y[~test_mask])):
+                return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     train, test = [], []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -58,20 +79,32 @@ def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25) -> tuple[np.nda
     return np.array(sorted(train)), np.array(sorted(test))
 
 
-def probe_score(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ProbeScore:
-    """Held-out and CV accuracy of a standardised logistic probe. Needs >= 2 classes of >= 2 prompts."""
-    from sklearn.model_selection import StratifiedKFold
+def folds(y: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold, k = min(5, smallest class); with ``groups``, stratified group k-fold
+    (k also at most the number of groups)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    k = min(5, min(Counter(y.tolist()).values()))
+    if groups is not None:
+        k = min(k, len(np.unique(groups)))
+        return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, groups))
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y))
+
+
+def probe_score(x: np.ndarray, y: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> ProbeScore:
+    """Held-out and CV accuracy of a standardised logistic probe. Needs >= 2 classes of >= 2 prompts.
+    ``groups`` (contrast pairs) keep both members of a pair on the same side of every split."""
     counts = Counter(y.tolist())
     if len(counts) < 2 or min(counts.values()) < 2:
         raise InputError("a probe needs at least two classes with at least 2 prompts each")
-    k = min(5, min(counts.values()))
     accs = []
-    for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
-        clf = classifier(seed).fit(x[tr], y[tr])
+    splits = folds(y, seed, groups)
+    for tr, te in splits:
+        clf = classifier(seed, len(counts)).fit(x[tr], y[tr])
         accs.append(float(np.mean(clf.predict(x[te]) == y[te])))
-    tr, te = split(y, seed)
-    clf = classifier(seed).fit(x[tr], y[tr])
+    k = len(splits)
+    tr, te = split(y, seed, groups=groups)
+    clf = classifier(seed, len(counts)).fit(x[tr], y[tr])
     held = float(np.mean(clf.predict(x[te]) == y[te]))
     return ProbeScore(heldout_accuracy=held, cv_accuracy=float(np.mean(accs)), cv_std=float(np.std(accs)),
                       folds=k, baseline=max(counts.values()) / len(y), classes=len(counts))
@@ -121,18 +154,21 @@ def binary_labels(acts: Activations) -> np.ndarray:
 
 
 def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
-            kmeans: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
+            kmeans: bool = False, probes: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
             on_layer: Callable[[int, int], None] | None = None) -> AnalyzeResult:
     from threadpoolctl import threadpool_limits
 
     chosen = resolve_layers(acts, layer, layers)
-    y = binary_labels(acts)
+    y = binary_labels(acts) if probes else acts.labels
+    groups = pair_groups(acts.meta.get("pairs") or [None] * acts.n)
     cats = acts.categories
     cat_counts = Counter(cats)
     notes = []
     usable = {c for c, n in cat_counts.items() if n >= 2}
     cat_idx = np.array([i for i, c in enumerate(cats) if c in usable])
-    if len(usable) < 2:
+    if not probes:
+        usable = set()
+    elif len(usable) < 2:
         notes.append("category probe skipped: fewer than two categories with 2+ prompts")
     elif len(usable) == 2 and set(usable) == {acts.label_names[i] for i in set(y.tolist())}:
         notes.append("categories equal the binary labels")
@@ -147,23 +183,28 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
                 raise Cancelled("cancelled")
             x = acts.get(li)
             ratio, cum, d90, d95 = pca_curve(x)
-            bp = probe_score(x, y, seed)
+            bp = probe_score(x, y, seed, groups) if probes else None
             cp = probe_score(x[cat_idx], cat_y, seed) if cat_y is not None and len(usable) > 2 else None
             k = sil = ari = None
             if kmeans:
                 k, sil, ari = kmeans_scores(x, cats, seed)
-            emb = umap_embed(x, seed).tolist() if umap else None
             out.append(LayerGeometry(layer=li, variance_explained=ratio, cumulative_variance=cum, dims_90=d90,
                                      dims_95=d95, binary_probe=bp, category_probe=cp, kmeans_k=k,
-                                     kmeans_silhouette=sil, kmeans_ari=ari, umap=emb))
+                                     kmeans_silhouette=sil, kmeans_ari=ari))
             if on_layer is not None:
                 on_layer(i + 1, len(chosen))
-    best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy, -g.layer)).layer
+    best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy,
+                                   -g.layer)).layer if probes else None
+    if umap:  # one embedding (UMAP is slow): the only layer, else the best layer, else the middle one
+        at = chosen[0] if len(chosen) == 1 else best if best is not None else chosen[len(chosen) // 2]
+        i = chosen.index(at)
+        out[i] = out[i].model_copy(update={"umap": umap_embed(acts.get(at), seed).tolist()})
     with_cat = [g for g in out if g.category_probe is not None]
     best_cat = max(with_cat, key=lambda g: (g.category_probe.heldout_accuracy, g.category_probe.cv_accuracy,
                                             -g.layer)).layer if with_cat else None
     names = acts.label_names
     return AnalyzeResult(model_id=acts.model_id, activations_file=acts.path, num_prompts=acts.n, labels=names,
-                         label_counts={names[k]: v for k, v in sorted(Counter(y.tolist()).items())},
+                         label_counts={(names[k] if k < len(names) else str(k)): v
+                                       for k, v in sorted(Counter(y.tolist()).items())},
                          category_counts=dict(sorted(cat_counts.items())), layers=out, best_layer=best,
                          best_category_layer=best_cat, notes=notes)
