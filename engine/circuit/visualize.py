@@ -142,7 +142,9 @@ def probe_charts(res: AnalyzeResult, out_dir: Path, model: str) -> tuple[Path, s
 
 
 def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bool = True, umap: bool = True,
-              probes: bool = True, seed: int = 0) -> VisualizeResult:
+              probes: bool = True, seed: int = 0, analysis: AnalyzeResult | None = None) -> VisualizeResult:
+    """Draw the charts. ``analysis`` (a saved ``circuit analyze`` result for this file) skips recomputing
+    PCA and probes."""
     if not (pca or umap or probes):
         raise InputError("nothing to draw: choose --pca, --umap, --probes or --all")
     d = Path(out_dir)
@@ -152,7 +154,17 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
         raise InputError(f"output directory does not exist: {d.parent}")
     if layer is not None:
         acts.check_layer(layer)
-    res = analyze(acts, probes=probes, seed=seed) if (pca or probes) else None
+    res = None
+    if analysis is not None and (pca or probes):
+        if analysis.num_prompts != acts.n:
+            raise InputError(f"the analysis has {analysis.num_prompts} prompts but {acts.path} has {acts.n}")
+        if probes and any(g.binary_probe is None for g in analysis.layers):
+            raise InputError("the analysis has no probe results")
+        if layer is not None and pca and layer not in [g.layer for g in analysis.layers]:
+            raise InputError(f"layer {layer} is not in the analysis (layers: {[g.layer for g in analysis.layers]})")
+        res = analysis
+    elif pca or probes:
+        res = analyze(acts, probes=probes, seed=seed)
     if layer is None:
         layer = res.best_layer if res is not None and res.best_layer is not None else acts.layers[len(acts.layers) // 2]
     d.mkdir(exist_ok=True)

@@ -259,18 +259,24 @@ def directions_parser() -> ArgumentParser:
 
 def render_directions(r) -> None:
     out.print(esc(f"Directions at layer {r.layer} ({r.method}) from {r.activations_file}"))
-    t = Table(title="Held-out (25% test split; direction fitted on the other 75%)", title_justify="left")
-    for c in ("direction", "+", "-", "norm", "train/test", "held-out acc", "held-out sep", "train sep", "file"):
-        t.add_column(c, justify="left" if c in ("direction", "+", "-", "file") else "right")
+    t = Table(title="Held-out: fitted on 75%, scored on the other 25%", title_justify="left")
+    for c in ("direction (+ vs -)", "norm", "train/test", "acc", "sep", "train sep"):
+        t.add_column(c, justify="left" if c.startswith("direction") else "right")
     for d in r.directions:
-        t.add_row(esc(d.name), esc(d.positive), esc(d.negative), f"{d.norm:.3f}", f"{d.n_train}/{d.n_test}",
-                  f"{d.heldout_accuracy:.3f}", f"{d.heldout_separation:.2f}", f"{d.train_separation:.2f}",
-                  esc(d.file or "-"))
+        t.add_row(esc(f"{d.positive} vs {d.negative}"), f"{d.norm:.2f}", f"{d.n_train}/{d.n_test}",
+                  f"{d.heldout_accuracy:.3f}", f"{d.heldout_separation:.2f}", f"{d.train_separation:.2f}")
     out.print(t)
+    out.print("acc: test projections thresholded at the midpoint of the training class means; "
+              "sep: (mean+ - mean-) / pooled std")
     if r.cosine:
         from lazarus_tui.batch._analysis_common import cosine_table
 
-        out.print(cosine_table("Cosine between directions", [d.name for d in r.directions], r.cosine))
+        out.print(cosine_table("Cosine between directions", [d.positive for d in r.directions], r.cosine))
+    files = [d.file for d in r.directions if d.file]
+    if files:
+        out.print(f"Saved {len(files)} direction files (steer -d FILE, directions FILE...):")
+        for f in files:
+            out.print(esc(f"  {f}"))
 
 
 def directions_main(argv: list[str]) -> int:
@@ -301,6 +307,8 @@ def visualize_parser() -> ArgumentParser:
     p.add_argument("--umap", action="store_true")
     p.add_argument("--probes", action="store_true")
     p.add_argument("--all", action="store_true", help="every chart (the default when none is chosen)")
+    p.add_argument("--analysis", default=None, metavar="FILE.json",
+                   help="a saved 'circuit analyze -o' result for this file (skips recomputing PCA and probes)")
     p.add_argument("--no-terminal", action="store_true", help="do not print the terminal charts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -314,13 +322,31 @@ def visualize_main(argv: list[str]) -> int:
 
     everything = args.all or not (args.pca or args.umap or args.probes)
     acts = load_activations(args.activations)
+    analysis = None
+    if args.analysis:
+        from pathlib import Path
+
+        from pydantic import ValidationError
+
+        from engine.circuit.models import AnalyzeResult
+
+        try:
+            analysis = AnalyzeResult.model_validate_json(Path(args.analysis).read_text())
+        except FileNotFoundError:
+            raise InputError(f"analysis file not found: {args.analysis}") from None
+        except ValidationError as exc:
+            raise InputError(f"{args.analysis} is not a circuit analyze result: {exc.errors()[0]['msg']}") from None
     r = visualize(acts, args.output, args.layer, pca=everything or args.pca, umap=everything or args.umap,
-                  probes=everything or args.probes, seed=args.seed)
+                  probes=everything or args.probes, seed=args.seed, analysis=analysis)
     if args.json:
         sys.stdout.write(r.model_dump_json(indent=2) + "\n")
         return 0
     if not args.no_terminal:
+        import re
+
         for chart in r.terminal_charts:
+            if not sys.stdout.isatty():
+                chart = re.sub(r"\x1b\[[0-9;]*m", "", chart)
             sys.stdout.write(chart + "\n\n")
     out.print(f"Layer {r.layer}; wrote {len(r.files)} PNG files:")
     for f in r.files:
