@@ -58,6 +58,11 @@ def check_spec(spec: AblationSpec, n_layers: int, n_heads: int) -> AblationSpec:
     for layer in spec.layers:
         if not 0 <= layer < n_layers:
             raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
+    if spec.components is not None:
+        if len(spec.components) != len(spec.layers):
+            raise InputError("components: one per layer")
+        if spec.heads is not None:
+            raise InputError("a mixed-component set does not take heads")
     if spec.heads is not None:
         if spec.component != ComponentType.ATTENTION:
             raise InputError(f"heads are attention heads: use component attention, not {spec.component.value}")
@@ -90,13 +95,14 @@ def expand_specs(req: AblationRequest, n_layers: int, n_heads: int) -> list[Abla
 
 def spec_sites(spec: AblationSpec) -> list[SiteKey]:
     sites: list[SiteKey] = []
-    for layer in spec.layers:
+    comps = spec.components or [spec.component] * len(spec.layers)
+    for layer, comp in zip(spec.layers, comps):
         if spec.heads is not None:
             sites += [(layer, "attn_out", h) for h in spec.heads]
             continue
-        if spec.component in (ComponentType.ATTENTION, ComponentType.BOTH):
+        if comp in (ComponentType.ATTENTION, ComponentType.BOTH) and (layer, "attn_out", None) not in sites:
             sites.append((layer, "attn_out", None))
-        if spec.component in (ComponentType.MLP, ComponentType.BOTH):
+        if comp in (ComponentType.MLP, ComponentType.BOTH) and (layer, "mlp_out", None) not in sites:
             sites.append((layer, "mlp_out", None))
     return sites
 

@@ -30,17 +30,27 @@ class AblationSpec(Frozen):
     layers: list[int]
     component: ComponentType = ComponentType.MLP
     heads: list[int] | None = None  # attention heads (component must be attention)
+    # one component per entry of ``layers`` (a hand-picked mixed set, e.g. L3 mlp + L5 attention,
+    # ablated together); overrides ``component`` when given
+    components: list[ComponentType] | None = None
 
     @field_validator("component", mode="before")
     @classmethod
     def _component(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
 
+    @field_validator("components", mode="before")
+    @classmethod
+    def _components(cls, v: Any) -> Any:
+        return [c.lower() if isinstance(c, str) else c for c in v] if v is not None else v
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def label(self) -> str:
         if not self.layers:
             return "none"
+        if self.components is not None:
+            return "+".join(f"L{x} {c.value}" for x, c in zip(self.layers, self.components))
         layers = "+".join(f"L{x}" for x in self.layers)
         if self.heads is not None:
             return f"{layers} heads {','.join(str(h) for h in self.heads)}"

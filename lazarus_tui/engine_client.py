@@ -110,6 +110,23 @@ class EngineClient:
                                     lambda stage, d, t: ctx.progress(stage, d, t, stage))
         return self.session.submit(job, name="track generation", on_progress=on_progress)
 
+    def ablate(self, req: Any, on_progress: OnProgress = None, chunk_size: int | None = None) -> Job[Any]:
+        """An ablation study (``AblationResult``). With ``chunk_size`` the sweep runs in batches of
+        that many points and every event carries the finished points so far (``AblationPoint``s),
+        so coalescing (only the newest event is handled) loses none of them."""
+        def job(ctx: Any) -> Any:
+            from engine.ablation import run_ablation
+
+            points: list[Any] = []
+
+            def progress(stage: str, done: int, total: int, msg: str, payload: Any) -> None:
+                if payload is not None:
+                    points[:] = payload
+                ctx.progress(stage, done, total, msg, payload=list(points))
+
+            return run_ablation(ctx.model(), req, ctx.cancelled, progress, chunk_size=chunk_size)
+        return self.session.submit(job, name="ablate", on_progress=on_progress)
+
     def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
         """The exact token tracking ``text`` follows, and all the pieces ``text`` encodes to."""
         def job(ctx: Any) -> tuple[int, list[str]]:

@@ -40,6 +40,27 @@ def save(app: LazarusApp, name: str) -> None:
     print(f"wrote {svg.relative_to(ROOT)} and .png")
 
 
+async def ablation(app: LazarusApp, pilot) -> None:
+    """The Ablation screen: the mlp column swept, then L0 mlp + L29 attention toggled and run together."""
+    screen = app.screen
+    screen.query_one("#prompt").value = PROMPT
+    screen.query_one("#criterion").value = "Paris"
+    screen.query_one("#tokens").value = "6"
+    screen.query_one("#raw").value = True
+    grid = screen.query_one("#grid")
+    grid.focus()
+    grid.move_cursor(row=0, column=0)
+    await pilot.press("s")
+    await settle(app, pilot)
+    await pilot.press("space")
+    grid.move_cursor(row=29, column=1)
+    await pilot.press("space", "enter")
+    await settle(app, pilot)
+    grid.move_cursor(row=0, column=0)
+    await settle(app, pilot)
+    save(app, "ablation")
+
+
 async def main(model: str | None) -> None:
     OUT.mkdir(exist_ok=True)
     client = EngineClient(model=model)
@@ -82,7 +103,7 @@ async def main(model: str | None) -> None:
             save(app, "model-picker")
             await pilot.press("escape", "f3")
             await settle(app, pilot)
-            save(app, "ablation")
+            await ablation(app, pilot)
     finally:
         client.close()
 

@@ -47,6 +47,23 @@ def parse_heads(text: str) -> list[int]:
     return heads
 
 
+def parse_cells(text: str) -> list[tuple[int, str]]:
+    """``"3:mlp,5:attention"`` → [(3, "mlp"), (5, "attention")]: a hand-picked set ablated together."""
+    from engine.errors import InputError
+
+    cells = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        layer, _, comp = part.partition(":")
+        if comp not in COMPONENTS or not layer.strip().isdigit():
+            raise InputError(f"bad cell {part!r}: expected LAYER:COMPONENT, e.g. 3:mlp,5:attention")
+        cells.append((int(layer), comp))
+    if not cells:
+        raise InputError(f"empty cell list {text!r}")
+    return cells
+
+
 def build_request(args) -> object:
     from engine.ablation_results import AblationRequest, PromptCase
     from engine.errors import InputError
@@ -81,8 +98,17 @@ def build_request(args) -> object:
             re.compile(args.criterion[3:])
         except re.error as exc:
             raise InputError(f"bad regex in criterion {args.criterion!r}: {exc}") from exc
+    ablations = None
+    if getattr(args, "cells", None):
+        from engine.ablation_results import AblationSpec
+
+        if args.layers or args.heads or args.multi or args.grid or args.component:
+            raise InputError("--cells is the whole set: no --layers/--component/--heads/--multi/--grid")
+        cells = parse_cells(args.cells)
+        ablations = [AblationSpec(layers=[x for x, _ in cells], components=[c for _, c in cells])]
     return AblationRequest(
-        model=args.model, prompt=None if cases else args.prompt, criterion="" if cases else (args.criterion or ""),
+        ablations=ablations, model=args.model, prompt=None if cases else args.prompt,
+        criterion="" if cases else (args.criterion or ""),
         prompts=[PromptCase(prompt=p, expected=e) for p, e in cases] if cases else None,
         component=component, heads=heads, layers=layers,
         mode="multi" if args.multi else "grid" if args.grid else "sweep",
@@ -173,7 +199,10 @@ def twin_command(req) -> str:
         parts += ["-p", req.prompt or ""]
         if req.criterion:
             parts += ["-c", req.criterion]
-    if req.ablations is not None:
+    if req.ablations is not None and len(req.ablations) == 1 and req.ablations[0].components is not None:
+        spec = req.ablations[0]
+        parts += ["--cells", ",".join(f"{x}:{c.value}" for x, c in zip(spec.layers, spec.components))]
+    elif req.ablations is not None:
         layers = sorted({x for s in req.ablations for x in s.layers})
         comps = {s.component.value for s in req.ablations}
         parts += ["--layers", ",".join(str(x) for x in layers), "--multi"]
@@ -211,6 +240,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--layers", default=None, help="5 | 5,8 | 20-23 (default: every layer)")
     p.add_argument("--multi", action="store_true", help="ablate all listed layers together")
     p.add_argument("--grid", action="store_true", help="layer x component grid (mlp, attention, both)")
+    p.add_argument("--cells", default=None, help="one ablation of these cells together: '3:mlp,5:attention'")
     p.add_argument("--prompts", default=None, help="difficulty gradient: 'p1:exp1|p2:exp2' or @file")
     p.add_argument("--method", choices=("zero", "mean"), default="zero")
     p.add_argument("--reference", default=None, help="reference prompts for --method mean: 'p1|p2' or @file")

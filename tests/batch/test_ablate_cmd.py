@@ -22,6 +22,9 @@ def test_unknown_component_subprocess():
     (["-p", "hi", "--method", "mean"], "--reference"),
     (["-p", "hi", "--layers", "3-1"], "bad layer range"),
     (["-p", "hi", "--heads", "0,99", "--layers", "1"], "head 99 out of range"),
+    (["-p", "hi", "--cells", "3:neurons"], "bad cell '3:neurons'"),
+    (["-p", "hi", "--cells", "3:mlp", "--layers", "3"], "--cells is the whole set"),
+    (["-p", "hi", "--cells", "3:mlp,30:both"], "layer 30 out of range"),
 ])
 def test_bad_input_one_line_exit_2(args, needle, capsys):
     assert dispatch(["ablate", *args, "--max-tokens", "1"]) == 2
@@ -86,3 +89,23 @@ def test_twin_command_round_trip():
     got = captured["req"]
     assert (got.prompt, got.criterion, got.layers, got.component, got.heads, got.chat, got.max_tokens) == \
         (req.prompt, req.criterion, req.layers, req.component, req.heads, req.chat, req.max_tokens)
+
+
+def test_cells_twin_round_trip():
+    """The TUI's toggled set (mixed components, ablated together) survives twin_command → argv."""
+    import shlex
+    from types import SimpleNamespace
+
+    from engine.ablation_results import AblationRequest, AblationSpec
+    from lazarus_tui.batch.ablate import build_request, twin_command
+
+    spec = AblationSpec(layers=[0, 29], components=["mlp", "attention"])
+    req = AblationRequest(prompt="The capital of France is", criterion="Paris", ablations=[spec], chat=False,
+                          max_tokens=4)
+    argv = shlex.split(twin_command(req))
+    assert argv[argv.index("--cells") + 1] == "0:mlp,29:attention"
+    args = SimpleNamespace(component=None, heads=None, multi=False, grid=False, max_tokens=4, layers=None,
+                           prompts=None, prompt=req.prompt, method="zero", reference=None, criterion="Paris",
+                           raw=True, model=None, cells=argv[argv.index("--cells") + 1])
+    got = build_request(args)
+    assert got.ablations == [spec] and got.prompt == req.prompt and not got.chat

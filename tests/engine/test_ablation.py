@@ -169,3 +169,20 @@ def test_criteria():
     assert f(" Paris.") and not f(" paris") and "Paris" in d
     with pytest.raises(InputError):
         make_criterion("re:(")
+
+
+def test_mixed_component_set(tiny_llama):
+    """A hand-picked set (the TUI's toggled cells): L1 mlp + L3 attention together, one row."""
+    mixed = AblationSpec(layers=[1, 3], components=["mlp", "attention"])
+    assert mixed.label == "L1 mlp+L3 attention"
+    ivs = spec_interventions(mixed, "zero", None)
+    assert [(iv.site.layer, iv.site.kind.value) for iv in ivs] == [(1, "mlp_out"), (3, "attn_out")]
+    # "both" and a repeated layer give each site once
+    assert len(spec_interventions(AblationSpec(layers=[2, 2], components=["both", "mlp"]), "zero", None)) == 2
+    req = AblationRequest(prompts=[PromptCase(prompt="one two three", expected="a")], chat=False, max_tokens=5,
+                          ablations=[mixed, AblationSpec(layers=[1], component="mlp")])
+    _same(run_ablation(tiny_llama, req), run_ablation(tiny_llama, req, strategy="sequential"))
+    for bad in (AblationSpec(layers=[1, 2], components=["mlp"]),
+                AblationSpec(layers=[1], components=["attention"], component="attention", heads=[0])):
+        with pytest.raises(InputError):
+            expand_specs(AblationRequest(prompt="x", ablations=[bad]), 4, 4)

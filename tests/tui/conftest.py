@@ -133,6 +133,46 @@ class FakeEngine:
         return _done(TrackGenerationResult(model_id="fake-8l", request=req, prompt_tokens=["The"], num_layers=N_LAYERS,
                                            text="".join(toks), stopped="max_tokens", positions=positions))
 
+    def ablate(self, req: Any, on_progress: Any = None, chunk_size: int | None = None) -> Job[Any]:
+        """Canned ablation: ablating an MLP (or both) at layer >= 5 turns ' Paris' into ' London'."""
+        from engine.ablation_results import (
+            AblationOutput,
+            AblationPoint,
+            AblationResult,
+            AblationSpec,
+        )
+
+        self.requests.append(req)
+        cases = [(c.prompt, c.expected) for c in req.prompts] if req.prompts else [(req.prompt or "", req.criterion)]
+        if not cases[0][0]:
+            return _failed(InputError("empty prompt"))
+        if req.ablations is not None:
+            specs = list(req.ablations)
+        else:
+            layers = list(range(N_LAYERS)) if req.layers is None else list(req.layers)
+            specs = [AblationSpec(layers=[x], component=req.component) for x in layers]
+        for spec in specs:
+            for layer in spec.layers:
+                if not 0 <= layer < N_LAYERS:
+                    return _failed(InputError(f"layer {layer} out of range (model has {N_LAYERS} layers)"))
+
+        def out(prompt: str, expected: str, broken: bool) -> AblationOutput:
+            text = " London. It is" if broken else " Paris. It is"
+            return AblationOutput(prompt=prompt, text=text, token_ids=[9 if broken else 7, 1, 2, 3],
+                                  stopped="max_tokens", passed=(expected in text) if expected else None,
+                                  diverged_at=0 if broken else None)
+
+        def broken(spec: AblationSpec) -> bool:
+            comps = spec.components or [spec.component] * len(spec.layers)
+            return any(x >= 5 and c.value in ("mlp", "both") for x, c in zip(spec.layers, comps))
+
+        baseline = [AblationOutput(prompt=p, text=" Paris. It is", token_ids=[7, 1, 2, 3], stopped="max_tokens",
+                                   passed=(e in " Paris. It is") if e else None) for p, e in cases]
+        points = [AblationPoint(spec=s, outputs=[out(p, e, broken(s)) for p, e in cases]) for s in specs]
+        return _done(AblationResult(model_id="fake-8l", num_layers=N_LAYERS, request=req, chat_template_used=req.chat,
+                                    criterion_description=f"contains {req.criterion!r}" if req.criterion else "",
+                                    baseline=baseline, points=points, elapsed_s=0.5))
+
     def close(self) -> None:
         pass
 
