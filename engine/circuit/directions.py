@@ -10,7 +10,7 @@ Methods (each a vector in residual space; positive class projects higher):
 Binary: the dataset's label 1 vs label 0. ``per_category`` (``--per-tool``): one direction per
 category (tool), that category vs every other prompt (one-vs-rest).
 Every direction is fitted on a stratified 75% split; the other 25% gives the held-out accuracy
-(projection thresholded at the midpoint of the two training class means) and separation
+(projection thresholded at the cut that best classifies the training prompts) and separation
 (difference of test class means over their pooled std). Files are ``.npz`` in the format of
 ``probe --save-direction`` (``direction, layer, model_id, method, label_positive, label_negative,
 accuracy, separation, norm``), so ``steer -d`` and ``directions`` read them.
@@ -54,6 +54,18 @@ def fit_direction(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0) -> n
     return np.asarray(d, dtype=np.float64)
 
 
+def threshold(proj: np.ndarray, y: np.ndarray) -> float:
+    """The cut on training projections that classifies the training prompts best (positives above);
+    ties go to the cut nearest the midpoint of the class means. Robust to a heavy-tailed class,
+    where the midpoint of the means alone can land on the wrong side of most prompts."""
+    order = np.sort(np.unique(proj))
+    cuts = np.concatenate([[order[0] - 1.0], 0.5 * (order[1:] + order[:-1]), [order[-1] + 1.0]])
+    acc = np.array([np.mean((proj > c) == (y == 1)) for c in cuts])
+    mid = 0.5 * (proj[y == 1].mean() + proj[y == 0].mean())
+    best = np.flatnonzero(acc == acc.max())
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - mid))]])
+
+
 def _sep(proj: np.ndarray, y: np.ndarray) -> float:
     a, b = proj[y == 1], proj[y == 0]
     pooled = np.sqrt(0.5 * (a.var() + b.var()))
@@ -69,8 +81,8 @@ def evaluate(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0, groups: n
         raise InputError("the classes give a zero direction (identical activations?)")
     unit = d / norm
     ptr, pte = x[tr] @ unit, x[te] @ unit
-    mid = 0.5 * (ptr[y[tr] == 1].mean() + ptr[y[tr] == 0].mean())
-    acc = float(np.mean((pte > mid) == (y[te] == 1)))
+    cut = threshold(ptr, y[tr])
+    acc = float(np.mean((pte > cut) == (y[te] == 1)))
     return d, {"n_train": len(tr), "n_test": len(te), "heldout_accuracy": acc,
                "heldout_separation": _sep(pte, y[te]), "train_separation": _sep(ptr, y[tr]), "norm": norm}
 

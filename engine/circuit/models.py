@@ -138,7 +138,7 @@ class ExtractedDirection(Frozen):
     norm: float
     n_train: int
     n_test: int
-    heldout_accuracy: float  # test split: projection thresholded at the midpoint of the train class means
+    heldout_accuracy: float  # test split: projection thresholded at the best cut on the training projections
     heldout_separation: float  # (mean_pos - mean_neg) / pooled std of test projections
     train_separation: float
     file: str | None = None

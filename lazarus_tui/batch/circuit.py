@@ -266,7 +266,7 @@ def render_directions(r) -> None:
         t.add_row(esc(f"{d.positive} vs {d.negative}"), f"{d.norm:.2f}", f"{d.n_train}/{d.n_test}",
                   f"{d.heldout_accuracy:.3f}", f"{d.heldout_separation:.2f}", f"{d.train_separation:.2f}")
     out.print(t)
-    out.print("acc: test projections thresholded at the midpoint of the training class means; "
+    out.print("acc: test projections thresholded at the cut that best splits the training projections; "
               "sep: (mean+ - mean-) / pooled std")
     if r.cosine:
         from lazarus_tui.batch._analysis_common import cosine_table
