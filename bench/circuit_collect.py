@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401  (BLAS before mlx)
+import engine  # noqa: F401  (BLAS before mlx)
 
 
 def _status(field: str) -> int:

@@ -87,7 +87,7 @@ class CollectResult(Frozen):
     seconds: float
     prompts_per_second: float
     file_bytes: int
-    warnings: list[str] = []
+    warnings: list[str] = Field(default_factory=list)
 
 
 # -- analyze ---------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class AnalyzeResult(Frozen):
     layers: list[LayerGeometry]
     best_layer: int | None  # by binary probe held-out accuracy, ties by CV
     best_category_layer: int | None
-    notes: list[str] = []
+    notes: list[str] = Field(default_factory=list)
 
 
 # -- directions ------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ class DirectionsResult(Frozen):
     layer: int
     method: str
     directions: list[ExtractedDirection]
-    cosine: list[list[float]] = []  # between the extracted directions (per-tool)
+    cosine: list[list[float]] = Field(default_factory=list)  # between the extracted directions (per-tool)
     output_dir: str | None = None
 
 
@@ -161,7 +161,7 @@ class VisualizeResult(Frozen):
     activations_file: str
     layer: int
     files: list[str]
-    terminal_charts: list[str] = []
+    terminal_charts: list[str] = Field(default_factory=list)
 
 
 # -- probes ----------------------------------------------------------------------------------

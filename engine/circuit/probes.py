@@ -17,8 +17,8 @@ import mlx.core as mx
 import numpy as np
 
 from engine.circuit.dataset import load_dataset, save_dataset
-from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 from engine.circuit.geometry import pair_groups
+from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 from engine.circuit.probe_data import BUILTIN
 from engine.errors import Cancelled, InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind

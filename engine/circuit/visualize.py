@@ -94,7 +94,7 @@ def umap_charts(acts: Activations, layer: int, out_dir: Path, emb: np.ndarray | 
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
-        def term(tp, keys=keys, values=values) -> None:
+        def term(tp, keys=keys, values=values, what=what) -> None:
             for i, k in enumerate(keys):
                 sel = np.array([v == k for v in values])
                 tp.scatter(emb[sel, 0].tolist(), emb[sel, 1].tolist(), label=k, color=TERM_COLORS[i % len(TERM_COLORS)],

@@ -14,7 +14,14 @@ from rich.table import Table
 from engine.errors import InputError
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, emit, err, out, parse_layers, write_atomic,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    emit,
+    err,
+    out,
+    parse_layers,
+    write_atomic,
 )
 
 SUBCOMMANDS = ("dataset", "collect", "analyze", "directions", "visualize", "probes")
@@ -377,15 +384,19 @@ def render_probes(r) -> None:
     out.print(esc(f"Probe battery on {r.model_id}: {len(r.probes)} probes, layers {_layer_text(r.captured_layers)}, "
                   f"{r.forwards} batched forwards (all layers each), threshold {r.threshold}"))
     t = Table(title="Stratigraphy (CV accuracy vs majority baseline)", title_justify="left")
-    for c in ("probe", "category", "n", "baseline", "emergence", "peak layer", "peak acc", "accuracy by layer"):
-        t.add_column(c, justify="left" if c in ("probe", "category", "accuracy by layer") else "right")
-    blocks = " ▁▂▃▄▅▆▇█"
+    for c in ("probe", "category", "n", "base", "emerges", "peak", "peak acc"):
+        t.add_column(c, justify="left" if c in ("probe", "category") else "right")
     for p in r.probes:
-        spark = "".join(blocks[min(8, int(round(s.cv_accuracy * 8)))] for s in p.layers)
         t.add_row(esc(p.name), p.category, str(p.n_prompts), f"{p.baseline:.2f}",
                   "-" if p.emergence_layer is None else str(p.emergence_layer), str(p.peak_layer),
-                  f"{p.peak_accuracy:.3f}", spark)
+                  f"{p.peak_accuracy:.3f}")
     out.print(t)
+    blocks = " ▁▂▃▄▅▆▇█"
+    width = max(len(p.name) for p in r.probes)
+    out.print(f"CV accuracy by layer ({_layer_text(r.captured_layers)}; █ = 1.0):")
+    for p in r.probes:
+        spark = "".join(blocks[min(8, int(round(s.cv_accuracy * 8)))] for s in p.layers)
+        out.print(esc(f"  {p.name:<{width}} {spark}"))
 
 
 def probes_main(argv: list[str]) -> int:

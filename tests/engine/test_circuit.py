@@ -238,7 +238,7 @@ def test_geometry_pca_and_probes(tmp_path):
 
     rng = np.random.default_rng(1)
     low = rng.normal(size=(60, 3)) @ rng.normal(size=(3, 40))  # rank 3
-    _, cum, d90, d95 = pca_curve(low)
+    _, cum, _d90, d95 = pca_curve(low)
     assert d95 <= 3 and abs(cum[2] - 1.0) < 1e-9
     x, y, _ = planted(n=80, d=32, shift=4.0)
     noise = np.random.default_rng(5).normal(size=x.shape)
@@ -302,7 +302,7 @@ def test_builtin_probes_and_init(tmp_path):
     sets = builtin_datasets()
     assert {s.probe_category for s in sets} == set(CATEGORIES)
     for s in sets:
-        assert 20 <= len(s.prompts) <= 40 and len(set(p.text for p in s.prompts)) == len(s.prompts)
+        assert 20 <= len(s.prompts) <= 40 and len({p.text for p in s.prompts}) == len(s.prompts)
     files = init_datasets(str(tmp_path / "probes"))
     assert len(files) == len(sets)
     loaded = load_battery(str(tmp_path / "probes"), "decision")
