@@ -36,7 +36,9 @@ openblas:
 models: $(STAMP)
 	$(BIN)/lazarus --batch models pull smollm2-135m gemma3-270m
 
+# lazarus vs the PyTorch peers (transformers, nnsight), side by side; see docs/PERFORMANCE.md.
 bench: setup models
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 lint:

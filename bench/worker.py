@@ -1,0 +1,64 @@
+"""One side of the process pair of bench/run_all.py: loads a model once, then runs the jobs the
+parent sends over a pipe, timing each inside the process and reporting its peak RSS.
+
+Peak RSS per job: the kernel's high-water mark (VmHWM) is reset before each job by writing 5 to
+/proc/self/clear_refs, so each job reports the peak of the process during that job (weights
+included, since they stay resident).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+BENCH = str(Path(__file__).resolve().parent)
+
+
+def _status(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # MiB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def main(conn, side: str, model: str, threads: int) -> None:
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    t = time.perf_counter()
+    if side == "lazarus":
+        from side_lazarus import LazarusSide
+
+        obj = LazarusSide(model)
+    else:
+        from side_torch import TorchSide
+
+        obj = TorchSide(model, threads)
+    conn.send({"load_s": time.perf_counter() - t, "rss_mb": _status("VmRSS"), "hwm_mb": _status("VmHWM")})
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        method, kwargs = msg
+        _reset_hwm()
+        err = None
+        res = None
+        t = time.perf_counter()
+        try:
+            res = getattr(obj, method)(**kwargs)
+        except Exception:  # noqa: BLE001  (reported to the parent, which prints it)
+            err = traceback.format_exc()
+        dt = time.perf_counter() - t
+        conn.send({"seconds": dt, "result": res, "error": err, "hwm_mb": _status("VmHWM"),
+                   "rss_mb": _status("VmRSS")})
