@@ -127,6 +127,56 @@ class EngineClient:
             return run_ablation(ctx.model(), req, ctx.cancelled, progress, chunk_size=chunk_size)
         return self.session.submit(job, name="ablate", on_progress=on_progress)
 
+    def analysis(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
+        """One of the analyses of ``engine/`` picked by ``req.kind`` (layer, format-sensitivity, probe,
+        neurons, directions, compare, weight-diff, activation-diff, patch); the job's result is the
+        engine function's result model. A model field left blank means the current model."""
+        def job(ctx: Any) -> Any:
+            from engine.errors import InputError
+
+            def model(spec: str | None, dtype: str | None = "auto") -> Any:
+                cur = ctx.session.current
+                if cur is not None and spec in (None, "", cur.info.model_id) and dtype in (None, "", "auto"):
+                    return ctx.model()
+                return ctx.model(spec or (cur.info.model_id if cur is not None else None), dtype or "auto")
+
+            def pair(spec1: str | None, dtype1: str, spec2: str | None, dtype2: str) -> tuple[Any, Any]:
+                ctx.progress("models", 0, 2, "loading model 1")
+                a = model(spec1, dtype1)
+                ctx.progress("models", 1, 2, "loading model 2")
+                return a, model(spec2 if spec2 else spec1, dtype2)
+
+            kind, stop = req.kind, ctx.cancelled
+            if kind == "layer":
+                from engine.representations import layer_analysis
+                return layer_analysis(model(req.model), req, stop)
+            if kind == "format-sensitivity":
+                from engine.representations import format_sensitivity
+                return format_sensitivity(model(req.model), req, stop)
+            if kind == "probe":
+                from engine.probe import run_probe
+                return run_probe(model(req.model), req, stop, lambda i, n: ctx.progress("layer", i + 1, n, "probe"))
+            if kind == "neurons":
+                from engine.neurons import run_neurons
+                return run_neurons(model(req.model), req, stop)
+            if kind == "directions":
+                from engine.direction_files import compare_directions
+                return compare_directions(req)
+            if kind == "patch":
+                from engine.patching import patch
+                return patch(model(req.model), req, stop)
+            if kind == "compare":
+                from engine.compare import compare
+                return compare(*pair(req.model1, req.dtype1, req.model2, req.dtype2), req, stop)
+            if kind == "weight-diff":
+                from engine.diff import weight_diff
+                return weight_diff(*pair(req.base, req.base_dtype, req.finetuned, req.finetuned_dtype), req, stop)
+            if kind == "activation-diff":
+                from engine.diff import activation_diff
+                return activation_diff(*pair(req.base, req.base_dtype, req.finetuned, req.finetuned_dtype), req, stop)
+            raise InputError(f"unknown analysis {kind!r}")
+        return self.session.submit(job, name=req.kind, on_progress=on_progress)
+
     def lookup(self, text: str) -> Job[tuple[int, list[str]]]:
         """The exact token tracking ``text`` follows, and all the pieces ``text`` encodes to."""
         def job(ctx: Any) -> tuple[int, list[str]]:

@@ -61,6 +61,25 @@ async def ablation(app: LazarusApp, pilot) -> None:
     save(app, "ablation")
 
 
+async def workbench(app: LazarusApp, pilot) -> None:
+    """The Workbench screen: `layer` (cosine heatmaps) and `probe` (accuracy chart) on their example inputs."""
+    screen = app.screen
+    screen.query_one("#f-layers").value = "2,29"
+    screen.action_run()
+    await settle(app, pilot)
+    screen.query_one("#wb-list").focus()
+    await settle(app, pilot)
+    save(app, "workbench-layer")
+    await screen.choose("probe")
+    screen.query_one("#f-layers").value = "0,2,4,8,12,16,20,24,29"
+    screen.query_one("#f-test").value = "Is this a test?|This is a test."
+    screen.action_run()
+    await settle(app, pilot)
+    screen.query_one("#wb-list").focus()
+    await settle(app, pilot)
+    save(app, "workbench-probe")
+
+
 async def main(model: str | None) -> None:
     OUT.mkdir(exist_ok=True)
     client = EngineClient(model=model)
@@ -104,6 +123,9 @@ async def main(model: str | None) -> None:
             await pilot.press("escape", "f3")
             await settle(app, pilot)
             await ablation(app, pilot)
+            await pilot.press("f5")
+            await settle(app, pilot)
+            await workbench(app, pilot)
     finally:
         client.close()
 

@@ -23,10 +23,12 @@ def screen_entries() -> list[ScreenEntry]:
     from lazarus_tui.screens.lens import LensScreen
     from lazarus_tui.screens.steering import SteeringScreen
     from lazarus_tui.screens.tracking import TrackingScreen
+    from lazarus_tui.screens.workbench import AnalysisWorkbenchScreen
 
     return [
         ScreenEntry("1", "lens", "Logit lens", LensScreen),
         ScreenEntry("2", "tracking", "Token tracking", TrackingScreen),
         ScreenEntry("3", "ablation", "Ablation", AblationScreen),
         ScreenEntry("4", "steering", "Steering", SteeringScreen),
+        ScreenEntry("5", "workbench", "Workbench", AnalysisWorkbenchScreen),
     ]
