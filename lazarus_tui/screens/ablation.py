@@ -106,10 +106,12 @@ cache, every position), and compare with the un-ablated baseline.
         self.query_one("#prompt", PromptInput).focus()
 
     def _model_changed(self, info: Any) -> None:
-        if info is not None:
-            self.query_one(AblationGrid).setup(info.num_layers)
+        if info is not None:  # a new model: old results no longer apply
+            grid = self.query_one(AblationGrid)
+            grid.setup(info.num_layers)
+            grid.reset_results()
             self.cell_outputs.clear()
-            self.baseline = self.result = None
+            self.baseline = self.result = self.context = None
 
     # -- requests ----------------------------------------------------------------------------
     def _cases(self) -> list[tuple[str, str]]:
