@@ -27,11 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import engine  # noqa: F401  (BLAS before mlx)
+
+# isort: split
 import mlx.core as mx
 import workloads as W
 from mlx import nn
-
-import engine  # noqa: F401  (BLAS before mlx)
 
 
 def pretranspose(model) -> None:

@@ -157,13 +157,14 @@ def main() -> int:
     pt = Worker("torch", args.model, args.threads) if only - {"W5"} else None
     info = lz.call("info")["result"]
     cfg, gflops = info["cfg"], info["gemm_gflops"]
-    report.update(gemm_gflops=gflops, mlx=info["mlx"], cfg=cfg)
+    report.update(gemm_gflops=gflops, mlx=info["mlx"], cfg=cfg, blas=info["blas"])
     if pt is not None:
         report["torch"] = pt.call("info")["result"]
     pr = lz.call("prompts")["result"]
     print(f"# lazarus vs PyTorch peers — {cfg['model_id']} ({cfg['num_layers']} layers, {cfg['dtype']}), "
           f"{report['machine']}, MLX {info['mlx']}, torch {report.get('torch', {}).get('torch', '-')} "
-          f"({args.threads} threads), GEMM {gflops:.1f} GFLOP/s, load avg {loadavg()}", flush=True)
+          f"({args.threads} threads), GEMM {gflops:.1f} GFLOP/s, load avg {loadavg()}\n# MLX BLAS: {info['blas']}",
+          flush=True)
 
     def record(key: str, title: str, res: dict, flops: float | None, extra: dict) -> None:
         report["workloads"][key] = {"results": res, "flops": flops, "load_after": loadavg(), **extra}

@@ -5,11 +5,12 @@ Imported only inside its worker process (``engine`` first: OpenBLAS before MLX).
 
 from __future__ import annotations
 
+import engine  # noqa: F401  (BLAS before mlx)
+
+# isort: split
 import mlx.core as mx
 import numpy as np
 import workloads as W
-
-import engine  # noqa: F401  (BLAS before mlx)
 
 
 class LazarusSide:
@@ -32,7 +33,9 @@ class LazarusSide:
     def info(self) -> dict:
         from lazarus_tui.batch.doctor import gemm_gflops
 
-        return {"cfg": self.cfg, "gemm_gflops": gemm_gflops(), "mlx": mx.__version__}
+        from engine import blas
+
+        return {"cfg": self.cfg, "gemm_gflops": gemm_gflops(), "mlx": mx.__version__, "blas": blas.describe()}
 
     def prompts(self) -> dict:
         tok = self.lm.tokenizer
