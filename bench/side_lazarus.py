@@ -31,9 +31,8 @@ class LazarusSide:
 
     # -- set-up (untimed) ------------------------------------------------------------------
     def info(self) -> dict:
-        from lazarus_tui.batch.doctor import gemm_gflops
-
         from engine import blas
+        from lazarus_tui.batch.doctor import gemm_gflops
 
         return {"cfg": self.cfg, "gemm_gflops": gemm_gflops(), "mlx": mx.__version__, "blas": blas.describe()}
 
