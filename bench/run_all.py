@@ -97,7 +97,8 @@ def alternate(jobs: dict[str, tuple[Worker, str, dict]], repeats: int, warmup: i
             for k, v in secs.items()}
 
 
-def table(title: str, rows: dict[str, dict], ref: str, flops: float | None, gflops: float) -> str:
+def table(title: str, rows: dict[str, dict], ref: str, flops: float | None, gflops: float,
+          floor: str = "") -> str:
     """Markdown table: contender, median, ratio to ``ref`` (contender time / lazarus time), limit x, RSS."""
     lines = [f"### {title}", "",
              "| contender | median | (min) | vs lazarus | limit × | peak RSS |", "|---|---|---|---|---|---|"]
@@ -110,7 +111,7 @@ def table(title: str, rows: dict[str, dict], ref: str, flops: float | None, gflo
                      f"{r['peak_rss_mb']:.0f} MiB |")
     if flops:
         lines += ["", (f"FLOPs {flops / 1e9:.2f} G → limit {flops / (gflops * 1e9) * 1e3:.1f} ms at "
-                       f"{gflops:.1f} GFLOP/s")]
+                       f"{gflops:.1f} GFLOP/s{floor}")]
     return "\n".join(lines)
 
 
@@ -157,18 +158,29 @@ def main() -> int:
     pt = Worker("torch", args.model, args.threads) if only - {"W5"} else None
     info = lz.call("info")["result"]
     cfg, gflops = info["cfg"], info["gemm_gflops"]
-    report.update(gemm_gflops=gflops, mlx=info["mlx"], cfg=cfg, blas=info["blas"])
+    report.update(gemm_gflops=gflops, gemv_gbps=info["gemv_gbps"], mlx=info["mlx"], cfg=cfg, blas=info["blas"])
     if pt is not None:
         report["torch"] = pt.call("info")["result"]
     pr = lz.call("prompts")["result"]
     print(f"# lazarus vs PyTorch peers — {cfg['model_id']} ({cfg['num_layers']} layers, {cfg['dtype']}), "
           f"{report['machine']}, MLX {info['mlx']}, torch {report.get('torch', {}).get('torch', '-')} "
-          f"({args.threads} threads), GEMM {gflops:.1f} GFLOP/s, load avg {loadavg()}\n# MLX BLAS: {info['blas']}",
+          f"({args.threads} threads), GEMM {gflops:.1f} GFLOP/s, "
+          f"batch-1 GEMV {info['gemv_gbps']:.1f} GB/s, load avg {loadavg()}\n# MLX BLAS: {info['blas']}",
           flush=True)
 
-    def record(key: str, title: str, res: dict, flops: float | None, extra: dict) -> None:
-        report["workloads"][key] = {"results": res, "flops": flops, "load_after": loadavg(), **extra}
-        md.append(table(title, res, "lazarus", flops, gflops) + f"\n\nload average after: {loadavg()}")
+    weight_bytes = 4 * (W.block_params(cfg) + cfg["vocab_size"] * cfg["hidden_size"])
+
+    def record(key: str, title: str, res: dict, flops: float | None, extra: dict, passes: int = 0) -> None:
+        """``passes``: sequential passes over all weights an ideal batched run needs (batch-1-like work
+        is bound by streaming the weights, not by FLOPs)."""
+        floor = ""
+        if passes:
+            ms = passes * weight_bytes / (info["gemv_gbps"] * 1e9) * 1e3
+            floor = (f"; weight-streaming floor {ms:.0f} ms ({passes} pass{'es' if passes > 1 else ''} over "
+                     f"{weight_bytes / 2**20:.0f} MiB at {info['gemv_gbps']:.1f} GB/s)")
+        report["workloads"][key] = {"results": res, "flops": flops, "load_after": loadavg(), "floor": floor,
+                                    **extra}
+        md.append(table(title, res, "lazarus", flops, gflops, floor) + f"\n\nload average after: {loadavg()}")
         print("\n" + md[-1], flush=True)
         for k, v in extra.items():
             print(f"  {k}: {v}", flush=True)
@@ -184,13 +196,16 @@ def main() -> int:
                                                                      same_top5(a["top5"], c["top5"])[0]],
                       f"layers with equal top-1 (of {len(a['top5'])})": [same_top5(a["top5"], b["top5"])[1],
                                                                             same_top5(a["top5"], c["top5"])[1]]}
-            res = alternate({"lazarus": (lz, "lens", {"prompt": text}),
-                             "transformers output_hidden_states": (pt, "lens_hidden_states", {"prompt": text}),
-                             "nnsight logit lens": (pt, "lens_nnsight", {"prompt": text})}, 1 if q else reps,
-                            max_s=cap)
+            jobs = {"lazarus": (lz, "lens", {"prompt": text}),
+                    "transformers output_hidden_states": (pt, "lens_hidden_states", {"prompt": text}),
+                    "nnsight logit lens": (pt, "lens_nnsight", {"prompt": text})}
+            if label == "short" and args.threads > 1:  # diagnostic: torch's sensitivity to other load
+                jobs["(diagnostic) transformers output_hidden_states, 1 torch thread"] = (
+                    pt, "lens_hidden_states", {"prompt": text, "threads": 1})
+            res = alternate(jobs, 1 if q else reps, max_s=cap)
             flops = W.forward_flops(cfg, n) + W.unembed_flops(cfg, cfg["num_layers"])
             record(f"W1 {label}", f"W1 logit lens, all {cfg['num_layers']} layers, {label} prompt ({n} tokens)",
-                   res, flops, checks)
+                   res, flops, checks, passes=1)
 
     if "W2" in only:
         jobs = {"lazarus": (lz, "ablation", {"ids": pr["ablation_ids"]}),
@@ -203,7 +218,8 @@ def main() -> int:
         n = len(pr["ablation_ids"])
         flops = (cfg["num_layers"] + 1) * W.generation_flops(cfg, n, W.ABLATION_TOKENS)
         record("W2", f"W2 MLP zero-ablation sweep, {cfg['num_layers']} layers + baseline, "
-                     f"{W.ABLATION_TOKENS} greedy tokens each ({n}-token prompt)", res, flops, checks)
+                     f"{W.ABLATION_TOKENS} greedy tokens each ({n}-token prompt)", res, flops, checks,
+               passes=W.ABLATION_TOKENS)
 
     if "W3" in only:
         setup = lz.call("steer_setup")["result"]
@@ -224,7 +240,8 @@ def main() -> int:
         n = len(setup["ids"])
         flops = len(W.STEER_COEFS) * W.generation_flops(cfg, n, W.STEER_TOKENS)
         record("W3", f"W3 steering compare, {len(W.STEER_COEFS)} coefficients × {W.STEER_TOKENS} tokens, layer "
-                     f"{W.STEER_LAYER} ({n}-token chat prompt)", res, flops, checks)
+                     f"{W.STEER_LAYER} ({n}-token chat prompt)", res, flops, checks,
+               passes=W.STEER_TOKENS)
 
     if "W4" in only:
         import numpy as np

@@ -5,12 +5,28 @@ Imported only inside its worker process (``engine`` first: OpenBLAS before MLX).
 
 from __future__ import annotations
 
+import time
+
 import engine  # noqa: F401  (BLAS before mlx)
 
 # isort: split
 import mlx.core as mx
 import numpy as np
 import workloads as W
+
+
+def gemv_gbps(rows: int = 576, cols: int = 49152, repeats: int = 8) -> float:
+    """Weight-streaming rate of a batch-1 matmul (x [1, rows] @ W [rows, cols], float32), GB/s, best of
+    ``repeats``: what a decode step, which reads every weight once, can at best achieve."""
+    w = mx.random.normal((rows, cols), key=mx.random.key(0))
+    x = mx.random.normal((1, rows), key=mx.random.key(1))
+    mx.eval(w, x, x @ w)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mx.eval(x @ w)
+        best = min(best, time.perf_counter() - t)
+    return rows * cols * 4 / best / 1e9
 
 
 class LazarusSide:
@@ -34,7 +50,8 @@ class LazarusSide:
         from engine import blas
         from lazarus_tui.batch.doctor import gemm_gflops
 
-        return {"cfg": self.cfg, "gemm_gflops": gemm_gflops(), "mlx": mx.__version__, "blas": blas.describe()}
+        return {"cfg": self.cfg, "gemm_gflops": gemm_gflops(), "gemv_gbps": gemv_gbps(), "mlx": mx.__version__,
+                "blas": blas.describe()}
 
     def prompts(self) -> dict:
         tok = self.lm.tokenizer

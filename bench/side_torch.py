@@ -63,9 +63,19 @@ class TorchSide:
         return logits
 
     # -- W1 ------------------------------------------------------------------------------
-    def lens_hidden_states(self, prompt: str) -> dict:
+    def lens_hidden_states(self, prompt: str, threads: int | None = None) -> dict:
         """``output_hidden_states`` on the base model (no full-sequence lm_head: in the peer's
-        favour), then the last position of every layer through final norm + lm_head, softmax, top-5."""
+        favour), then the last position of every layer through final norm + lm_head, softmax, top-5.
+        ``threads``: run this call with that many torch threads (a diagnostic), then restore."""
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._lens_hidden_states(prompt)
+        finally:
+            torch.set_num_threads(before)
+
+    def _lens_hidden_states(self, prompt: str) -> dict:
         with torch.inference_mode():
             ids = self.tok(prompt, return_tensors="pt").input_ids
             out = self.hf.model(ids, output_hidden_states=True)
