@@ -185,5 +185,64 @@ class EngineClient:
             return tid, tok.pieces(ids)
         return self.session.submit(job, name="lookup")
 
+    # -- circuit toolkit (engine/circuit, docs/circuit.md) --------------------------------------
+    def circuit_dataset(self, source: str, directory: str, path: str | None = None,
+                        options: dict[str, int] | None = None) -> Job[Any]:
+        """A circuit dataset's ``DatasetSummary`` (its ``path`` is the file to collect). ``source``:
+        "file" loads ``path``; "tool_calling" / "arithmetic" build one (``options``: per_tool, no_tool,
+        count, seed) and save it in ``directory``; "probe:NAME" writes the built-in probe datasets to
+        ``directory`` (``circuit probes init``) and loads NAME's file."""
+        def job(ctx: Any) -> Any:
+            from engine.circuit import dataset as D
+            from engine.errors import InputError
+
+            o = options or {}
+            if source == "file":
+                if not path:
+                    raise InputError("type a dataset file (.json/.jsonl) in the path field")
+                return D.summarize(D.load_dataset(path), path, samples=0)
+            d = Path(directory).expanduser()
+            d.mkdir(parents=True, exist_ok=True)
+            if source.startswith("probe:"):
+                from engine.circuit.probes import init_datasets
+
+                name = source.split(":", 1)[1]
+                files = {f.stem: f for f in init_datasets(str(d))}
+                if name not in files:
+                    raise InputError(f"no built-in probe dataset {name!r}")
+                return D.summarize(D.load_dataset(files[name]), str(files[name]), samples=0)
+            seed = int(o.get("seed", 42))
+            if source == "tool_calling":
+                ds = D.tool_calling(int(o.get("per_tool", 25)), int(o.get("no_tool", 100)), seed)
+                file = d / f"tool_calling_p{o.get('per_tool', 25)}_n{o.get('no_tool', 100)}_s{seed}.json"
+            elif source == "arithmetic":
+                ds = D.arithmetic(int(o.get("count", 100)), seed)
+                file = d / f"arithmetic_c{o.get('count', 100)}_s{seed}.json"
+            else:
+                raise InputError(f"unknown dataset source {source!r}")
+            saved = D.save_dataset(ds, file)
+            return D.summarize(ds, str(saved), samples=0)
+        return self.session.submit(job, name="circuit dataset")
+
+    def circuit_collect(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
+        """``engine.circuit.collect.collect`` on the current model (``CollectResult``); one "batch"
+        event per finished batch; cancellable between batches, and a rerun resumes."""
+        def job(ctx: Any) -> Any:
+            from engine.circuit.collect import collect
+
+            lm = ctx.model(req.model) if req.model else ctx.model()
+            return collect(lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect"))
+        return self.session.submit(job, name="circuit collect", on_progress=on_progress)
+
+    def circuit_analyze(self, activations: str, on_progress: OnProgress = None) -> Job[Any]:
+        """Per-layer PCA and probes of a collected file (``AnalyzeResult``); one "layer" event per layer."""
+        def job(ctx: Any) -> Any:
+            from engine.circuit.activations import load_activations
+            from engine.circuit.geometry import analyze
+
+            return analyze(load_activations(activations), cancel=ctx.cancelled,
+                           on_layer=lambda d, t: ctx.progress("layer", d, t, "analyze"))
+        return self.session.submit(job, name="circuit analyze", on_progress=on_progress)
+
     def close(self) -> None:
         self.session.close()

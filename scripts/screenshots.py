@@ -80,6 +80,24 @@ async def workbench(app: LazarusApp, pilot) -> None:
     save(app, "workbench-probe")
 
 
+async def circuit(app: LazarusApp, pilot) -> None:
+    """The Circuit screen: tool-calling (5 per tool, 30 without), all layers collected and analysed,
+    the table on a middle layer."""
+    screen = app.screen
+    screen.query_one("#ci-per-tool").value = "5"
+    screen.query_one("#ci-no-tool").value = "30"
+    screen.query_one("#ci-sources").focus()
+    await pilot.press("enter")
+    await settle(app, pilot)
+    await pilot.press("c")
+    await settle(app, pilot)
+    table = screen.query_one("#ci-table")
+    table.focus()
+    table.move_cursor(row=12)
+    await settle(app, pilot)
+    save(app, "circuit")
+
+
 async def main(model: str | None) -> None:
     OUT.mkdir(exist_ok=True)
     client = EngineClient(model=model)
@@ -126,6 +144,9 @@ async def main(model: str | None) -> None:
             await pilot.press("f5")
             await settle(app, pilot)
             await workbench(app, pilot)
+            await pilot.press("f6")
+            await settle(app, pilot)
+            await circuit(app, pilot)
     finally:
         client.close()
 

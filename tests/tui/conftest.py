@@ -214,6 +214,74 @@ class FakeEngine:
                                         target_answer=" Berlin", layers=pls))
         return _failed(InputError(f"the fake engine has no {req.kind!r}"))
 
+    # -- circuit (canned: a 22-prompt tool-calling set, probes that improve with depth) -----------
+    circuit_layers: tuple[int, ...] = tuple(range(N_LAYERS))  # the last collect's layers
+
+    def circuit_dataset(self, source: str, directory: str, path: str | None = None,
+                        options: dict[str, int] | None = None) -> Job[Any]:
+        from engine.circuit.models import DatasetSummary, LabelCount
+
+        self.requests.append((source, path, options))
+        if source == "file" and not path:
+            return _failed(InputError("type a dataset file (.json/.jsonl) in the path field"))
+        if source == "file" and not path.endswith((".json", ".jsonl")):
+            return _failed(InputError(f"dataset not found: {path}"))
+        tools = ["calculator", "get_stock_price", "get_weather", "send_email", "set_reminder", "web_search"]
+        cats = [LabelCount(name="no_tool", count=10)] + [LabelCount(name=t, count=2) for t in tools]
+        return _done(DatasetSummary(path=path or f"{directory}/tool_calling_p2_n10_s42.json", name="tool_calling",
+                                    kind="tool_calling", total=22, categories=sorted(cats, key=lambda c: c.name),
+                                    labels=[LabelCount(name="no_tool", count=10), LabelCount(name="tool", count=12)],
+                                    samples=[]))
+
+    def circuit_collect(self, req: Any, on_progress: Any = None) -> Job[Any]:
+        from engine.circuit.models import CollectResult
+
+        self.requests.append(req)
+        spec = req.layers
+        if spec == "all":
+            layers = list(range(N_LAYERS))
+        elif spec == "decision":
+            layers = [3, 4, 5]
+        else:
+            try:
+                layers = sorted({int(x) for x in spec.split(",")})
+            except ValueError:
+                return _failed(InputError(f"bad --layers {spec!r}: expected all, decision, or e.g. 8,10 or 20-23"))
+        self.circuit_layers = tuple(layers)
+        n_batches = -(-22 // req.batch_size)
+        return _done(CollectResult(model_id="fake-8l", request=req, activations_file=req.output + ".safetensors",
+                                   metadata_file=req.output + ".json", num_prompts=22, hidden_size=64,
+                                   num_layers=N_LAYERS, captured_layers=layers, layer_selection=spec,
+                                   batches_total=n_batches, batches_computed=n_batches, batches_reused=0,
+                                   seconds=1.5, prompts_per_second=14.7, file_bytes=22 * 64 * 4 * len(layers)))
+
+    def circuit_analyze(self, activations: str, on_progress: Any = None) -> Job[Any]:
+        from engine.circuit.models import AnalyzeResult, LayerGeometry, ProbeScore
+
+        self.requests.append(activations)
+        out = []
+        for x in self.circuit_layers:
+            ratio = [round(0.5 / (k + 1) ** (1 + x / N_LAYERS), 4) for k in range(21)]
+            total = sum(ratio)
+            ratio = [round(v / total, 4) for v in ratio]
+            cum = [round(sum(ratio[: k + 1]), 4) for k in range(len(ratio))]
+            d90 = next(k + 1 for k, c in enumerate(cum) if c >= 0.9 - 1e-9)
+            d95 = next(k + 1 for k, c in enumerate(cum) if c >= 0.95 - 1e-9)
+            acc = round(min(1.0, 0.6 + 0.08 * x), 3)
+            out.append(LayerGeometry(
+                layer=x, variance_explained=ratio, cumulative_variance=cum, dims_90=d90, dims_95=d95,
+                binary_probe=ProbeScore(heldout_accuracy=acc, cv_accuracy=round(acc - 0.05, 3), cv_std=0.05, folds=5,
+                                        baseline=0.545, classes=2),
+                category_probe=ProbeScore(heldout_accuracy=round(min(1.0, 0.4 + 0.1 * x), 3),
+                                          cv_accuracy=round(min(1.0, 0.35 + 0.1 * x), 3), cv_std=0.1, folds=2,
+                                          baseline=0.455, classes=7)))
+        best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, -g.layer)).layer
+        best_cat = max(out, key=lambda g: (g.category_probe.heldout_accuracy, -g.layer)).layer
+        return _done(AnalyzeResult(model_id="fake-8l", activations_file=activations, num_prompts=22,
+                                   labels=["no_tool", "tool"], label_counts={"no_tool": 10, "tool": 12},
+                                   category_counts={"no_tool": 10, "web_search": 2}, layers=out, best_layer=best,
+                                   best_category_layer=best_cat))
+
     def close(self) -> None:
         pass
 
