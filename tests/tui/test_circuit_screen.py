@@ -232,3 +232,32 @@ def test_circuit_snapshot(snap_compare, fake_engine) -> None:
         await pilot.press("up", "up")
         await settle(app, pilot)
     assert snap_compare(LazarusApp(fake_engine), terminal_size=(160, 50), run_before=run_before)
+
+
+def test_dataset_sources_on_the_real_engine(tmp_path) -> None:
+    """EngineClient.circuit_dataset (no model needed): the generators, a probe dataset via
+    ``probes init``, a file, and a malformed file as one-line InputError."""
+    from engine.circuit.dataset import load_dataset
+    from engine.errors import InputError
+    from lazarus_tui.engine_client import EngineClient
+
+    client = EngineClient()
+    try:
+        s = client.circuit_dataset("tool_calling", str(tmp_path), options={"per_tool": 3, "no_tool": 7,
+                                                                           "seed": 1}).result(60)
+        assert s.total == 25 and Path(s.path).name == "tool_calling_p3_n7_s1.json"
+        assert {lc.name: lc.count for lc in s.labels} == {"no_tool": 7, "tool": 18}
+        assert len(load_dataset(s.path).prompts) == 25
+        a = client.circuit_dataset("arithmetic", str(tmp_path), options={"count": 12, "seed": 1}).result(60)
+        assert a.total == 12 and {lc.name for lc in a.categories} == {"add", "subtract", "multiply"}
+        p = client.circuit_dataset("probe:past_vs_present", str(tmp_path / "probes")).result(60)
+        assert p.total == 30 and [lc.count for lc in p.labels] == [15, 15]
+        assert len(list((tmp_path / "probes").glob("*.json"))) == 8  # probes init wrote all of them
+        f = client.circuit_dataset("file", str(tmp_path), path=p.path).result(60)
+        assert f.total == 30 and f.path == p.path
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"prompts": [{"label": 0}]}')
+        with pytest.raises(InputError, match="prompts.0.text: Field required"):
+            client.circuit_dataset("file", str(tmp_path), path=str(bad)).result(60)
+    finally:
+        client.close()
