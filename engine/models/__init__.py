@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,13 +174,32 @@ def _leaf_dtypes(model: Any) -> list[str]:
     return sorted({str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(model.parameters())})
 
 
+# Models in use, shared: loading the same source with the same options again returns the same
+# object while anyone still holds it (sessions, screens, tests), instead of another copy of the
+# weights. Loaded models are read-only by contract: analyses intervene, they never edit weights.
+_LOADED: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
+
+
 def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
-         embedding_scale: float | None = None) -> LoadedModel:
-    """Load a model from any source; see the module docstring."""
+         embedding_scale: float | None = None, fresh: bool = False) -> LoadedModel:
+    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
+    stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else None
+    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale)
+    if not fresh:
+        shared = _LOADED.get(key)
+        if shared is not None:
+            return shared
+    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0)
+    _LOADED[key] = lm
+    return lm
+
+
+def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scale: float | None,
+          progress: Progress | None, t0: float) -> LoadedModel:
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader
