@@ -62,6 +62,8 @@ class Worker:
         except OSError:
             pass
         self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.terminate()
 
 
 def loadavg() -> str:

@@ -8,6 +8,7 @@ included, since they stay resident).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -48,8 +49,9 @@ def main(conn, side: str, model: str, threads: int) -> None:
     conn.send({"load_s": time.perf_counter() - t, "rss_mb": _status("VmRSS"), "hwm_mb": _status("VmHWM")})
     while True:
         msg = conn.recv()
-        if msg is None:
-            break
+        if msg is None:  # leave without interpreter finalisation (MLX may abort or linger there)
+            conn.close()
+            os._exit(0)
         method, kwargs = msg
         _reset_hwm()
         err = None
