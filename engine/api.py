@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import mlx.core as mx
 
+from engine.lens import logsumexp_exact
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
@@ -154,7 +155,7 @@ class LogitLens:
         layers = sorted(hs)
         resid = mx.stack([hs[layer][batch_index, position] for layer in layers])  # [L, hidden]
         logits = self.hooks.lm.adapter.lens_logits(self.hooks.lm.model, resid[None])[0].astype(mx.float32)
-        probs = mx.softmax(logits, axis=-1)
+        probs = mx.exp(logits - logsumexp_exact(logits))
         top = mx.argsort(-logits, axis=-1)[:, :top_k]
         top_p = mx.take_along_axis(probs, top, axis=-1)
         return [(layer, [(self._piece(t), p) for t, p in zip(ti, pi)])

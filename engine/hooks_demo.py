@@ -9,6 +9,7 @@ from pydantic import Field
 
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.lens import logsumexp_exact
 from engine.models import LoadedModel
 from engine.results import SCHEMA_VERSION, Frozen
 
@@ -68,7 +69,8 @@ def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | N
     lens = None
     if req.logit_lens:
         resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0, -1] for layer in layers])
-        probs = mx.softmax(lm.adapter.lens_logits(lm.model, resid[None])[0].astype(mx.float32), axis=-1)
+        logits = lm.adapter.lens_logits(lm.model, resid[None])[0].astype(mx.float32)
+        probs = mx.exp(logits - logsumexp_exact(logits))
         top = mx.argmax(probs, axis=-1)
         lens = list(zip(top.tolist(), mx.take_along_axis(probs, top[:, None], axis=-1)[:, 0].tolist()))
     rows = []

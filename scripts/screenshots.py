@@ -98,6 +98,28 @@ async def circuit(app: LazarusApp, pilot) -> None:
     save(app, "circuit")
 
 
+async def steering(app: LazarusApp, pilot) -> None:
+    """The Steering screen: a sentiment direction from the test pairs, steered at +0.3 on a neutral prompt."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data"
+    screen = app.screen
+    screen.query_one("#positive").value = f"@{data / 'steering_positive.txt'}"
+    screen.query_one("#negative").value = f"@{data / 'steering_negative.txt'}"
+    screen.query_one("#layer").value = "10"
+    screen.query_one("#raw").value = True
+    screen.query_one("#positive").focus()
+    await pilot.press("enter")
+    await settle(app, pilot)
+    screen.query_one("#prompt").value = "I think the movie was"
+    screen.query_one("#prompt").focus()
+    await pilot.press("enter")
+    await settle(app, pilot)
+    screen.action_compare()
+    await settle(app, pilot)
+    save(app, "steering")
+
+
 async def main(model: str | None) -> None:
     OUT.mkdir(exist_ok=True)
     client = EngineClient(model=model)
@@ -141,6 +163,9 @@ async def main(model: str | None) -> None:
             await pilot.press("escape", "f3")
             await settle(app, pilot)
             await ablation(app, pilot)
+            await pilot.press("f4")
+            await settle(app, pilot)
+            await steering(app, pilot)
             await pilot.press("f5")
             await settle(app, pilot)
             await workbench(app, pilot)

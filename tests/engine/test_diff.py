@@ -13,7 +13,7 @@ from engine.errors import InputError
 def smollm_copy():
     from engine.models import load
 
-    return load("smollm2-135m")  # a separately loaded copy, not the same object
+    return load("smollm2-135m", fresh=True)  # a separately loaded copy, not the same (shared) object
 
 
 @pytest.fixture(scope="module")
