@@ -107,3 +107,33 @@ def main(argv: list[str]) -> int:
     info, result = runner.run(job, "analyze")
     emit(result, args, lambda r: render(r, info))
     return 0
+
+
+def twin_command(req, model: str | None = None) -> str:
+    """The `lazarus --batch analyze` line that makes the same request (the TUI's `b` key)."""
+    import shlex
+
+    parts = ["lazarus", "--batch", "analyze"]
+    if model or req.model:
+        parts += ["-m", model or req.model]
+    parts += ["-p", req.prompt]
+    strategy = req.layer_strategy.value
+    if strategy == "all":
+        parts.append("--all-layers")
+    elif strategy == "custom":
+        parts += ["--layers", ",".join(str(x) for x in req.custom_layers or [])]
+    elif strategy == "first_last":
+        parts += ["--layer-strategy", "first_last"]
+    elif req.layer_step != 4:
+        parts += ["-s", str(req.layer_step)]
+    for t in req.track_tokens:
+        parts += ["-t", t]
+    if req.top_k != 5:
+        parts += ["--top-k", str(req.top_k)]
+    if req.position != -1:
+        parts += ["--position", str(req.position)]
+    if req.chat:
+        parts.append("--chat")
+    if req.embedding_scale is not None:
+        parts += ["--embedding-scale", str(req.embedding_scale)]
+    return shlex.join(parts)

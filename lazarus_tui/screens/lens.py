@@ -51,7 +51,17 @@ put through the model's final norm and unembedding. The table fills as layers fi
         Binding("left_square_bracket", "position(-1)", "Prev pos"),
         Binding("right_square_bracket", "position(1)", "Next pos"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
+        Binding("b", "twin", "Batch twin"),
     ]
+
+    def action_twin(self) -> None:
+        """Show the `lazarus --batch analyze` line for the last request on this screen."""
+        from lazarus_tui.batch.analyze import twin_command
+
+        if self.result is None:
+            self.notify("run a request first", title="batch twin", severity="warning")
+            return
+        self.notify(twin_command(self.result.request, self.result.model_id), title="batch twin", timeout=10)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

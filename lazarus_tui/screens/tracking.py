@@ -53,7 +53,17 @@ the layer from which it stays top-1).
         Binding("ctrl+l", "toggle_log", "Log scale"),
         Binding("ctrl+g", "generate", "Generate"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
+        Binding("b", "twin", "Batch twin"),
     ]
+
+    def action_twin(self) -> None:
+        """Show the `lazarus --batch analyze` line for the last request on this screen."""
+        from lazarus_tui.batch.analyze import twin_command
+
+        if self.result is None:
+            self.notify("run a request first", title="batch twin", severity="warning")
+            return
+        self.notify(twin_command(self.result.request, self.result.model_id), title="batch twin", timeout=10)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

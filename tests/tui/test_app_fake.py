@@ -116,3 +116,28 @@ def test_engine_never_imports_textual() -> None:
     code = ("import sys, engine.tracking, engine.session, engine.results; "
             "sys.exit(1 if any(m.startswith(('textual', 'rich')) for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+async def test_lens_batch_twin_round_trips(fake_engine) -> None:
+    """`b` on the lens screen shows the `lazarus --batch analyze` line that rebuilds the same request."""
+    import shlex
+
+    from lazarus_tui.batch.analyze import build_parser, request_from_args, twin_command
+
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.click("#prompt")
+        await pilot.press(*"The capital of France is ", "enter")
+        await settle(app, pilot)
+        req = app.screen.result.request
+        line = twin_command(req, app.screen.result.model_id)
+        argv = shlex.split(line)
+        assert argv[:3] == ["lazarus", "--batch", "analyze"]
+        again = request_from_args(build_parser().parse_args(argv[3:]))
+        assert again.prompt == "The capital of France is " and again.layer_strategy == req.layer_strategy
+        assert again.top_k == req.top_k and again.position == req.position and again.track_tokens == req.track_tokens
+        app.screen.query_one("#layers").focus()
+        await pilot.press("b")
+        await settle(app, pilot)
+        assert any("lazarus --batch analyze" in str(n.message) for n in app._notifications)
