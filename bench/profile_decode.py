@@ -12,7 +12,9 @@ Variants, each on its own copy of the model, alternated round-robin:
   the CPU BLAS no longer multiplies by a transposed operand.
 - ``+ head``: also the generation head (final norm + unembedding in ``HookedModel.forward``) through
   a cached contiguous transposed unembedding, as ``engine.lens.fast_lens_logits`` already does
-  for the lens (here through an adapter wrapper; the proposed engine change is in the docs).
+  for the lens (here through an adapter wrapper).
+
+Result on 2026-11-27 (docs/PERFORMANCE.md, item 5): no robust gain on a quiet machine.
 
 Prints ms per decode step (batch 1 and 5), the 256-token prefill, and the W2/W3 engine calls.
 """
