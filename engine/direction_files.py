@@ -8,8 +8,6 @@ both accepted, and both are written with ``np.savez`` and read with ``allow_pick
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 
 from engine.analysis_results import DirectionInfo, DirectionPair, DirectionsRequest, DirectionsResult
 from engine.errors import InputError
+from engine.fileio import save_npz_atomic
 
 
 @dataclass
@@ -89,14 +88,7 @@ def save_direction(path: str | Path, direction: np.ndarray, *, layer: int, model
             fields[k] = np.array(list(v), dtype=np.str_)
         else:
             fields[k] = np.asarray(v)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **fields)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz_atomic(target, fields)
     return target
 
 

@@ -32,9 +32,7 @@ the generated positions.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +42,7 @@ import mlx.core as mx
 import numpy as np
 
 from engine.errors import InputError
+from engine.fileio import save_npz_atomic
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -308,14 +307,7 @@ class SteeringDirection:
             fields["neuron"] = np.int64(self.neuron_index)
         if self.layer_separation:
             fields["layer_separation"] = np.array([s.separation for s in self.layer_separation], dtype=np.float64)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **fields)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz_atomic(target, fields)
         self.path = str(target)
         return target
 

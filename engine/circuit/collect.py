@@ -48,35 +48,6 @@ def decision_band(n_layers: int) -> list[int]:
     return list(range(lo, min(hi, last) + 1))
 
 
-def _parse_layer_list(text: str, n_layers: int) -> list[int]:
-    import re
-
-    layers: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(-?\d+)\s*-\s*(\d+)", part)
-        try:
-            if m and not part.startswith("-"):
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if hi < lo:
-                    raise InputError(f"bad layer range {part!r}: {hi} < {lo}")
-                layers.extend(range(lo, hi + 1))
-            else:
-                layers.append(int(part))
-        except ValueError:
-            raise InputError(f"bad --layers {text!r}: expected all, decision, or e.g. 8,10 or 20-23") from None
-    if not layers:
-        raise InputError(f"empty layer list {text!r}")
-    out = []
-    for layer in layers:
-        if not -n_layers <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-        out.append(layer % n_layers)
-    return sorted(set(out))
-
-
 def select_layers(spec: str, n_layers: int) -> list[int]:
     """``all`` | ``decision`` | a layer list, checked against the model."""
     spec = spec.strip()
@@ -84,7 +55,9 @@ def select_layers(spec: str, n_layers: int) -> list[int]:
         return list(range(n_layers))
     if spec == "decision":
         return decision_band(n_layers)
-    return _parse_layer_list(spec, n_layers)
+    from engine.layer_lists import parse_layers
+
+    return parse_layers(spec, n_layers)
 
 
 def output_paths(output: str) -> tuple[Path, Path, Path]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,25 +54,9 @@ def split_prompts(text: str) -> list[str]:
 
 def parse_layers(text: str) -> list[int]:
     """``5``, ``5,8``, ``20-23`` and mixtures. Range checks happen against the model."""
-    layers: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        try:
-            if m:
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if hi < lo:
-                    raise InputError(f"bad layer range {part!r}: {hi} < {lo}")
-                layers.extend(range(lo, hi + 1))
-            else:
-                layers.append(int(part))
-        except ValueError as exc:
-            raise InputError(f"bad layer list {text!r}: expected e.g. 5 or 5,8 or 20-23") from exc
-    if not layers:
-        raise InputError(f"empty layer list {text!r}")
-    return layers
+    from engine.layer_lists import parse_layers as parse
+
+    return parse(text)
 
 
 def check_layers(layers: list[int], n_layers: int) -> list[int]:
@@ -107,17 +89,12 @@ def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def write_atomic(path: str, text: str) -> None:
+    from engine.fileio import write_atomic as write
+
     target = Path(path)
     if target.parent and not target.parent.exists():
         raise InputError(f"output directory does not exist: {target.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent or "."))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write(target, lambda fh: fh.write(text))
 
 
 def emit(result: Any, args: argparse.Namespace, render: Callable[[Any], None]) -> None:

@@ -79,3 +79,13 @@ class WorkbenchScreen(Screen):
         for job in list(self.jobs.values()):
             job.cancel()
         self.notify("cancelled", timeout=2)
+
+
+def notify_analyze_twin(screen: Any, result: Any) -> None:
+    """Show the `lazarus --batch analyze` line that makes ``result``'s request (the `b` key)."""
+    from lazarus_tui.batch.analyze import twin_command
+
+    if result is None:
+        screen.notify("run a request first", title="batch twin", severity="warning")
+        return
+    screen.notify(twin_command(result.request, result.model_id), title="batch twin", timeout=10)

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
 from engine.results import AnalyzeRequest, LayerStrategy
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
 from lazarus_tui.widgets.messages import EngineProgress
@@ -55,13 +55,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
     ]
 
     def action_twin(self) -> None:
-        """Show the `lazarus --batch analyze` line for the last request on this screen."""
-        from lazarus_tui.batch.analyze import twin_command
-
-        if self.result is None:
-            self.notify("run a request first", title="batch twin", severity="warning")
-            return
-        self.notify(twin_command(self.result.request, self.result.model_id), title="batch twin", timeout=10)
+        notify_analyze_twin(self, self.result)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from engine.results import AnalyzeRequest, LayerStrategy
 from engine.tracking import TrackGenerationRequest
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
 from lazarus_tui.widgets.messages import EngineProgress
@@ -57,13 +57,7 @@ the layer from which it stays top-1).
     ]
 
     def action_twin(self) -> None:
-        """Show the `lazarus --batch analyze` line for the last request on this screen."""
-        from lazarus_tui.batch.analyze import twin_command
-
-        if self.result is None:
-            self.notify("run a request first", title="batch twin", severity="warning")
-            return
-        self.notify(twin_command(self.result.request, self.result.model_id), title="batch twin", timeout=10)
+        notify_analyze_twin(self, self.result)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
