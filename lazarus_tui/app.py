@@ -100,6 +100,13 @@ class LazarusApp(App[int]):
             return
         self.model_info = info
         self.engine_status = f"ready · loaded in {info.load_seconds:.1f}s"
+        # Everything alive now (app, widgets, tokenizer, model wrappers) lives as long as the app:
+        # move it out of the collector's reach, so full collections stay short and cannot stall
+        # the UI for hundreds of milliseconds while the engine works.
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event
