@@ -152,10 +152,13 @@ class KVState:
 
 
 def _fast_mask(pad: list[int], offset: int, n: int, window: int | None) -> mx.array | str | None:
-    """What mlx-lm itself passes when nothing needs an explicit mask (no padding, no cache, inside the
-    window): "causal" (or None for one token), which lets SDPA skip materialising the mask."""
-    if offset == 0 and not any(pad) and (window is None or n <= window):
-        return "causal" if n > 1 else None
+    """What mlx-lm itself passes when nothing needs an explicit mask (no padding, inside the window):
+    "causal" for a prompt, None for one new token after the cache, so SDPA skips materialising it."""
+    if not any(pad) and (window is None or offset + n <= window):
+        if n == 1:  # one new token sees every cached one
+            return None
+        if offset == 0:
+            return "causal"
     return _mask(pad, offset, n, window)
 
 
@@ -183,6 +186,7 @@ class HookedModel:
         self.n_layers = len(self.blocks)
         self._sliding = set(lm.adapter.sliding_layers)
         self._vec_cache: dict[int, tuple[Intervention, mx.array]] = {}
+        self._delta_cache: dict[tuple[int, ...], tuple[tuple[Intervention, ...], mx.array]] = {}
 
     # -- validation ------------------------------------------------------------------------
     def check_layer(self, layer: int) -> int:
@@ -385,6 +389,8 @@ class HookedModel:
 
     def _apply(self, x: mx.array, ivs: list[Intervention], positions: mx.array, lengths: mx.array) -> mx.array:
         """Apply interventions to ``x`` [B, S, W]."""
+        if len(ivs) > 1 and all(iv.op == "add" and iv.row is not None and iv.position is None for iv in ivs):
+            return x + self._row_delta(ivs, x.shape[0], x.dtype)  # a sweep: one vector per batch row
         for iv in ivs:
             if iv.op == "zero":
                 new = mx.zeros_like(x)
@@ -406,6 +412,22 @@ class HookedModel:
                 sel = sel & (positions == target)
             x = mx.where(sel[:, :, None], new, x)
         return x
+
+    def _row_delta(self, ivs: list[Intervention], batch: int, dtype: Any) -> mx.array:
+        """[B, 1, W]: the sum of row-wise add interventions (factor * vector on its row), built once per
+        set of intervention objects (generation applies the same set every step) and added in one op."""
+        key = tuple(id(iv) for iv in ivs) + (batch,)
+        hit = self._delta_cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], ivs)) and hit[1].dtype == dtype:
+            return hit[1]
+        if len(self._delta_cache) > 64:
+            self._delta_cache.clear()
+        rows = mx.arange(batch)[:, None, None]
+        delta = sum((mx.where(rows == iv.row, self._vector(iv, dtype) * iv.factor, mx.array(0, dtype))
+                     for iv in ivs), mx.zeros((batch, 1, 1), dtype))
+        mx.eval(delta)
+        self._delta_cache[key] = (tuple(ivs), delta)
+        return delta
 
     def _select_positions(self, value: mx.array, capture: CaptureSpec | None, batch: Batch,
                           kind: SiteKind) -> mx.array:
