@@ -2,18 +2,15 @@
 
 For each selected layer: the layer output at one prompt position, through the
 model's own final norm, unembedding (tied when the model ties) and soft-cap,
-then softmax. All layers are unembedded in one matmul, at one position only;
-entropy, KL/JS between consecutive layers and full-vocabulary ranks are
-computed in the same MLX graph and read back once.
+then softmax. All layers are unembedded in one matmul, at one position only, and
+read back once; entropy, KL/JS between consecutive layers, top-k and
+full-vocabulary ranks are computed from those logits (``engine.lens_stats``).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -21,6 +18,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.lens_stats import LensStats, lens_stats
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -91,153 +89,6 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array) -> mx.array:
     if cap:
         logits = mx.tanh(logits / cap) * cap
     return logits
-
-
-@dataclass
-class LensStats:
-    top_ids: list[list[int]]
-    top_probs: list[list[float]]
-    entropy: list[float]  # nats
-    kl: list[float]  # KL(P_a || P_b) per pair
-    js: list[float]
-    tracked_probs: list[list[float]]  # [L][T]
-    tracked_ranks: list[list[int]]  # [L][T], 1 = top, over the full vocabulary
-
-
-def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequence[tuple[int, int]]) -> LensStats:
-    """Top-k, entropy, KL/JS between row pairs and full-vocabulary ranks, from logits [L, vocab].
-
-    Done in NumPy: for these [L, vocab] element-wise passes it is several times faster than
-    MLX's CPU backend. Every pass writes into reused scratch buffers: a fresh 6 MB array costs
-    more in page faults than the arithmetic on it (docs/PERFORMANCE.md, lens overhead).
-    """
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    R, V = logits.shape
-    with _scratch(R, V) as ws:
-        logp, p, tmp = ws.logp, ws.p, ws.tmp
-        np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logp)  # shifted, max 0
-        # exp of anything under -87 is below float32's normal range: clamp first so no denormal
-        # (slow path) is produced; the probabilities it changes are < 1.2e-38.
-        np.maximum(logp, _EXP_FLOOR, out=p)
-        np.exp(p, out=p)
-        z = p.sum(axis=-1, keepdims=True, dtype=np.float64)
-        np.divide(p, z.astype(np.float32), out=p)
-        np.subtract(logp, np.log(z).astype(np.float32), out=logp)
-        np.multiply(p, logp, out=tmp)
-        entropy = -tmp.sum(axis=-1, dtype=np.float64)
-        top = _top_k(logits, k)
-        top_p = np.take_along_axis(p, top, axis=-1)
-        kl, js = _kl_js(ws, pairs)
-        t = np.asarray(list(tracked), dtype=np.int64)
-        t_prob = p[:, t].astype(np.float64) if len(t) else np.zeros((R, 0))
-        t_rank = np.zeros((R, len(t)), dtype=np.int64)
-        for j, tid in enumerate(t):
-            np.greater(logits, logits[:, tid:tid + 1], out=ws.flags)
-            t_rank[:, j] = np.count_nonzero(ws.flags, axis=-1) + 1
-    return LensStats(top.tolist(), top_p.astype(float).tolist(), entropy.tolist(), kl, js,
-                     t_prob.tolist(), t_rank.tolist())
-
-
-_EXP_FLOOR = np.float32(-87.0)
-
-
-def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices [R, k] of each row's k largest logits, largest first (ties: lower id first).
-
-    Exact without a pass over the whole row: the k-th largest of the block maxima is a lower bound
-    of the k-th largest element (those k maxima are k elements at least that large), so the top k
-    lie in the few blocks whose maximum reaches it."""
-    R, V = logits.shape
-    k = min(k, V)
-    nb = V // _BLOCK
-    if nb < 4 * k:
-        top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
-        order = np.lexsort((top, -np.take_along_axis(logits, top, axis=-1)), axis=-1)
-        return np.take_along_axis(top, order, axis=-1)
-    maxima = logits[:, :nb * _BLOCK].reshape(R, nb, _BLOCK).max(axis=-1)
-    if nb * _BLOCK < V:  # the ragged tail is one more block
-        maxima = np.concatenate([maxima, logits[:, nb * _BLOCK:].max(axis=-1, keepdims=True)], axis=-1)
-    bound = -np.partition(-maxima, k - 1, axis=-1)[:, k - 1]  # [R]
-    top = np.empty((R, k), dtype=np.int64)
-    offsets = np.arange(_BLOCK)
-    for r in range(R):
-        blocks = np.flatnonzero(maxima[r] >= bound[r])
-        cols = (blocks[:, None] * _BLOCK + offsets).ravel()
-        cols = cols[cols < V]
-        vals = logits[r, cols]
-        keep = vals >= bound[r]
-        cols, vals = cols[keep], vals[keep]
-        top[r] = cols[np.lexsort((cols, -vals))[:k]]
-    return top
-
-
-_BLOCK = 512
-
-
-def _kl_js(ws: _Scratch, pairs: Sequence[tuple[int, int]]) -> tuple[list[float], list[float]]:
-    """KL(P_a || P_b) and JS(P_a, P_b) for row pairs, from ws.p / ws.logp, a chunk of pairs per pass.
-    Consecutive pairs (a, a+1), ... (the lens's case) are read in place; others are gathered first."""
-    kl: list[float] = []
-    js: list[float] = []
-    for c in range(0, len(pairs), _PAIR_CHUNK):
-        chunk = pairs[c:c + _PAIR_CHUNK]
-        n = len(chunk)
-        a = np.array([x for x, _ in chunk])
-        b = np.array([y for _, y in chunk])
-        if np.all(np.diff(a) == 1) and np.all(np.diff(b) == 1):
-            pa, pb = ws.p[a[0]:a[-1] + 1], ws.p[b[0]:b[-1] + 1]
-            la, lb = ws.logp[a[0]:a[-1] + 1], ws.logp[b[0]:b[-1] + 1]
-        else:
-            pa, pb, la, lb = (np.take(src, idx, axis=0, out=buf[:n]) for src, idx, buf in
-                              ((ws.p, a, ws.pa), (ws.p, b, ws.pb), (ws.logp, a, ws.la), (ws.logp, b, ws.lb)))
-        w, mix = ws.w[:n], ws.mix[:n]
-        np.subtract(la, lb, out=w)
-        np.multiply(w, pa, out=w)
-        kl += np.maximum(w.sum(axis=-1, dtype=np.float64), 0.0).tolist()
-        np.add(pa, pb, out=mix)  # log of the mixture 0.5 (P_a + P_b)
-        np.multiply(mix, np.float32(0.5), out=mix)
-        np.maximum(mix, np.float32(1e-38), out=mix)
-        np.log(mix, out=mix)
-        np.subtract(la, mix, out=w)
-        np.multiply(w, pa, out=w)
-        half_a = w.sum(axis=-1, dtype=np.float64)
-        np.subtract(lb, mix, out=w)
-        np.multiply(w, pb, out=w)
-        js += np.maximum(0.5 * half_a + 0.5 * w.sum(axis=-1, dtype=np.float64), 0.0).tolist()
-    return kl, js
-
-
-_PAIR_CHUNK = 8
-
-
-class _Scratch:
-    """Work buffers for ``lens_stats``: rows x vocab for the distributions, a chunk of pairs x vocab for KL/JS."""
-
-    def __init__(self, rows: int, vocab: int) -> None:
-        self.shape = (rows, vocab)
-        self.logp, self.p, self.tmp = (np.empty((rows, vocab), np.float32) for _ in range(3))
-        self.flags = np.empty((rows, vocab), np.bool_)
-        self.pa, self.pb, self.la, self.lb, self.w, self.mix = (
-            np.empty((_PAIR_CHUNK, vocab), np.float32) for _ in range(6))
-
-
-_SCRATCH_LOCK = threading.Lock()
-_SCRATCH: list[_Scratch] = []
-
-
-@contextmanager
-def _scratch(rows: int, vocab: int) -> Iterator[_Scratch]:
-    """Reuse the last call's buffers when the shape matches (the usual case: the same model's lens again).
-    Only one caller at a time holds them; a concurrent caller gets fresh ones."""
-    if not _SCRATCH_LOCK.acquire(blocking=False):
-        yield _Scratch(rows, vocab)
-        return
-    try:
-        if not (_SCRATCH and _SCRATCH[0].shape == (rows, vocab)):
-            _SCRATCH[:] = [_Scratch(rows, vocab)]
-        yield _SCRATCH[0]
-    finally:
-        _SCRATCH_LOCK.release()
 
 
 def _layer_rows(tok: Any, st: LensStats, layers: Sequence[int], row: dict[int, int], vocab: int

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.lens import lens_stats
+from engine import lens_stats as stats_mod
+from engine.lens_stats import lens_stats
 
 
 def reference(logits: np.ndarray, k: int, tracked: list[int], pairs: list[tuple[int, int]]):
@@ -25,8 +26,11 @@ def reference(logits: np.ndarray, k: int, tracked: list[int], pairs: list[tuple[
     return p, entropy, top, kl, js, ranks
 
 
+@pytest.mark.parametrize("threads", ["one", "two"])
 @pytest.mark.parametrize("vocab,k", [(50_000, 5), (50_000, 40), (3_000, 10), (700, 3)])
-def test_matches_float64_reference(vocab, k):
+def test_matches_float64_reference(vocab, k, threads, monkeypatch):
+    if threads == "two":  # rows and pairs split between this thread and the worker
+        monkeypatch.setattr(stats_mod, "_PARALLEL_FROM", 0)
     rng = np.random.default_rng(vocab + k)
     rows = 12
     # spreads from flat to very peaked (logit ranges past 87 nats, where float32 exp underflows)
