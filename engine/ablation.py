@@ -37,7 +37,7 @@ from engine.ablation_results import (
     ComponentType,
 )
 from engine.errors import Cancelled, InputError
-from engine.generate import RowOutput, generate_ids
+from engine.generate import RowOutput, collect_step, generate_ids
 from engine.hooks import (
     Batch,
     CaptureSpec,
@@ -298,15 +298,9 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
         logits = hm.adapter.lens_logits(hm.model, h[:, -1:, :])[:, -1, :]
         nxt = mx.argmax(logits, axis=-1)
         toks = nxt.tolist()
-        for r, t in enumerate(toks):
-            if r >= P and not diverged[r] and t != toks[ref[r]]:
-                diverged[r] = True
-            if done[r]:
-                continue
-            outs[r].ids.append(int(t))
-            if t in stops:
-                done[r] = True
-                outs[r].stopped = "eos"
+        for r in range(P, Rt):
+            diverged[r] = diverged[r] or toks[r] != toks[ref[r]]
+        collect_step(outs, done, toks, stops)
         if on_step:
             on_step(step + 1, max_tokens)
         if all(done) or step == max_tokens - 1:

@@ -62,14 +62,7 @@ def generate_ids(
             nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
         else:
             nxt = mx.argmax(logits, axis=-1)
-        toks = nxt.tolist()
-        for b, t in enumerate(toks):
-            if done[b]:
-                continue
-            outs[b].ids.append(int(t))
-            if t in stops:
-                done[b] = True
-                outs[b].stopped = "eos"
+        collect_step(outs, done, nxt.tolist(), stops)
         if on_step:
             on_step(step + 1, max_new_tokens)
         if all(done) or step == max_new_tokens - 1:
@@ -79,6 +72,17 @@ def generate_ids(
         step_batch = Batch(nxt.astype(mx.int32)[:, None], kv.pad, batch.lengths)
         logits = hm.forward(step_batch, interventions=interventions, kv=kv, logits="last").logits[:, -1, :]
     return outs
+
+
+def collect_step(outs: list[RowOutput], done: list[bool], toks: Sequence[int], stops: set[int]) -> None:
+    """Append this step's token to every row still running; a row that produced a stop token ends."""
+    for b, t in enumerate(toks):
+        if done[b]:
+            continue
+        outs[b].ids.append(int(t))
+        if t in stops:
+            done[b] = True
+            outs[b].stopped = "eos"
 
 
 _ARITH = re.compile(r"^\s*(-?\d+)\s*([-+*/x×])\s*(-?\d+)\s*=\s*$")

@@ -70,6 +70,22 @@ def load_pair(ctx, spec1, dtype1: str, spec2, dtype2: str):
     return a, b
 
 
+def run_pair(args, spec1, spec2, dtype2: str, analysis, label: str, render) -> int:
+    """The two-model commands' body: load both models on the engine thread, run
+    ``analysis(model1, model2, cancelled)``, then print (``render(result, (info1, info2))``) or emit JSON."""
+    from lazarus_tui.batch.common import JobRunner, emit
+
+    runner = JobRunner(spec1, args.dtype)
+
+    def job(ctx):
+        a, b = load_pair(ctx, spec1, args.dtype, spec2, dtype2)
+        return (a.info, b.info), analysis(a, b, ctx.cancelled)
+
+    infos, result = runner.run(job, label)
+    emit(result, args, lambda r: render(r, infos))
+    return 0
+
+
 def print_wide(out, renderable, min_width: int) -> None:
     """Print a wide table at its natural width even when stdout is not a terminal (default 80 columns)."""
     if out.width >= min_width:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from lazarus_tui.batch._analysis_common import add_pair_args, esc, load_pair, short, two_model_header
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_output_args, emit, out, parse_layers, split_prompts
+from lazarus_tui.batch._analysis_common import add_pair_args, esc, run_pair, short, two_model_header
+from lazarus_tui.batch.common import ArgumentParser, add_output_args, out, parse_layers, split_prompts
 
 
 def build_parser() -> ArgumentParser:
@@ -46,12 +46,5 @@ def main(argv: list[str]) -> int:
     req = ActivationDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,
                                 finetuned_dtype=dtype2, prompts=split_prompts(args.prompts),
                                 layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)
-    runner = JobRunner(args.base, args.dtype)
-
-    def job(ctx):
-        a, b = load_pair(ctx, args.base, args.dtype, args.finetuned, dtype2)
-        return (a.info, b.info), activation_diff(a, b, req, ctx.cancelled)
-
-    infos, result = runner.run(job, "activation-diff")
-    emit(result, args, lambda r: render(r, infos))
-    return 0
+    return run_pair(args, args.base, args.finetuned, dtype2, lambda a, b, cancelled: activation_diff(a, b, req, cancelled),
+                    "activation-diff", render)

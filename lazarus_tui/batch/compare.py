@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from lazarus_tui.batch._analysis_common import esc, load_pair, two_model_header
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_output_args, emit, out
+from lazarus_tui.batch._analysis_common import esc, run_pair, two_model_header
+from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
 
 def build_parser() -> ArgumentParser:
@@ -71,12 +71,5 @@ def main(argv: list[str]) -> int:
     dtype2 = args.dtype2 or args.dtype
     req = CompareRequest(model1=args.model1, model2=args.model2 or args.model1, dtype1=args.dtype, dtype2=dtype2,
                          prompt=args.prompt, top_k=args.top_k, track=track, chat=args.chat)
-    runner = JobRunner(args.model1, args.dtype)
-
-    def job(ctx):
-        a, b = load_pair(ctx, args.model1, args.dtype, args.model2, dtype2)
-        return (a.info, b.info), compare(a, b, req, ctx.cancelled)
-
-    infos, result = runner.run(job, "compare")
-    emit(result, args, lambda r: render(r, infos))
-    return 0
+    return run_pair(args, args.model1, args.model2, dtype2, lambda a, b, cancelled: compare(a, b, req, cancelled),
+                    "compare", render)

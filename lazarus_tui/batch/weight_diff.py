@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from lazarus_tui.batch._analysis_common import add_pair_args, esc, load_pair, print_wide, two_model_header
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_output_args, emit, out
+from lazarus_tui.batch._analysis_common import add_pair_args, esc, print_wide, run_pair, two_model_header
+from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
 
 _HEAD = {"attn_norm": "ln_attn", "post_attn_norm": "ln_post", "pre_ff_norm": "ln_preff", "post_ff_norm": "ln_postff"}
@@ -56,12 +56,5 @@ def main(argv: list[str]) -> int:
     dtype2 = args.dtype2 or args.dtype
     req = WeightDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,
                             finetuned_dtype=dtype2, flag_above=args.flag)
-    runner = JobRunner(args.base, args.dtype)
-
-    def job(ctx):
-        a, b = load_pair(ctx, args.base, args.dtype, args.finetuned, dtype2)
-        return (a.info, b.info), weight_diff(a, b, req, ctx.cancelled)
-
-    infos, result = runner.run(job, "weight-diff")
-    emit(result, args, lambda r: render(r, infos))
-    return 0
+    return run_pair(args, args.base, args.finetuned, dtype2, lambda a, b, cancelled: weight_diff(a, b, req, cancelled),
+                    "weight-diff", render)

@@ -16,17 +16,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
-from textual_plotext import PlotextPlot
 
 from engine.session import Job
 from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.widgets.charts import LayerChart
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 
 STEP = 0.05  # strength change per arrow key, in units of s (one typical token norm)
 
 
-class SeparationChart(PlotextPlot):
+class SeparationChart(LayerChart):
     """Pair separation (||mean diff|| / mean norm) per layer; the chosen layer marked."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -38,13 +38,8 @@ class SeparationChart(PlotextPlot):
         self.separation, self.steer_layer = list(separation), layer
         self.replot()
 
-    def on_mount(self) -> None:
-        self.replot()
-
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         plt.title("pair separation by layer ([ ] pick the layer)")
         plt.xlabel("layer")
         if self.separation:
@@ -55,7 +50,6 @@ class SeparationChart(PlotextPlot):
                 plt.plot(xs, cons, label="LOO cosine", marker="braille")
             if self.steer_layer is not None:
                 plt.vline(self.steer_layer, "green")
-        self.refresh()
 
 
 class StrengthBar(Static, can_focus=True):

@@ -14,7 +14,8 @@ from rich.color import Color
 from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
+
+from lazarus_tui.widgets.charts import LayerChart
 
 
 def _short(text: str, width: int = 24) -> str:
@@ -61,7 +62,7 @@ class HeatmapTable(ValueTable):
         self.matrix = [list(r) for r in matrix]
 
 
-class LineChart(PlotextPlot):
+class LineChart(LayerChart):
     """Series over layers: ``LineChart(title, xs, {name: ys}, vlines=[...])``."""
 
     def __init__(self, title: str, xs: Sequence[float], series: dict[str, Sequence[float]], *,
@@ -71,10 +72,8 @@ class LineChart(PlotextPlot):
         self.title, self.xs, self.series = title, list(xs), {k: list(v) for k, v in series.items()}
         self.xlabel, self.ylim, self.vlines, self.bars = xlabel, ylim, list(vlines), bars
 
-    def on_mount(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         plt.title(self.title)
         plt.xlabel(self.xlabel)
         if self.ylim is not None:
@@ -86,7 +85,6 @@ class LineChart(PlotextPlot):
                 plt.plot(self.xs, ys, label=name, marker="braille")
         for x in self.vlines:
             plt.vline(x, "green")
-        self.refresh()
 
 
 def _title(text: str) -> Static:

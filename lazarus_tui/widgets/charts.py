@@ -9,7 +9,24 @@ from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
 
-class ProbabilityChart(PlotextPlot):
+class LayerChart(PlotextPlot):
+    """A chart drawn from scratch, on mount and on every ``replot()``: subclasses keep what to show
+    as attributes and draw it in ``draw()`` (with ``self.plt``)."""
+
+    def on_mount(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        self.plt.clear_data()
+        self.plt.clear_figure()
+        self.draw()
+        self.refresh()
+
+    def draw(self) -> None:  # pragma: no cover - overridden
+        pass
+
+
+class ProbabilityChart(LayerChart):
     """Top-1 probability and normalised entropy per captured layer of a lens result."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -20,13 +37,8 @@ class ProbabilityChart(PlotextPlot):
         self.result = result
         self.replot()
 
-    def on_mount(self) -> None:
-        self.replot()
-
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         plt.title("top-1 probability and normalised entropy by layer")
         plt.xlabel("layer")
         plt.ylim(0, 1)
@@ -41,10 +53,9 @@ class ProbabilityChart(PlotextPlot):
             mkl = r.max_kl_transition
             if mkl is not None:
                 plt.vline(mkl.to_layer, "orange")
-        self.refresh()
 
 
-class TrackedTokenChart(PlotextPlot):
+class TrackedTokenChart(LayerChart):
     """Each tracked token's probability per layer; ``log_scale`` plots log10 p."""
 
     log_scale: reactive[bool] = reactive(False)
@@ -57,16 +68,11 @@ class TrackedTokenChart(PlotextPlot):
         self.evolutions = list(evolutions)
         self.replot()
 
-    def on_mount(self) -> None:
-        self.replot()
-
     def watch_log_scale(self, _: bool) -> None:
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         plt.title("tracked tokens: " + ("log10 probability" if self.log_scale else "probability") + " by layer")
         plt.xlabel("layer")
         if not self.log_scale:
@@ -79,4 +85,3 @@ class TrackedTokenChart(PlotextPlot):
             plt.plot(xs, ys, label=repr(ev.token), marker="braille")
             if ev.emergence_layer is not None:
                 plt.vline(ev.emergence_layer)
-        self.refresh()

@@ -13,7 +13,8 @@ from typing import Any
 from rich.markup import escape
 from rich.text import Text
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
+
+from lazarus_tui.widgets.charts import LayerChart
 
 GEOMETRY_COLUMNS = ("layer", "PCA 90%", "PCA 95%", "PC1", "bin held", "bin CV", "cat held", "cat CV")
 
@@ -74,7 +75,7 @@ class GeometryTable(DataTable):
                 self.move_cursor(row=rows.index(layer))
 
 
-class _Chart(PlotextPlot):
+class _Chart(LayerChart):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.result: Any = None
@@ -84,9 +85,6 @@ class _Chart(PlotextPlot):
 
     def show(self, result: Any, layer: int | None = None) -> None:
         self.result, self.at_layer = result, layer
-        self.replot()
-
-    def on_mount(self) -> None:
         self.replot()
 
     def _line(self, name: str, xs: list[Any], ys: list[float], color: str, mark: str = "━") -> None:
@@ -106,15 +104,8 @@ class _Chart(PlotextPlot):
         return "  ".join(f"[{color}]{mark}[/{color}] {escape(name)}" for name, color, mark in self.legend)
 
     def replot(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         self.series, self.legend = {}, []
-        self.draw()
-        self.refresh()
-
-    def draw(self) -> None:  # pragma: no cover - overridden
-        pass
+        super().replot()
 
 
 class ProbeAccuracyChart(_Chart):
