@@ -6,10 +6,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 
-def alternate(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per contender, run round-robin so machine noise hits all of them alike."""
+def alternate(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
+              paired: bool = False) -> dict[str, Any]:
+    """Median seconds per contender, run round-robin so machine noise hits all of them alike.
+    With ``paired`` the result also holds every round's time as ``<name>_all`` (same order for
+    every contender), for ratios taken within a round."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -19,7 +23,10 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: in
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+    if paired:
+        out.update({f"{k}_all": v for k, v in times.items()})
+    return out
 
 
 def machine() -> str:

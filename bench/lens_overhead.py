@@ -12,6 +12,7 @@ entropy, KL/JS and full-vocabulary ranks.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     lm = load(args.model)
     print(f"# lens overhead — {lm.info.model_id} ({lm.info.num_layers} layers), {machine()}")
-    print(f"{'prompt':<10} {'tokens':>6} {'forward ms':>11} {'lens ms':>9} {'ratio':>6}")
+    print(f"{'prompt':<10} {'tokens':>6} {'forward ms':>11} {'lens ms':>9} {'ratio':>6} {'paired':>7}  [range]")
     for label, prompt in [("short", "The capital of France is"), ("256-ish", LONG)]:
         ids = lm.tokenizer.encode(prompt)
         x = mx.array([ids])
@@ -43,8 +44,10 @@ def main() -> None:
         t = alternate({
             "forward": lambda: mx.eval(lm.model(x)),
             "lens": lambda: analyze(lm, req),
-        }, repeats=args.repeats)
-        print(f"{label:<10} {len(ids):>6} {t['forward'] * 1e3:11.1f} {t['lens'] * 1e3:9.1f} {t['lens'] / t['forward']:6.2f}")
+        }, repeats=args.repeats, paired=True)
+        pairs = sorted(b / a for a, b in zip(t["forward_all"], t["lens_all"]))
+        print(f"{label:<10} {len(ids):>6} {t['forward'] * 1e3:11.1f} {t['lens'] * 1e3:9.1f} "
+              f"{t['lens'] / t['forward']:6.2f} {statistics.median(pairs):7.2f}  [{pairs[0]:.2f}-{pairs[-1]:.2f}]")
 
 
 if __name__ == "__main__":
