@@ -20,7 +20,7 @@ from engine.analysis_results import (
 )
 from engine.errors import InputError
 from engine.models import LoadedModel
-from engine.representations import encode_prompts, last_hidden, resolve_layers
+from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
 
 _SHORT = {
     "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
@@ -128,7 +128,7 @@ def weight_diff(base: LoadedModel, ft: LoadedModel, req: WeightDiffRequest,
 
 
 def activation_diff(base: LoadedModel, ft: LoadedModel, req: ActivationDiffRequest,
-                    cancel: Callable[[], bool] | None = None) -> ActivationDiffResult:
+                    cancel: Callable[[], bool] | None = None, progress: Progress | None = None) -> ActivationDiffResult:
     """Per prompt and layer: cosine (and relative L2) between the two models' last-position outputs."""
     check_same_tokenizer(base, ft, "activation-diff")
     check_same_architecture(base, ft, "activation-diff")
@@ -137,8 +137,10 @@ def activation_diff(base: LoadedModel, ft: LoadedModel, req: ActivationDiffReque
     rows_b = encode_prompts(ft, req.prompts, req.chat)
     if rows != rows_b:
         raise InputError("activation-diff: the two models tokenize the prompts differently")
-    ha = last_hidden(base, req.prompts, layers, rows=rows, cancel=cancel).astype(np.float64)  # [L, N, d]
-    hb = last_hidden(ft, req.prompts, layers, rows=rows, cancel=cancel).astype(np.float64)
+    half = None if progress is None else (lambda second: lambda d, n: progress(d + second * n, 2 * n))
+    ha = last_hidden(base, req.prompts, layers, rows=rows, cancel=cancel,
+                     progress=half and half(0)).astype(np.float64)  # [L, N, d]
+    hb = last_hidden(ft, req.prompts, layers, rows=rows, cancel=cancel, progress=half and half(1)).astype(np.float64)
     na, nb = np.linalg.norm(ha, axis=-1), np.linalg.norm(hb, axis=-1)
     cos = np.clip((ha * hb).sum(-1) / np.maximum(na * nb, 1e-30), -1.0, 1.0)  # [L, N]
     rel = np.linalg.norm(hb - ha, axis=-1) / np.maximum(na, 1e-30)

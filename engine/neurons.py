@@ -17,7 +17,7 @@ from engine.direction_files import load_direction
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
-from engine.representations import encode_prompts, last_hidden, pad_id, resolve_layers
+from engine.representations import Progress, encode_prompts, last_hidden, pad_id, resolve_layers
 
 
 def separation_scores(x: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -58,7 +58,10 @@ def _mean_token_norm(lm: LoadedModel, rows: list[list[int]], layer: int) -> floa
     return float(np.concatenate(norms).mean())
 
 
-def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool] | None = None) -> NeuronsResult:
+def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool] | None = None,
+                progress: Progress | None = None) -> NeuronsResult:
+    """Per layer: the chosen neurons' (or dimensions') activations on the prompts, with label
+    separation; optionally again under a steering direction (``progress`` then runs twice)."""
     if not req.prompts:
         raise InputError("no prompts given")
     kind = SiteKind.mlp_hidden if req.mlp else SiteKind.resid_post
@@ -90,7 +93,8 @@ def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool]
             raise InputError(f"direction in {direction.path} has {direction.direction.size} values but the "
                              f"model's hidden size is {width}")
     rows = encode_prompts(lm, req.prompts, req.chat)
-    acts = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, cancel=cancel).astype(np.float64)  # [L, N, W]
+    acts = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, cancel=cancel,
+                       progress=progress).astype(np.float64)  # [L, N, W]
 
     steered = None
     steer_desc = None
@@ -108,7 +112,7 @@ def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool]
         iv = Intervention(site=Site(layer=slayer, kind=SiteKind.resid_post), op="add",
                           vector=sd.unit * coef * s)
         steered = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, interventions=[iv],
-                              cancel=cancel).astype(np.float64)
+                              cancel=cancel, progress=progress).astype(np.float64)
         steer_desc = (f"added {coef:g} x unit({sd.name}) x {s:.2f} (mean per-token norm) at layer {slayer} "
                       "output, every position; layers before it are unchanged")
 

@@ -63,13 +63,18 @@ def pad_id(lm: LoadedModel) -> int:
     return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
 
 
+Progress = Callable[[int, int], None]  # (blocks done, blocks in all) of the passes over the prompts
+
+
 def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *, chat: bool = False,
                 kind: SiteKind = SiteKind.resid_post, cancel: Callable[[], bool] | None = None,
-                interventions: Sequence = (), rows: list[list[int]] | None = None) -> np.ndarray:
+                interventions: Sequence = (), rows: list[list[int]] | None = None,
+                progress: Progress | None = None) -> np.ndarray:
     """Last-position ``kind`` activations, float32 [len(layers), len(prompts), width].
 
     Left-padded batches of up to ``BATCH`` prompts; each batch captures every layer in one forward.
-    ``interventions`` (same for every row) are applied in each pass.
+    ``interventions`` (same for every row) are applied in each pass. ``progress(done, total)`` is
+    called as each block of each batch finishes.
     """
     hm = HookedModel(lm)
     layers = [hm.check_layer(x) for x in layers]
@@ -78,11 +83,14 @@ def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], 
     if any(iv.site.layer >= stop for iv in interventions):
         stop = hm.n_layers
     chunks = []
-    for start in range(0, len(rows), BATCH):
+    starts = range(0, len(rows), BATCH)
+    for bi, start in enumerate(starts):
         part = rows[start:start + BATCH]
         cap = CaptureSpec(kinds=(kind,), layers=layers, positions="last")
+        on_layer = None if progress is None else (
+            lambda layer, _n, bi=bi: progress(bi * stop + layer + 1, len(starts) * stop))
         out = hm.forward(Batch.from_lists(part, pad_id(lm)), capture=cap, interventions=interventions,
-                         logits="none", stop_layer=stop, cancel=cancel)
+                         logits="none", stop_layer=stop, cancel=cancel, on_layer=on_layer)
         stacked = mx.stack([out.captures[f"blocks.{layer}.{kind.value}"][:, 0, :] for layer in layers])
         chunks.append(np.array(stacked.astype(mx.float32)))
     return np.concatenate(chunks, axis=1)
@@ -138,7 +146,8 @@ def _attention_tops(lm: LoadedModel, rows: list[list[int]], layers: list[int], k
     return res
 
 
-def layer_analysis(lm: LoadedModel, req: LayerRequest, cancel: Callable[[], bool] | None = None) -> LayerResult:
+def layer_analysis(lm: LoadedModel, req: LayerRequest, cancel: Callable[[], bool] | None = None,
+                   progress: Progress | None = None) -> LayerResult:
     """Per layer: the N x N cosine matrix of the prompts' last-position outputs; label statistics."""
     if len(req.prompts) < 2:
         raise InputError("layer analysis needs at least 2 prompts (separate them with |)")
@@ -146,7 +155,7 @@ def layer_analysis(lm: LoadedModel, req: LayerRequest, cancel: Callable[[], bool
         raise InputError(f"{len(req.labels)} labels for {len(req.prompts)} prompts: give one label per prompt")
     layers = resolve_layers(req.layers, lm.num_layers)
     rows = encode_prompts(lm, req.prompts, req.chat)
-    acts = last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel)  # [L, N, d]
+    acts = last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=progress)  # [L, N, d]
     attn = _attention_tops(lm, rows, layers, cancel=cancel) if req.attention else {}
     out = []
     for li, layer in enumerate(layers):
@@ -167,8 +176,8 @@ FORMAT_NOTE = ("The two variants end in different tokens (the with-space prompt'
                "prompts differently at the point where it predicts the next token.")
 
 
-def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest,
-                       cancel: Callable[[], bool] | None = None) -> FormatSensitivityResult:
+def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest, cancel: Callable[[], bool] | None = None,
+                       progress: Progress | None = None) -> FormatSensitivityResult:
     """For each base prompt: ``b.rstrip() + " "`` vs ``b.rstrip()``, through the layer analysis."""
     bases = list(req.prompts)
     if not bases:
@@ -181,7 +190,7 @@ def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest,
     layers = resolve_layers(req.layers, lm.num_layers)
     prompts = spaced + stripped
     rows = encode_prompts(lm, prompts, req.chat)
-    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel)  # [L, 2N, d]
+    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel, progress=progress)  # [L, 2N, d]
     n = len(bases)
     labels = ["with space"] * n + ["without space"] * n
     pair_cos = np.empty((len(layers), n))

@@ -91,6 +91,10 @@ class JobContext:
         if self._on_progress is not None:
             self._on_progress(ProgressEvent(self.job.id, stage, done, total, message, payload))
 
+    def counter(self, stage: str, message: str = "") -> Callable[[int, int], None]:
+        """``progress`` for one stage as a ``(done, total)`` callback, the form engine functions take."""
+        return lambda done, total: self.progress(stage, done, total, message)
+
     def model(self, spec: str | None = None, dtype: str | None = None) -> Any:
         """A loaded model (the session's current one by default), loading it if needed."""
         return self.session._get_model(spec, dtype, self)

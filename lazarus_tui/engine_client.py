@@ -147,18 +147,19 @@ class EngineClient:
                 return a, model(spec2 if spec2 else spec1, dtype2)
 
             kind, stop = req.kind, ctx.cancelled
+            blocks = ctx.counter("blocks", "activations")
             if kind == "layer":
                 from engine.representations import layer_analysis
-                return layer_analysis(model(req.model), req, stop)
+                return layer_analysis(model(req.model), req, stop, blocks)
             if kind == "format-sensitivity":
                 from engine.representations import format_sensitivity
-                return format_sensitivity(model(req.model), req, stop)
+                return format_sensitivity(model(req.model), req, stop, blocks)
             if kind == "probe":
                 from engine.probe import run_probe
                 return run_probe(model(req.model), req, stop, lambda i, n: ctx.progress("layer", i + 1, n, "probe"))
             if kind == "neurons":
                 from engine.neurons import run_neurons
-                return run_neurons(model(req.model), req, stop)
+                return run_neurons(model(req.model), req, stop, blocks)
             if kind == "directions":
                 from engine.direction_files import compare_directions
                 return compare_directions(req)
@@ -173,7 +174,8 @@ class EngineClient:
                 return weight_diff(*pair(req.base, req.base_dtype, req.finetuned, req.finetuned_dtype), req, stop)
             if kind == "activation-diff":
                 from engine.diff import activation_diff
-                return activation_diff(*pair(req.base, req.base_dtype, req.finetuned, req.finetuned_dtype), req, stop)
+                return activation_diff(*pair(req.base, req.base_dtype, req.finetuned, req.finetuned_dtype), req, stop,
+                                       blocks)
             raise InputError(f"unknown analysis {kind!r}")
         return self.session.submit(job, name=req.kind, on_progress=on_progress)
 

@@ -72,14 +72,14 @@ def load_pair(ctx, spec1, dtype1: str, spec2, dtype2: str):
 
 def run_pair(args, spec1, spec2, dtype2: str, analysis, label: str, render) -> int:
     """The two-model commands' body: load both models on the engine thread, run
-    ``analysis(model1, model2, cancelled)``, then print (``render(result, (info1, info2))``) or emit JSON."""
+    ``analysis(model1, model2, ctx)``, then print (``render(result, (info1, info2))``) or emit JSON."""
     from lazarus_tui.batch.common import JobRunner, emit
 
     runner = JobRunner(spec1, args.dtype)
 
     def job(ctx):
         a, b = load_pair(ctx, spec1, args.dtype, spec2, dtype2)
-        return (a.info, b.info), analysis(a, b, ctx.cancelled)
+        return (a.info, b.info), analysis(a, b, ctx)
 
     infos, result = runner.run(job, label)
     emit(result, args, lambda r: render(r, infos))

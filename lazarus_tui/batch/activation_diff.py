@@ -46,5 +46,6 @@ def main(argv: list[str]) -> int:
     req = ActivationDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,
                                 finetuned_dtype=dtype2, prompts=split_prompts(args.prompts),
                                 layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)
-    return run_pair(args, args.base, args.finetuned, dtype2, lambda a, b, cancelled: activation_diff(a, b, req, cancelled),
+    return run_pair(args, args.base, args.finetuned, dtype2,
+                    lambda a, b, ctx: activation_diff(a, b, req, ctx.cancelled, ctx.counter("blocks", "activations")),
                     "activation-diff", render)

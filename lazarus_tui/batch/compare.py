@@ -71,5 +71,5 @@ def main(argv: list[str]) -> int:
     dtype2 = args.dtype2 or args.dtype
     req = CompareRequest(model1=args.model1, model2=args.model2 or args.model1, dtype1=args.dtype, dtype2=dtype2,
                          prompt=args.prompt, top_k=args.top_k, track=track, chat=args.chat)
-    return run_pair(args, args.model1, args.model2, dtype2, lambda a, b, cancelled: compare(a, b, req, cancelled),
+    return run_pair(args, args.model1, args.model2, dtype2, lambda a, b, ctx: compare(a, b, req, ctx.cancelled),
                     "compare", render)

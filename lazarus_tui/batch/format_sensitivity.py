@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, format_sensitivity(lm, req, ctx.cancelled)
+        return lm.info, format_sensitivity(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
 
     info, result = runner.run(job, "format-sensitivity")
     emit(result, args, lambda r: render(r, info, args.summary_only))

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, layer_analysis(lm, req, ctx.cancelled)
+        return lm.info, layer_analysis(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
 
     info, result = runner.run(job, "layer")
     emit(result, args, lambda r: render(r, info))

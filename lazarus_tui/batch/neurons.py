@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, run_neurons(lm, req, ctx.cancelled)
+        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
 
     info, result = runner.run(job, "neurons")
     emit(result, args, lambda r: render(r, info))

@@ -56,5 +56,5 @@ def main(argv: list[str]) -> int:
     dtype2 = args.dtype2 or args.dtype
     req = WeightDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,
                             finetuned_dtype=dtype2, flag_above=args.flag)
-    return run_pair(args, args.base, args.finetuned, dtype2, lambda a, b, cancelled: weight_diff(a, b, req, cancelled),
+    return run_pair(args, args.base, args.finetuned, dtype2, lambda a, b, ctx: weight_diff(a, b, req, ctx.cancelled),
                     "weight-diff", render)

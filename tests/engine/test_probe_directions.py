@@ -105,3 +105,19 @@ def test_directions_bad_input(tmp_path):
         compare_directions(DirectionsRequest(files=[str(tmp_path / "a.npz"), str(tmp_path / "zz.npz")]))
     with pytest.raises(InputError):
         compare_directions(DirectionsRequest(files=[str(tmp_path / "a.npz")]))
+
+
+def test_activation_passes_report_progress_per_block(tiny_llama):
+    """last_hidden (behind layer, format-sensitivity, neurons, activation-diff) reports each block
+    of each batch of prompts: monotonic, ending at the total."""
+    from engine.analysis_results import LayerRequest
+    from engine.representations import BATCH, layer_analysis
+
+    seen: list[tuple[int, int]] = []
+    prompts = [f"prompt number {i}" for i in range(BATCH + 3)]  # two batches
+    layer_analysis(tiny_llama, LayerRequest(prompts=prompts, layers=[0, 1]), None, lambda d, n: seen.append((d, n)))
+    totals = {n for _, n in seen}
+    assert len(totals) == 1
+    total = totals.pop()
+    assert total == 2 * 2  # two batches x the blocks up to the deepest requested layer (1)
+    assert [d for d, _ in seen] == list(range(1, total + 1))
