@@ -237,13 +237,14 @@ class EngineClient:
         return self.session.submit(job, name="circuit collect", on_progress=on_progress)
 
     def circuit_analyze(self, activations: str, on_progress: OnProgress = None) -> Job[Any]:
-        """Per-layer PCA and probes of a collected file (``AnalyzeResult``); one "layer" event per layer."""
+        """Per-layer PCA and probes of a collected file (``AnalyzeResult``); one "layer" event per layer,
+        whose payload is every finished ``LayerGeometry`` so far."""
         def job(ctx: Any) -> Any:
             from engine.circuit.activations import load_activations
             from engine.circuit.geometry import analyze
 
             return analyze(load_activations(activations), cancel=ctx.cancelled,
-                           on_layer=lambda d, t: ctx.progress("layer", d, t, "analyze"))
+                           on_rows=lambda done, total: ctx.progress("layer", len(done), total, "analyze", payload=done))
         return self.session.submit(job, name="circuit analyze", on_progress=on_progress)
 
     def close(self) -> None:

@@ -155,7 +155,10 @@ def binary_labels(acts: Activations) -> np.ndarray:
 
 def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
             kmeans: bool = False, probes: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
-            on_layer: Callable[[int, int], None] | None = None) -> AnalyzeResult:
+            on_layer: Callable[[int, int], None] | None = None,
+            on_rows: Callable[[list[LayerGeometry], int], None] | None = None) -> AnalyzeResult:
+    """Per chosen layer: PCA curve, binary and category probes (and k-means). ``on_layer(done, total)``
+    reports progress; ``on_rows(rows, total)`` receives every finished layer so far (a live table)."""
     from threadpoolctl import threadpool_limits
 
     chosen = resolve_layers(acts, layer, layers)
@@ -193,6 +196,8 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
                                      kmeans_silhouette=sil, kmeans_ari=ari))
             if on_layer is not None:
                 on_layer(i + 1, len(chosen))
+            if on_rows is not None:
+                on_rows(list(out), len(chosen))
     best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy,
                                    -g.layer)).layer if probes else None
     if umap:  # one embedding (UMAP is slow): the only layer, else the best layer, else the middle one

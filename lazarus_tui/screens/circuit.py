@@ -277,6 +277,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         await self.analyze_file(path)
 
     async def analyze_file(self, path: str) -> None:
+        self.result = self.query_one(GeometryTable).result = None  # rows stream in as layers finish
         job = self.app.engine.circuit_analyze(path, on_progress=self.progress_sink("analyze"))  # type: ignore[attr-defined]
         r = await self.run_job("analyze", job, "analyze")
         if r is None:
@@ -314,6 +315,9 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
             return
         if ev.stage != "load":
             self.query_one("#ci-progress", ProgressBar).update(total=ev.total, progress=ev.done)
+        table = self.query_one(GeometryTable)
+        if message.group == "analyze" and ev.stage == "layer" and ev.payload and table.result is None:
+            table.show_rows(ev.payload)  # the layers finished so far (a late event never hides the result)
         unit = {"batch": "batch", "layer": "layer"}.get(ev.stage, ev.message)
         self.app.engine_status = f"{message.group}: {unit} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
 

@@ -60,12 +60,19 @@ class GeometryTable(DataTable):
 
     def show(self, r: Any) -> None:
         self.result = r
+        self._fill(r.layers, r.best_layer, r.best_category_layer)
+
+    def show_rows(self, layers: list[Any]) -> None:
+        """The layers finished so far, while the analysis runs (best layers are marked at the end)."""
+        self._fill(layers, None, None)
+
+    def _fill(self, layers: list[Any], best: int | None, best_cat: int | None) -> None:
         self.clear()
-        for g in r.layers:
+        for g in layers:
             bp, cp = g.binary_probe, g.category_probe
             self.add_row(str(g.layer), str(g.dims_90), str(g.dims_95), f"{g.variance_explained[0]:.3f}",
-                         _acc(bp, "heldout_accuracy", g.layer == r.best_layer), _acc(bp, "cv_accuracy"),
-                         _acc(cp, "heldout_accuracy", g.layer == r.best_category_layer), _acc(cp, "cv_accuracy"),
+                         _acc(bp, "heldout_accuracy", g.layer == best), _acc(bp, "cv_accuracy"),
+                         _acc(cp, "heldout_accuracy", g.layer == best_cat), _acc(cp, "cv_accuracy"),
                          key=str(g.layer))
 
     def select_layer(self, layer: int) -> None:

@@ -219,6 +219,31 @@ async def test_errors_are_notifications(fake_engine, tmp_path) -> None:
         assert screen.result is None and isinstance(app.screen, CircuitScreen)
 
 
+async def test_analysis_rows_stream_in_and_a_late_event_keeps_the_result(fake_engine, tmp_path) -> None:
+    from engine.session import ProgressEvent
+    from lazarus_tui.widgets.messages import EngineProgress
+
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = await open_screen(app, pilot, tmp_path)
+        result = fake_engine.circuit_analyze("acts.safetensors").result()
+        table = screen.query_one(GeometryTable)
+        assert table.result is None
+        rows = result.layers
+
+        def event(done: int) -> EngineProgress:
+            return EngineProgress("analyze", ProgressEvent(1, "layer", done, len(rows), "analyze", rows[:done]))
+
+        screen.on_engine_progress(event(2))  # mid-analysis: the finished layers, no best marker yet
+        assert table.row_count == 2
+        assert cell(table, rows[1].layer, "bin held") == f"{rows[1].binary_probe.heldout_accuracy:.3f}"
+        table.show(result)  # the result arrives
+        assert table.row_count == len(rows)
+        assert cell(table, result.best_layer, "bin held").endswith("*")
+        screen.on_engine_progress(event(1))  # a coalesced event delivered late changes nothing
+        assert table.row_count == len(rows)
+
+
 def test_circuit_snapshot(snap_compare, fake_engine) -> None:
     async def run_before(pilot) -> None:
         app = pilot.app
