@@ -115,6 +115,25 @@ def test_row_and_position_restrict_an_intervention(tiny):
     assert maxdiff(out[1, 2:], base[1, 2:]) > 1e-4
 
 
+def test_row_wise_adds_of_a_sweep_equal_each_row_alone(tiny):
+    """Several add-interventions each on its own batch row (a steering sweep) are applied as one
+    precomputed delta; every row must equal that row run alone with its intervention."""
+    a = ids_of(tiny, "The capital of France is")
+    hm = HookedModel(tiny)
+    width = tiny.info.hidden_size
+    vec = list(np.random.default_rng(0).standard_normal(width).astype(np.float32))
+    site = Site(layer=1, kind=SiteKind.resid_post)
+    ivs = [Intervention(site=site, op="add", vector=vec, factor=f, row=r) for r, f in [(0, -2.0), (2, 3.0)]]
+    out = hm.forward(Batch.from_lists([a, a, a]), logits="all", interventions=ivs).logits
+    again = hm.forward(Batch.from_lists([a, a, a]), logits="all", interventions=ivs).logits  # the cached delta
+    assert maxdiff(out, again) == 0.0
+    for row, factor in [(0, -2.0), (1, None), (2, 3.0)]:
+        alone = [Intervention(site=site, op="add", vector=vec, factor=factor)] if factor is not None else []
+        ref = hm.forward(Batch.from_lists([a]), logits="all", interventions=alone).logits
+        assert maxdiff(out[row], ref[0]) < 1e-4  # batch-of-3 vs batch-of-1 matmul round-off only
+    assert maxdiff(out[0], out[1]) > 1e-3 and maxdiff(out[2], out[1]) > 1e-3
+
+
 def test_replace_patches_one_prompt_into_another(tiny):
     src, tgt = ids_of(tiny, "The capital of France is"), ids_of(tiny, "The capital of Spain is")
     hm = HookedModel(tiny)
