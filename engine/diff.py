@@ -137,10 +137,11 @@ def activation_diff(base: LoadedModel, ft: LoadedModel, req: ActivationDiffReque
     rows_b = encode_prompts(ft, req.prompts, req.chat)
     if rows != rows_b:
         raise InputError("activation-diff: the two models tokenize the prompts differently")
-    half = None if progress is None else (lambda second: lambda d, n: progress(d + second * n, 2 * n))
-    ha = last_hidden(base, req.prompts, layers, rows=rows, cancel=cancel,
-                     progress=half and half(0)).astype(np.float64)  # [L, N, d]
-    hb = last_hidden(ft, req.prompts, layers, rows=rows, cancel=cancel, progress=half and half(1)).astype(np.float64)
+    def model_pass(lm: LoadedModel, k: int) -> np.ndarray:  # progress counts both models' passes
+        step = None if progress is None else (lambda done, n: progress(done + k * n, 2 * n))
+        return last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=step).astype(np.float64)
+
+    ha, hb = model_pass(base, 0), model_pass(ft, 1)  # [L, N, d]
     na, nb = np.linalg.norm(ha, axis=-1), np.linalg.norm(hb, axis=-1)
     cos = np.clip((ha * hb).sum(-1) / np.maximum(na * nb, 1e-30), -1.0, 1.0)  # [L, N]
     rel = np.linalg.norm(hb - ha, axis=-1) / np.maximum(na, 1e-30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from engine.errors import InputError
 
@@ -28,8 +29,12 @@ def parse_layers(text: str, n_layers: int | None = None) -> list[int]:
             raise InputError(f"bad layer list {text!r}: expected e.g. 5 or 5,8 or 20-23") from exc
     if not layers:
         raise InputError(f"empty layer list {text!r}")
-    if n_layers is None:
-        return layers
+    return layers if n_layers is None else resolve_layer_list(layers, n_layers)
+
+
+def resolve_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
+    """``layers`` range-checked against a model of ``n_layers``, negatives resolved from the end,
+    sorted without repeats; a layer out of range is an ``InputError``."""
     out = []
     for layer in layers:
         if not -n_layers <= layer < n_layers:

@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.layer_lists import resolve_layer_list
 from engine.lens_stats import LensStats, lens_stats
 from engine.models import LoadedModel
 from engine.results import (
@@ -45,12 +46,7 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
         return sorted({0, n_layers - 1})
     if not custom:
         raise InputError("custom layer strategy needs --layers")
-    out = []
-    for layer in custom:
-        if not -n_layers <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-        out.append(layer % n_layers)
-    return sorted(set(out))
+    return resolve_layer_list(custom, n_layers)
 
 
 def lens_distributions(hm: HookedModel, resid: mx.array) -> tuple[mx.array, mx.array]:

@@ -138,8 +138,10 @@ def _split(fn: Callable[[int, int, int], None], n: int, size: int) -> None:
         _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-stats"))
     half = n // 2
     other = _POOL[0].submit(fn, half, n, 1)
-    fn(0, half, 0)
-    other.result()
+    try:
+        fn(0, half, 0)
+    finally:  # never leave the worker writing into the scratch buffers after we return
+        other.result()
 
 
 class _Scratch:

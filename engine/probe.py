@@ -16,6 +16,7 @@ import numpy as np
 from engine.analysis_results import ProbeLayer, ProbeRequest, ProbeResult, ProbeTestPrediction
 from engine.direction_files import save_direction
 from engine.errors import InputError
+from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
 from engine.representations import encode_prompts, last_hidden
 
@@ -65,15 +66,9 @@ def _run_probe(lm: LoadedModel, req: ProbeRequest, cancel: Callable[[], bool] | 
     if na < 2 or nb < 2:
         raise InputError(f"each class needs at least 2 prompts (got {na} in class A, {nb} in class B)")
     n_layers = lm.num_layers
-    layers = sorted({x % n_layers for x in req.layers}) if req.layers else list(range(n_layers))
-    for x in req.layers or []:
-        if not -n_layers <= x < n_layers:
-            raise InputError(f"layer {x} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
+    layers = resolve_layer_list(req.layers, n_layers) if req.layers else list(range(n_layers))
     if req.layer is not None:
-        if not -n_layers <= req.layer < n_layers:
-            raise InputError(f"layer {req.layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-        if req.layer % n_layers not in layers:
-            layers = sorted(set(layers) | {req.layer % n_layers})
+        layers = sorted(set(layers) | set(resolve_layer_list([req.layer], n_layers)))
     prompts = list(req.class_a) + list(req.class_b) + list(req.test)
     rows = encode_prompts(lm, prompts, req.chat)
     acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel).astype(np.float64)  # [L, N, d]

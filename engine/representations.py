@@ -24,6 +24,7 @@ from engine.analysis_results import (
 )
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
 
 BATCH = 16  # prompts per forward (bounds memory; all layers are captured in each pass)
@@ -37,14 +38,9 @@ def resolve_layers(layers: Sequence[int] | None, n_layers: int, step: int = 4) -
     """Check a layer list against the model (negative counts from the end); None → default."""
     if layers is None:
         return default_layers(n_layers, step)
-    out = []
-    for layer in layers:
-        if not -n_layers <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-        out.append(layer % n_layers)
-    if not out:
+    if not layers:
         raise InputError("no layers selected")
-    return sorted(set(out))
+    return resolve_layer_list(layers, n_layers)
 
 
 def encode_prompts(lm: LoadedModel, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:

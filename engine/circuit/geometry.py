@@ -155,10 +155,9 @@ def binary_labels(acts: Activations) -> np.ndarray:
 
 def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
             kmeans: bool = False, probes: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
-            on_layer: Callable[[int, int], None] | None = None,
             on_rows: Callable[[list[LayerGeometry], int], None] | None = None) -> AnalyzeResult:
-    """Per chosen layer: PCA curve, binary and category probes (and k-means). ``on_layer(done, total)``
-    reports progress; ``on_rows(rows, total)`` receives every finished layer so far (a live table)."""
+    """Per chosen layer: PCA curve, binary and category probes (and k-means). ``on_rows(rows, total)``
+    receives every finished layer so far after each layer (progress and a live table)."""
     from threadpoolctl import threadpool_limits
 
     chosen = resolve_layers(acts, layer, layers)
@@ -181,7 +180,7 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
     cat_y = np.array([sorted(usable).index(cats[i]) for i in cat_idx]) if len(usable) >= 2 else None
     out = []
     with threadpool_limits(1):
-        for i, li in enumerate(chosen):
+        for li in chosen:
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
             x = acts.get(li)
@@ -194,8 +193,6 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
             out.append(LayerGeometry(layer=li, variance_explained=ratio, cumulative_variance=cum, dims_90=d90,
                                      dims_95=d95, binary_probe=bp, category_probe=cp, kmeans_k=k,
                                      kmeans_silhouette=sil, kmeans_ari=ari))
-            if on_layer is not None:
-                on_layer(i + 1, len(chosen))
             if on_rows is not None:
                 on_rows(list(out), len(chosen))
     best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy,

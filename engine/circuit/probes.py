@@ -22,6 +22,7 @@ from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEnt
 from engine.circuit.probe_data import BUILTIN
 from engine.errors import Cancelled, InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
 
 CATEGORIES = ("syntactic", "semantic", "decision")
@@ -123,12 +124,7 @@ def run_battery(lm: LoadedModel, layers: Sequence[int] | None = None, directory:
     n = lm.num_layers
     if layers is None:
         layers = list(range(n))
-    chosen = []
-    for x in layers:
-        if not -n <= x < n:
-            raise InputError(f"layer {x} out of range (model has {n} layers: 0-{n - 1})")
-        chosen.append(x % n)
-    chosen = sorted(set(chosen))
+    chosen = resolve_layer_list(layers, n)
     sets = load_battery(directory, category)
     texts = [p.text for s in sets for p in s.prompts]
     rows = [lm.tokenizer.prepare(t, chat=chat) for t in texts]
