@@ -1,15 +1,16 @@
 """Statistics of lens distributions: top-k, entropy, KL/JS between rows, full-vocabulary ranks.
 
-Input is logits [rows, vocab] (one row per layer). Done in NumPy, not MLX: for these element-wise
-passes over a whole vocabulary NumPy is several times faster on the CPU backend, and MLX's float32
-reductions over a vocabulary drift by ~1e-4 relative. Three things keep it fast
-(docs/PERFORMANCE.md, lens overhead):
+Input is logits [rows, vocab] (one row per layer). Done on the CPU in compiled loops
+(``engine.lens_kernels``), not MLX: MLX's CPU element-wise ``exp`` over a vocabulary is slow and
+its float32 reductions drift by ~1e-4 relative. What keeps it fast (docs/PERFORMANCE.md, lens
+overhead):
 
-- every pass writes into scratch buffers reused across calls: a fresh 6 MB array costs more in
-  page faults than the arithmetic on it;
-- rows are processed one at a time, so each row's passes run in cache;
-- the rows (then the pairs) are split between the calling thread and one worker thread
-  (NumPy releases the GIL inside its loops).
+- one fused, vectorised pass per statistic and row (max; exp with its sums; top-k; ranks) and one
+  per pair of rows (KL and JS together), accumulated in float64;
+- the one work buffer (the rows' exponentials) is reused across calls: a fresh 6 MB array costs
+  more in page faults than the arithmetic on it;
+- the rows (then the pairs) are split between the calling thread and one worker thread (the
+  loops release the GIL).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_EXP_FLOOR = np.float32(-87.0)  # exp below this is under float32's normal range
-_BLOCK = 512  # block size of the top-k pre-selection
 _PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over two threads
 
 
@@ -41,135 +40,79 @@ class LensStats:
 def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequence[tuple[int, int]]) -> LensStats:
     """Top-k (largest first, ties by lower id), entropy, KL/JS between row pairs and the
     full-vocabulary rank of each tracked id, from logits [rows, vocab]."""
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    R, V = logits.shape
-    k = min(k, V)
-    t = [int(x) for x in tracked]
-    entropy = np.zeros(R)
+    from engine import lens_kernels as kern  # numba: loaded with the first lens
+
+    x = np.ascontiguousarray(logits, dtype=np.float32)
+    R, V = x.shape
+    k = max(0, min(k, V))
+    t = [int(i) for i in tracked]
+    top_logit = np.zeros(R, np.float32)
+    z = np.zeros(R)
+    es = np.zeros(R)
     top = np.zeros((R, k), dtype=np.int64)
     ranks = np.zeros((R, len(t)), dtype=np.int64)
     kl = np.zeros(len(pairs))
     js = np.zeros(len(pairs))
-    with _scratch(R, V) as ws:
+    with _scratch(R, V) as e:
 
-        def rows(lo: int, hi: int, lane: int) -> None:
-            w, flags = ws.w[lane], ws.flags[lane]
+        def rows(lo: int, hi: int) -> None:
             for r in range(lo, hi):
-                entropy[r] = _distribution(logits[r], ws.p[r], ws.logp[r], w)
-                top[r] = _top_k(logits[r], k, flags)
+                top_logit[r] = kern.row_max(x[r])
+                z[r], es[r] = kern.row_exp(x[r], top_logit[r], e[r])
+                if k:
+                    kern.top_k(x[r], k, top[r])
                 for j, tid in enumerate(t):
-                    np.greater(logits[r], logits[r, tid], out=flags)
-                    ranks[r, j] = np.count_nonzero(flags) + 1
-
-        def pair_range(lo: int, hi: int, lane: int) -> None:
-            for i in range(lo, hi):
-                kl[i], js[i] = _kl_js(ws, *pairs[i], ws.w[lane], ws.mix[lane])
+                    ranks[r, j] = kern.count_above(x[r], x[r, tid]) + 1
 
         _split(rows, R, R * V)
+        log_z = np.log(z)
+        c = top_logit.astype(np.float64) + log_z  # log-softmax = logit - c
+        inv = (1.0 / z).astype(np.float32)
+
+        def pair_range(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                a, b = pairs[i]
+                kl[i], js[i] = kern.kl_js(x[a], e[a], inv[a], x[b], e[b], inv[b], np.float32(c[a] - c[b]))
+
         _split(pair_range, len(pairs), len(pairs) * V)
-        top_p = np.take_along_axis(ws.p, top, axis=-1).astype(np.float64)
-        t_prob = ws.p[:, t].astype(np.float64) if t else np.zeros((R, 0))
-    return LensStats(top.tolist(), top_p.tolist(), entropy.tolist(), kl.tolist(), js.tolist(),
-                     t_prob.tolist(), ranks.tolist())
-
-
-def _distribution(x: np.ndarray, p: np.ndarray, logp: np.ndarray, w: np.ndarray) -> float:
-    """Fill p and log p for one row of logits ``x``; returns the entropy in nats."""
-    np.subtract(x, x.max(), out=logp)  # shifted, max 0
-    # clamp before exp so no denormal (a slow path) is produced; it changes probabilities < 1.2e-38
-    np.maximum(logp, _EXP_FLOOR, out=p)
-    np.exp(p, out=p)
-    z = p.sum(dtype=np.float64)
-    np.multiply(p, np.float32(1.0 / z), out=p)
-    np.subtract(logp, np.float32(np.log(z)), out=logp)
-    np.multiply(p, logp, out=w)
-    return float(-w.sum(dtype=np.float64))
-
-
-def _top_k(x: np.ndarray, k: int, flags: np.ndarray) -> np.ndarray:
-    """Ids of the k largest logits of one row, largest first (ties: lower id first).
-
-    Exact without sorting the row: the k-th largest block maximum is a lower bound of the k-th
-    largest element (those k maxima are k elements at least that large), so the top k lie in the
-    few blocks whose maximum reaches it."""
-    V = x.shape[0]
-    nb = V // _BLOCK
-    if nb < 4 * k:
-        cand = np.argpartition(-x, k - 1)[:k]
-    else:
-        maxima = x[:nb * _BLOCK].reshape(nb, _BLOCK).max(axis=-1)
-        if nb * _BLOCK < V:  # the ragged tail is one more block
-            maxima = np.append(maxima, x[nb * _BLOCK:].max())
-        bound = -np.partition(-maxima, k - 1)[k - 1]
-        blocks = np.flatnonzero(maxima >= bound)
-        cand = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
-        cand = cand[cand < V]
-        cand = cand[x[cand] >= bound]
-    return cand[np.lexsort((cand, -x[cand]))[:k]]
-
-
-def _kl_js(ws: _Scratch, a: int, b: int, w: np.ndarray, mix: np.ndarray) -> tuple[float, float]:
-    """KL(P_a || P_b) and JS(P_a, P_b) from the filled rows of ws.p / ws.logp."""
-    pa, pb, la, lb = ws.p[a], ws.p[b], ws.logp[a], ws.logp[b]
-    np.subtract(la, lb, out=w)
-    np.multiply(w, pa, out=w)
-    kl = max(float(w.sum(dtype=np.float64)), 0.0)
-    np.add(pa, pb, out=mix)  # log of the mixture 0.5 (P_a + P_b)
-    np.multiply(mix, np.float32(0.5), out=mix)
-    np.maximum(mix, np.float32(1e-38), out=mix)
-    np.log(mix, out=mix)
-    np.subtract(la, mix, out=w)
-    np.multiply(w, pa, out=w)
-    half_a = w.sum(dtype=np.float64)
-    np.subtract(lb, mix, out=w)
-    np.multiply(w, pb, out=w)
-    return kl, max(float(0.5 * half_a + 0.5 * w.sum(dtype=np.float64)), 0.0)
+    top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
+    t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t else np.zeros((R, 0))
+    return LensStats(top.tolist(), top_p.tolist(), (log_z - es / z).tolist(), kl.tolist(),
+                     js.tolist(), t_prob.tolist(), ranks.tolist())
 
 
 _POOL: list[ThreadPoolExecutor] = []
 
 
-def _split(fn: Callable[[int, int, int], None], n: int, size: int) -> None:
-    """fn(lo, hi, lane) over range(n): half on a worker thread, half here when the work is big enough."""
+def _split(fn: Callable[[int, int], None], n: int, size: int) -> None:
+    """fn(lo, hi) over range(n): half on a worker thread, half here when the work is big enough."""
     if n < 2 or size < _PARALLEL_FROM:
-        fn(0, n, 0)
+        fn(0, n)
         return
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-stats"))
     half = n // 2
-    other = _POOL[0].submit(fn, half, n, 1)
+    other = _POOL[0].submit(fn, half, n)
     try:
-        fn(0, half, 0)
-    finally:  # never leave the worker writing into the scratch buffers after we return
+        fn(0, half)
+    finally:  # never leave the worker writing into the scratch buffer after we return
         other.result()
 
 
-class _Scratch:
-    """Work buffers: the rows' distributions, and per thread (lane) one row of temporaries."""
-
-    def __init__(self, rows: int, vocab: int) -> None:
-        self.shape = (rows, vocab)
-        self.p = np.empty((rows, vocab), np.float32)
-        self.logp = np.empty((rows, vocab), np.float32)
-        self.w = np.empty((2, vocab), np.float32)
-        self.mix = np.empty((2, vocab), np.float32)
-        self.flags = np.empty((2, vocab), np.bool_)
-
-
 _SCRATCH_LOCK = threading.Lock()
-_SCRATCH: list[_Scratch] = []
+_SCRATCH: list[np.ndarray] = []  # the rows' exponentials, [rows, vocab] float32
 
 
 @contextmanager
-def _scratch(rows: int, vocab: int) -> Iterator[_Scratch]:
-    """Reuse the last call's buffers when the shape matches (the usual case: the same model's lens
-    again). One caller at a time holds them; a concurrent caller gets fresh ones."""
+def _scratch(rows: int, vocab: int) -> Iterator[np.ndarray]:
+    """Reuse the last call's buffer when the shape matches (the usual case: the same model's lens
+    again). One caller at a time holds it; a concurrent caller gets a fresh one."""
     if not _SCRATCH_LOCK.acquire(blocking=False):
-        yield _Scratch(rows, vocab)
+        yield np.empty((rows, vocab), np.float32)
         return
     try:
         if not (_SCRATCH and _SCRATCH[0].shape == (rows, vocab)):
-            _SCRATCH[:] = [_Scratch(rows, vocab)]
+            _SCRATCH[:] = [np.empty((rows, vocab), np.float32)]
         yield _SCRATCH[0]
     finally:
         _SCRATCH_LOCK.release()

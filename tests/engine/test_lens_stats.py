@@ -58,3 +58,67 @@ def test_repeated_calls_reuse_buffers_without_leaking_values():
     first = lens_stats(a, 3, [1], [(0, 1)])
     lens_stats(b, 3, [1], [(0, 1), (2, 3)])
     assert lens_stats(a, 3, [1], [(0, 1)]) == first
+
+
+def test_kernel_exp_log_and_js_term_match_float64():
+    """The compiled loops' own exp, log and JS term g(d) against float64 NumPy over their whole ranges."""
+    from numba import njit
+
+    from engine import lens_kernels as kern
+
+    @njit
+    def apply(kind, a, out):
+        for i in range(a.shape[0]):
+            out[i] = kern.exp_neg(a[i]) if kind == 0 else kern.log_pos(a[i]) if kind == 1 else kern._g(a[i])
+
+    s = np.linspace(-87, 0, 200_001).astype(np.float32)
+    out = np.empty_like(s)
+    apply(0, s, out)
+    ref = np.exp(s.astype(np.float64))
+    assert np.max(np.abs(out - ref) / ref) < 2e-7
+    m = np.exp(np.linspace(np.log(1.2e-38), np.log(3e38), 200_001)).astype(np.float32)
+    apply(1, m, out)
+    ref = np.log(m.astype(np.float64))
+    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-3)) < 2e-7
+    d = np.linspace(-1, 1, 200_001).astype(np.float32)[1:-1]
+    out = np.empty_like(d)
+    apply(2, d, out)
+    x = d.astype(np.float64)
+    ref = (1 + x) * np.log1p(x) + (1 - x) * np.log1p(-x)
+    assert np.max(np.abs(out - ref) / np.maximum(ref, 1e-300)) < 1e-6  # relative, down to d ~ 1e-5
+
+
+def test_nearly_equal_rows_keep_relative_precision():
+    """Consecutive late layers differ very little; KL and JS must stay accurate relative to their own
+    (tiny) size, not to the entropies they would be computed from with the textbook formula."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(50_000) * 4
+    rows = np.stack([base, base + 1e-3 * rng.standard_normal(50_000)]).astype(np.float32)
+    st = lens_stats(rows, 3, [], [(0, 1), (1, 0)])
+    x = rows.astype(np.float64)
+    logp = x - x.max(axis=-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=-1, keepdims=True))
+    p = np.exp(logp)
+    kl = (p[0] * (logp[0] - logp[1])).sum()
+    # JS in float64 by the same stable series: 1/4 sum (pa+pb) g(d), g(d) ~ d^2 for tiny d
+    d = (p[0] - p[1]) / (p[0] + p[1])
+    js = 0.25 * ((p[0] + p[1]) * (d**2 + d**4 / 6)).sum()
+    assert 1e-8 < js < 1e-6  # the regime where float32 log differences would swamp it
+    np.testing.assert_allclose(st.js, [js, js], rtol=1e-3)
+    np.testing.assert_allclose(st.kl[0], kl, rtol=1e-4)
+
+
+def test_minus_infinity_logits_count_as_zero_probability():
+    x = np.array([[0.0, 1.0, -np.inf, 2.0], [2.0, -np.inf, 0.5, 0.0]], np.float32)
+    st = lens_stats(x, 2, [2], [(0, 1), (1, 0)])
+    finite = np.where(np.isfinite(x), x, -1e30).astype(np.float64)
+    p = np.exp(finite - finite.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(st.entropy, [-(q[q > 0] * np.log(q[q > 0])).sum() for q in p], rtol=1e-6)
+    assert st.top_ids == [[3, 1], [0, 2]]
+    assert st.tracked_probs[0] == [0.0] and st.tracked_ranks[0] == [4]
+    # each row puts mass where the other has none: KL is infinite, JS finite and at most ln 2
+    assert st.kl == [np.inf, np.inf]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        js = 0.5 * sum((q * np.log(q / (0.5 * (p[0] + p[1]))))[q > 0].sum() for q in p)
+    np.testing.assert_allclose(st.js, [js, js], rtol=1e-5)
