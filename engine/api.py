@@ -41,6 +41,9 @@ class ModelAnalyzer:
         return cls(model, dtype=dtype, embedding_scale=embedding_scale)
 
     async def __aenter__(self) -> ModelAnalyzer:
+        from engine.lens_kernels import prepare
+
+        prepare()  # the lens statistics' loops compile while the model loads
         self._lm = await self.session.load(self.model_id, self.dtype)
         return self
 

@@ -9,6 +9,7 @@ full-vocabulary ranks are computed from those logits (``engine.lens_stats``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -176,14 +177,14 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
     logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers)  # [L, vocab]
     vocab = logits.shape[-1]
     final_top = int(np.argmax(logits[row[n - 1]]))
-    pairs = [(row[a], row[b]) for a, b in zip(layers, layers[1:])] if req.compute_transitions else []
+    pairs = [(row[a], row[b]) for a, b in itertools.pairwise(layers)] if req.compute_transitions else []
     # tracked tokens, then the final prediction (for its rank at every layer)
     st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs)
     layer_preds = _layer_rows(tok, st, layers, row, vocab)
     transitions = [
         LayerTransition(from_layer=a, to_layer=b, kl_divergence=kl, js_divergence=js,
                         top_token_changed=st.top_ids[row[a]][0] != st.top_ids[row[b]][0])
-        for (a, b), kl, js in zip(zip(layers, layers[1:]), st.kl, st.js)
+        for (a, b), kl, js in zip(itertools.pairwise(layers), st.kl, st.js)
     ] if req.compute_transitions else []
     final = _layer_rows(tok, st, [n - 1], row, vocab)[0].predictions
     decision = next((lp.layer_idx for lp in layer_preds

@@ -1,11 +1,11 @@
 """Statistics of lens distributions: top-k, entropy, KL/JS between rows, full-vocabulary ranks.
 
 Input is logits [rows, vocab] (one row per layer). Done on the CPU in compiled loops
-(``engine.lens_kernels``), not MLX: MLX's CPU element-wise ``exp`` over a vocabulary is slow and
-its float32 reductions drift by ~1e-4 relative. What keeps it fast (docs/PERFORMANCE.md, lens
+(``engine.lens_kernels``) and NumPy, not MLX: MLX's CPU element-wise ``exp`` over a vocabulary is
+slow and its float32 reductions drift by ~1e-4 relative. What keeps it fast (docs/PERFORMANCE.md, lens
 overhead):
 
-- one fused, vectorised pass per statistic and row (max; exp with its sums; top-k; ranks) and one
+- one fused, vectorised pass per statistic and row (max; exp with its sums; ranks) and one
   per pair of rows (KL and JS together), accumulated in float64;
 - the one work buffer (the rows' exponentials) is reused across calls: a fresh 6 MB array costs
   more in page faults than the arithmetic on it;
@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.lens_kernels import kernels
+
 _PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over two threads
+_BLOCK = 512  # block size of the top-k pre-selection
 
 
 @dataclass
@@ -40,45 +43,70 @@ class LensStats:
 def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequence[tuple[int, int]]) -> LensStats:
     """Top-k (largest first, ties by lower id), entropy, KL/JS between row pairs and the
     full-vocabulary rank of each tracked id, from logits [rows, vocab]."""
-    from engine import lens_kernels as kern  # numba: loaded with the first lens
-
+    kern = kernels()
     x = np.ascontiguousarray(logits, dtype=np.float32)
     R, V = x.shape
     k = max(0, min(k, V))
     t = [int(i) for i in tracked]
     top_logit = np.zeros(R, np.float32)
-    z = np.zeros(R)
-    es = np.zeros(R)
+    sums = np.zeros((R, 2))  # per row: sum e, sum e (x - max)
     top = np.zeros((R, k), dtype=np.int64)
     ranks = np.zeros((R, len(t)), dtype=np.int64)
-    kl = np.zeros(len(pairs))
-    js = np.zeros(len(pairs))
+    div = np.zeros((len(pairs), 2))  # per pair: KL, JS
     with _scratch(R, V) as e:
+        # raw addresses: row r of x (or e) starts at base + r * row; outputs are float64 pairs
+        xp, ep, row, sp, dp = x.ctypes.data, e.ctypes.data, 4 * V, sums.ctypes.data, div.ctypes.data
 
         def rows(lo: int, hi: int) -> None:
             for r in range(lo, hi):
-                top_logit[r] = kern.row_max(x[r])
-                z[r], es[r] = kern.row_exp(x[r], top_logit[r], e[r])
-                if k:
-                    kern.top_k(x[r], k, top[r])
+                top_logit[r] = kern.row_max(xp + r * row, V)
+                kern.row_exp(xp + r * row, V, top_logit[r], ep + r * row, sp + 16 * r)
+                top[r] = _top_k(x[r], k)
                 for j, tid in enumerate(t):
-                    ranks[r, j] = kern.count_above(x[r], x[r, tid]) + 1
+                    ranks[r, j] = kern.count_above(xp + r * row, V, x[r, tid]) + 1
 
         _split(rows, R, R * V)
+        z = sums[:, 0]
         log_z = np.log(z)
         c = top_logit.astype(np.float64) + log_z  # log-softmax = logit - c
-        inv = (1.0 / z).astype(np.float32)
+        inv = 1.0 / z
 
         def pair_range(lo: int, hi: int) -> None:
             for i in range(lo, hi):
                 a, b = pairs[i]
-                kl[i], js[i] = kern.kl_js(x[a], e[a], inv[a], x[b], e[b], inv[b], np.float32(c[a] - c[b]))
+                kern.kl_js(xp + a * row, ep + a * row, inv[a], xp + b * row, ep + b * row, inv[b], c[a] - c[b], V,
+                           dp + 16 * i)
 
         _split(pair_range, len(pairs), len(pairs) * V)
     top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
     t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t else np.zeros((R, 0))
-    return LensStats(top.tolist(), top_p.tolist(), (log_z - es / z).tolist(), kl.tolist(),
-                     js.tolist(), t_prob.tolist(), ranks.tolist())
+    return LensStats(top.tolist(), top_p.tolist(), (log_z - sums[:, 1] / z).tolist(), div[:, 0].tolist(),
+                     div[:, 1].tolist(), t_prob.tolist(), ranks.tolist())
+
+
+def _top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k largest logits of one row, largest first (ties: lower id first).
+
+    Exact without sorting the row: the k-th largest block maximum is a lower bound of the k-th
+    largest element (those k maxima are k elements at least that large), so the top k lie in the
+    few blocks whose maximum reaches it."""
+    V = x.shape[0]
+    nb = V // _BLOCK
+    if k == 0:
+        return np.zeros(0, np.int64)
+    if nb < 4 * k:
+        cand = np.argpartition(-x, k - 1)[:k] if k < V else np.arange(V)
+        cand = np.flatnonzero(x >= x[cand].min())  # every tie of the k-th value, then the lower ids win
+    else:
+        maxima = x[:nb * _BLOCK].reshape(nb, _BLOCK).max(axis=-1)
+        if nb * _BLOCK < V:  # the ragged tail is one more block
+            maxima = np.append(maxima, x[nb * _BLOCK:].max())
+        bound = -np.partition(-maxima, k - 1)[k - 1]
+        blocks = np.flatnonzero(maxima >= bound)
+        cand = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
+        cand = cand[cand < V]
+        cand = cand[x[cand] >= bound]
+    return cand[np.lexsort((cand, -x[cand]))[:k]]
 
 
 _POOL: list[ThreadPoolExecutor] = []

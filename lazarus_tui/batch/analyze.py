@@ -96,6 +96,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     req = request_from_args(args)
     from engine.lens import analyze
+    from engine.lens_kernels import prepare
+
+    prepare()  # compiled while the model loads
 
     runner = JobRunner(args.model, args.dtype)
 
