@@ -67,6 +67,11 @@ def preload() -> BlasState:
         _state = BlasState("linux", requested, None, "no OpenBLAS found")
         _warn(f"lazarus: no optimized BLAS found; MLX matmuls will be ~30x slower: {FIX_HINT}")
         return _state
+    # OpenBLAS's idle worker threads spin ~0.1 s after each call by default, taking a core from the
+    # NumPy / compiled work that follows MLX work (the lens statistics ran ~1.7x slower right after
+    # the unembedding matmul); 2**4 cycles makes them sleep at once. Measured neutral for the
+    # forward pass and decoding here (docs/PERFORMANCE.md). Set OPENBLAS_THREAD_TIMEOUT to override.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     try:
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:

@@ -181,6 +181,66 @@ def _count_above(m: ir.Module) -> None:
     fn.b.ret(fn.loop(ir.Constant(I64, 0), n, [ir.Constant(I64, 0)], body)[0])
 
 
+def _top_k(m: ir.Module) -> None:
+    """ids[:k] = the k largest entries of x, largest first, ties by the lower id (k >= 1); vals is
+    scratch. One scalar pass: an entry is inserted only when it beats the current k-th value. Entries
+    that are not > -inf are never taken (ids stay -1 when fewer than k qualify)."""
+    fn = _Fn(m, "top_k", ir.VoidType(), [PF32, I64, I64, PI64, PF32])
+    x, n, k, ids, vals = fn.args
+    b = fn.b
+    zero = ir.Constant(I64, 0)
+    one = ir.Constant(I64, 1)
+    minus_inf = ir.Constant(F32, float("-inf"))
+
+    def init(i, c):
+        b.store(minus_inf, b.gep(vals, [i]))
+        b.store(ir.Constant(I64, -1), b.gep(ids, [i]))
+        return []
+
+    fn.loop(zero, k, [], init)
+    last = b.sub(k, one)
+
+    def body(i, c):
+        thr = c[0]
+        v = fn.load(x, i)
+        entry = b.block
+        insert = fn.fn.append_basic_block("insert")
+        shift = fn.fn.append_basic_block("shift")
+        check = fn.fn.append_basic_block("check")
+        move = fn.fn.append_basic_block("move")
+        place = fn.fn.append_basic_block("place")
+        cont = fn.fn.append_basic_block("cont")
+        b.cbranch(fn.gt(v, thr), insert, cont)
+        b.position_at_end(insert)
+        b.branch(shift)
+        b.position_at_end(shift)  # j from k-1 down while vals[j-1] < v
+        j = b.phi(I64)
+        j.add_incoming(last, insert)
+        b.cbranch(b.icmp_signed(">", j, zero), check, place)
+        b.position_at_end(check)
+        jm = b.sub(j, one)
+        prev = fn.load(vals, jm)
+        b.cbranch(b.fcmp_ordered("<", prev, v), move, place)
+        b.position_at_end(move)
+        b.store(prev, b.gep(vals, [j]))
+        b.store(fn.load(ids, jm), b.gep(ids, [j]))
+        j.add_incoming(jm, move)
+        b.branch(shift)
+        b.position_at_end(place)
+        b.store(v, b.gep(vals, [j]))
+        b.store(i, b.gep(ids, [j]))
+        new_thr = fn.load(vals, last)
+        b.branch(cont)
+        b.position_at_end(cont)
+        out = b.phi(F32)
+        out.add_incoming(thr, entry)
+        out.add_incoming(new_thr, place)
+        return [out]
+
+    fn.loop(zero, n, [minus_inf], body)
+    b.ret_void()
+
+
 def _row_exp(m: ir.Module) -> None:
     """e[i] = exp(x[i] - top) (0 below -87 nats); out = (sum e, sum e (x - top)) in float64."""
     fn = _Fn(m, "row_exp", ir.VoidType(), [PF32, I64, F32, PF32, PF64])
@@ -275,6 +335,8 @@ class Kernels:
 
     - ``row_max(x, n) -> float``
     - ``count_above(x, n, t) -> int``: how many of x[:n] exceed t
+    - ``top_k(x, n, k, ids, vals)``: int64 ids[:k] of the k largest, largest first, ties by lower id
+      (-1 where fewer than k entries are > -inf); float32 vals[:k] is scratch
     - ``row_exp(x, n, top, e, out)``: e = exp(x - top), 0 below -87 nats;
       out[:2] = (sum e, sum e (x - top))
     - ``kl_js(xa, ea, ia, xb, eb, ib, dc, n, out)``: out[:2] = (KL(P_a || P_b), JS(P_a, P_b)) with
@@ -283,7 +345,7 @@ class Kernels:
 
     def __init__(self) -> None:
         module = ir.Module(name="lens_kernels")
-        for build in (_row_max, _count_above, _row_exp, _kl_js):
+        for build in (_row_max, _count_above, _top_k, _row_exp, _kl_js):
             build(module)
         self._engine, self.ir = compile_module(module)  # the engine keeps the machine code alive
 
@@ -293,6 +355,7 @@ class Kernels:
         p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
         self.row_max = get("row_max", f32, p, i64)
         self.count_above = get("count_above", i64, p, i64, f32)
+        self.top_k = get("top_k", None, p, i64, i64, p, p)
         self.row_exp = get("row_exp", None, p, i64, f32, p, p)
         self.kl_js = get("kl_js", None, p, p, f32, p, p, f32, f32, i64, p)
 

@@ -56,12 +56,17 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
     with _scratch(R, V) as e:
         # raw addresses: row r of x (or e) starts at base + r * row; outputs are float64 pairs
         xp, ep, row, sp, dp = x.ctypes.data, e.ctypes.data, 4 * V, sums.ctypes.data, div.ctypes.data
+        top_vals = np.empty((R, k), np.float32)  # the top-k kernel's scratch
+        tp, vp = top.ctypes.data, top_vals.ctypes.data
 
         def rows(lo: int, hi: int) -> None:
             for r in range(lo, hi):
                 top_logit[r] = kern.row_max(xp + r * row, V)
                 kern.row_exp(xp + r * row, V, top_logit[r], ep + r * row, sp + 16 * r)
-                top[r] = _top_k(x[r], k)
+                if k:
+                    kern.top_k(xp + r * row, V, k, tp + 8 * k * r, vp + 4 * k * r)
+                    if top[r, -1] < 0:  # fewer than k entries above -inf
+                        top[r] = _top_k(x[r], k)
                 for j, tid in enumerate(t):
                     ranks[r, j] = kern.count_above(xp + r * row, V, x[r, tid]) + 1
 

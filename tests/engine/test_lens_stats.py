@@ -133,6 +133,7 @@ def test_minus_infinity_logits_count_as_zero_probability():
     p /= p.sum(-1, keepdims=True)
     np.testing.assert_allclose(st.entropy, [-(q[q > 0] * np.log(q[q > 0])).sum() for q in p], rtol=1e-6)
     assert st.top_ids == [[3, 1], [0, 2]]
+    assert lens_stats(x, 4, [], []).top_ids == [[3, 1, 0, 2], [0, 2, 3, 1]]  # fewer than k finite: -inf last
     assert st.tracked_probs[0] == [0.0] and st.tracked_ranks[0] == [4]
     # each row puts mass where the other has none: KL is infinite, JS finite and at most ln 2
     assert st.kl == [np.inf, np.inf]
