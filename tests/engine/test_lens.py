@@ -158,3 +158,20 @@ def test_live_rows_equal_the_final_result(smollm, smollm_all):
         assert abs(seg.predictions[0].probability - one.predictions[0].probability) < 1e-5
     # the final prediction's rank per layer equals the tracked ' Paris' ranks (it is ' Paris')
     assert r.final_token_ranks == smollm_all.token_evolutions[0].layer_ranks
+
+
+@pytest.mark.real_model
+def test_padded_unembedding_rows_equal_the_unpadded_ones(smollm):
+    """30 layers' rows go through the head padded to 32 under OpenBLAS; the values must not move."""
+    from engine import blas
+    from engine.lens import _row_padding
+
+    assert _row_padding(30) == (2 if blas.state().loaded else 0) and _row_padding(5) == 0 and _row_padding(16) == 0
+    ids = smollm.tokenizer.encode(PROMPT)
+    hm = HookedModel(smollm)
+    out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(positions="last"), logits="none")
+    resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in range(30)], axis=0)
+    padded = np.array(fast_lens_logits(hm, resid))
+    assert padded.shape == (30, 49152)
+    one_by_one = np.concatenate([np.array(lens_distributions(hm, resid[i:i + 1])[0]) for i in range(30)])
+    assert np.abs(padded - one_by_one).max() < 1e-4
