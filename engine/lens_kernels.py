@@ -311,9 +311,12 @@ def compile_module(module: ir.Module) -> tuple[llvm.ExecutionEngine, str]:
         llvm.initialize()
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # not available on every platform (numba falls back the same way)
+        features = ""
     target = llvm.Target.from_default_triple()
-    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                      features=llvm.get_host_cpu_features().flatten(), opt=3)
+    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=features, opt=3)
     mod = llvm.parse_assembly(str(module))
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
