@@ -27,7 +27,6 @@ from llvmlite import ir
 
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
-I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 PF32 = F32.as_pointer()

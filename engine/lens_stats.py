@@ -1,12 +1,12 @@
 """Statistics of lens distributions: top-k, entropy, KL/JS between rows, full-vocabulary ranks.
 
 Input is logits [rows, vocab] (one row per layer). Done on the CPU in compiled loops
-(``engine.lens_kernels``) and NumPy, not MLX: MLX's CPU element-wise ``exp`` over a vocabulary is
-slow and its float32 reductions drift by ~1e-4 relative. What keeps it fast (docs/PERFORMANCE.md, lens
+(``engine.lens_kernels``), not MLX: MLX's CPU element-wise ``exp`` over a vocabulary is slow and
+its float32 reductions drift by ~1e-4 relative. What keeps it fast (docs/PERFORMANCE.md, lens
 overhead):
 
-- one fused, vectorised pass per statistic and row (max; exp with its sums; ranks) and one
-  per pair of rows (KL and JS together), accumulated in float64;
+- one fused pass per statistic and row (max; exp with its sums; top-k; ranks) and one per pair
+  of rows (KL and JS together), accumulated in float64;
 - the one work buffer (the rows' exponentials) is reused across calls: a fresh 6 MB array costs
   more in page faults than the arithmetic on it;
 - the rows (then the pairs) are split between the calling thread and one worker thread (the
@@ -26,7 +26,6 @@ import numpy as np
 from engine.lens_kernels import kernels
 
 _PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over two threads
-_BLOCK = 512  # block size of the top-k pre-selection
 
 
 @dataclass
@@ -90,28 +89,9 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
 
 
 def _top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """Ids of the k largest logits of one row, largest first (ties: lower id first).
-
-    Exact without sorting the row: the k-th largest block maximum is a lower bound of the k-th
-    largest element (those k maxima are k elements at least that large), so the top k lie in the
-    few blocks whose maximum reaches it."""
-    V = x.shape[0]
-    nb = V // _BLOCK
-    if k == 0:
-        return np.zeros(0, np.int64)
-    if nb < 4 * k:
-        cand = np.argpartition(-x, k - 1)[:k] if k < V else np.arange(V)
-        cand = np.flatnonzero(x >= x[cand].min())  # every tie of the k-th value, then the lower ids win
-    else:
-        maxima = x[:nb * _BLOCK].reshape(nb, _BLOCK).max(axis=-1)
-        if nb * _BLOCK < V:  # the ragged tail is one more block
-            maxima = np.append(maxima, x[nb * _BLOCK:].max())
-        bound = -np.partition(-maxima, k - 1)[k - 1]
-        blocks = np.flatnonzero(maxima >= bound)
-        cand = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
-        cand = cand[cand < V]
-        cand = cand[x[cand] >= bound]
-    return cand[np.lexsort((cand, -x[cand]))[:k]]
+    """Ids of the k largest logits of one row, largest first (ties: lower id first), by a full
+    sort: the fallback for rows the compiled pass cannot fill (fewer than k entries above -inf)."""
+    return np.lexsort((np.arange(x.shape[0]), -x))[:k]
 
 
 _POOL: list[ThreadPoolExecutor] = []
