@@ -15,6 +15,7 @@ from engine.results import AnalyzeRequest, LayerStrategy
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_strip import RankStrip
@@ -44,6 +45,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
 | `up`/`down` (prompt) | prompt history |
 | `up`/`down` (table) | move through layers; `enter` shows a layer's full top-k and KL to the next |
 | `[` / `]` | lens at the previous / next prompt position |
+| `t` | logit lens ↔ tuned lens (`lazarus --lens FILE`, else the model's default file; docs/lens.md) |
 | `/` | back to the prompt |
 | `esc` | cancel |
 """
@@ -52,6 +54,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
         Binding("right_square_bracket", "position(1)", "Next pos"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
@@ -61,6 +64,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
         super().__init__(*args, **kwargs)
         self.result: Any = None
         self.final_ranks: dict[int, int] = {}
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -75,12 +79,20 @@ put through the model's final norm and unembedding. The table fills as layers fi
             yield LayerTable(id="layers")
             with Vertical(classes="side"):
                 yield ProbabilityChart(id="chart")
+                yield LensPanel(id="lens-panel")
                 yield Static("enter on a layer: its full top-k and the KL to the next layer", id="detail")
         yield RankStrip(id="ranks")
         yield Static(id="summary")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_analysis(self.result.request.model_copy(update={"lens": self.lens}))
 
     # -- requests ----------------------------------------------------------------------------
     def build_request(self) -> AnalyzeRequest:
@@ -89,6 +101,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
             layer_strategy=self.query_one("#strategy", Select).value,
             top_k=int(self.query_one("#top-k", Input).value or 5),
             position=int(self.query_one("#position", Input).value or -1),
+            lens=self.lens,
         )
 
     @on(Input.Submitted)
@@ -133,6 +146,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
         self.query_one(ProbabilityChart).show(result)
         self.query_one(RankStrip).show(result.predicted_token, final_ranks)
         self.query_one(TokenStrip).show(result.tokens, result.position)
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
         mkl = result.max_kl_transition
         dec = "none" if result.decision_layer is None else f"layer {result.decision_layer}"
         kl = "" if mkl is None else f" · max KL: {mkl.from_layer}→{mkl.to_layer} ({mkl.kl_divergence:.3f})"

@@ -17,6 +17,7 @@ from engine.tracking import TrackGenerationRequest
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_table import RankTable
@@ -46,6 +47,7 @@ the layer from which it stays top-1).
 | `delete` (tracked list) | remove the highlighted token |
 | `enter` (N) or `ctrl+g` | generate N tokens and track them |
 | `ctrl+l` | toggle log scale |
+| `t` | logit lens ↔ tuned lens (both the tracked tokens and generation tracking) |
 | `/` | back to the prompt |
 | `esc` | cancel |
 """
@@ -54,6 +56,7 @@ the layer from which it stays top-1).
         Binding("ctrl+g", "generate", "Generate"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
@@ -64,6 +67,7 @@ the layer from which it stays top-1).
         self.tracked: list[str] = []
         self.result: Any = None
         self.generation: Any = None
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -76,6 +80,7 @@ the layer from which it stays top-1).
             with Vertical(classes="narrow"):
                 yield OptionList(id="tracked")
                 yield Static(id="lookup-note")
+                yield LensPanel(id="lens-panel")
             yield TrackedTokenChart(id="token-chart")
             yield RankTable(id="rank-table")
         yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track", id="gen-summary")
@@ -83,6 +88,15 @@ the layer from which it stays top-1).
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_lens()
+        if self.generation is not None:
+            self.action_generate()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -134,7 +148,7 @@ the layer from which it stays top-1).
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
-                             track_tokens=list(self.tracked), top_k=5)
+                             track_tokens=list(self.tracked), top_k=5, lens=self.lens)
         self.lens_worker(req)
 
     @work(exclusive=True, group="tracking")
@@ -144,6 +158,7 @@ the layer from which it stays top-1).
         if result is None:
             return
         self.result = result
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
         if not self.tracked:
@@ -162,7 +177,8 @@ the layer from which it stays top-1).
     def action_generate(self) -> None:
         try:
             req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
-                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8))
+                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8),
+                                         lens=self.lens)
         except (ValidationError, ValueError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             self.notify(f"N: {msg}", title="bad request", severity="error")
@@ -178,6 +194,7 @@ the layer from which it stays top-1).
             self.query_one("#gen-summary", Static).update("generation tracking: no result")
             return
         self.generation = res
+        self.query_one(LensPanel).show(res.request.lens, res.lens)
         self.query_one(GenerationGrid).show(res)
         self.query_one("#gen-summary", Static).update(
             f"generated {len(res.positions)} tokens ({res.stopped}): {res.text!r} · rows: generated tokens, "
