@@ -19,9 +19,9 @@ from engine.diff import same_tokenizer
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.lens import lens_distributions
-from engine.tuned_lens import resolve_lens
 from engine.models import LoadedModel
 from engine.results import TokenPrediction
+from engine.tuned_lens import resolve_lens
 
 
 def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool] | None, lens_spec: str = "logit"):

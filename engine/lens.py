@@ -23,7 +23,6 @@ from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
 from engine.lens_stats import LensStats, lens_stats
 from engine.models import LoadedModel
-from engine.tuned_lens import TunedLens, resolve_lens
 from engine.results import (
     AnalysisResult,
     AnalyzeRequest,
@@ -33,6 +32,7 @@ from engine.results import (
     TokenEvolutionResult,
     TokenPrediction,
 )
+from engine.tuned_lens import TunedLens, resolve_lens
 
 CONFIDENT_BELOW = 0.3  # normalised entropy under which a layer counts as confident
 

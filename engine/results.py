@@ -48,7 +48,7 @@ class LensBinding(Frozen):
 
     path: str
     model_id: str
-    weights_hash: str  # sha256 of the final norm and unembedding weights (as bfloat16), 16 hex digits
+    weights_hash: str  # engine.tuned_lens.weights_hash: final norm and unembedding, a sample of the rest
     hidden_size: int
     num_layers: int
     dtype: str

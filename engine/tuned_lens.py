@@ -6,8 +6,8 @@ Every lens reader (``engine.lens``, tracking, compare, tuned-lens eval) applies 
 ``engine.lens.lens_input``; training (``engine.tuned_lens_train``) uses the same ``translate``.
 
 A lens file (safetensors) holds ``weight`` [layers, hidden, hidden] and ``bias`` [layers, hidden]
-in float32, plus metadata binding it to its model: model id, a SHA-256 of the final norm and
-unembedding weights, hidden size, layer count, dtype, training corpus and token count. A file
+in float32, plus metadata binding it to its model: model id, a SHA-256 of its weights (the final
+norm and unembedding whole, a sample of the rest: ``weights_hash``), hidden size, layer count, dtype, training corpus and token count. A file
 whose binding does not match the loaded model is refused (``InputError``, exit 2): a lens
 trained for one checkpoint is silently wrong on another.
 
@@ -81,9 +81,15 @@ def translate(h: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
 
 # -- binding -----------------------------------------------------------------------------------
 
+SAMPLE = 4096  # elements hashed from each weight tensor other than the final norm and unembedding
+
+
 def weights_hash(lm: LoadedModel) -> str:
-    """SHA-256 (hex, first 16 digits) of the final norm and unembedding parameters, cast to bfloat16
-    (so the same checkpoint loaded as float32 or bfloat16 hashes alike). Cached per loaded model."""
+    """SHA-256 (first 16 hex digits) binding a lens to its model: the architecture, the final norm
+    and unembedding weights whole, and an evenly strided sample of every other weight tensor (a
+    fine-tune that leaves the head alone, LoRA included, still changes it). Floating weights are cast
+    to bfloat16 first, so the same checkpoint loaded as float32 or bfloat16 hashes alike. Cached on
+    the loaded model."""
     cached = lm.extras.get("tuned_lens_hash")
     if cached is not None:
         return cached
@@ -92,12 +98,15 @@ def weights_hash(lm: LoadedModel) -> str:
 
     model = lm.model
     head = model.model.embed_tokens if lm.adapter.tied_embeddings else model.lm_head
-    h = hashlib.sha256()
-    for prefix, module in (("norm", lm.adapter.final_norm(model)), ("unembed", head)):
-        for name, value in sorted(tree_flatten(module.parameters())):
-            arr = value.astype(mx.bfloat16) if mx.issubdtype(value.dtype, mx.floating) else value
-            h.update(f"{prefix}.{name}:{arr.dtype}:{tuple(arr.shape)};".encode())
-            h.update(memoryview(arr.view(mx.uint16) if arr.dtype == mx.bfloat16 else arr))
+    whole = {id(v) for _, v in tree_flatten(head.parameters())}
+    whole |= {id(v) for _, v in tree_flatten(lm.adapter.final_norm(model).parameters())}
+    h = hashlib.sha256(f"{lm.adapter.model_type};".encode())
+    for name, value in sorted(tree_flatten(model.parameters()), key=lambda kv: kv[0]):
+        arr = value if id(value) in whole else value.reshape(-1)[::max(1, value.size // SAMPLE)]
+        if mx.issubdtype(arr.dtype, mx.floating):
+            arr = arr.astype(mx.bfloat16).view(mx.uint16)
+        h.update(f"{name}:{tuple(value.shape)};".encode())
+        h.update(memoryview(mx.contiguous(arr)))
     digest = h.hexdigest()[:16]
     lm.extras["tuned_lens_hash"] = digest
     return digest
@@ -158,13 +167,13 @@ def read_lens_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, s
     try:
         with safe_open(str(p), framework="numpy") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is not iterable)
         if meta.get("format") != FORMAT:
             raise InputError(f"{p.name} is not a lazarus tuned lens file")
         binding = LensBinding(path=str(p), **json.loads(meta["binding"]))
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001  (a damaged file: one line)
+    except Exception as exc:
         raise InputError(f"cannot read tuned lens {p.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     w, b = tensors.get("weight"), tensors.get("bias")
     L, d = binding.num_layers, binding.hidden_size

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from engine.models import LoadedModel
 
 LN2 = math.log(2.0)
+# A layer whose KL on a batch is below this (nats) already reads the final distribution to float32
+# precision (the last layer: its logit lens IS the model's output): its gradient is rounding noise,
+# which Adam's scale-free steps would turn into full-size updates, so it is not updated on that batch.
+EXACT_BELOW = 1e-4
 
 
 class TrainSettings(Frozen):
@@ -130,14 +134,27 @@ def _kl_chunk(lm: LoadedModel, weight: Any, bias: Any, resid: Any, p_final: Any,
     return (neg_entropy - (p_final * log_q).sum(axis=-1)).mean(axis=-1)  # [C]
 
 
+def _real(ahat: Any, beta: Any, scale: Any) -> tuple[Any, Any]:
+    """The translator (A, b) of standardized parameters: A = Â ⊙ (σ_i / σ_j), b = β ⊙ σ (σ [..., d])."""
+    return ahat * (scale[..., :, None] / scale[..., None, :]), beta * scale
+
+
 def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bool = False,
                cancel: Callable[[], bool] | None = None,
                on_step: Callable[[int, int, list[float]], None] | None = None,
                checkpoint_every: int = 20) -> TrainReport:
+    """Train (or, with ``resume``, continue) a tuned lens for ``lm`` and write it to ``out``.
+
+    Adam runs on standardized parameters: with σ the per-dimension RMS of each layer's residual
+    (measured on the first step's batch), the translator is A = Â ⊙ (σ_i/σ_j), b = β ⊙ σ. The
+    residual stream's scales span three orders of magnitude (SmolLM2: a few dimensions carry a
+    nearly constant offset of 50-450 while the median dimension's RMS is 1-20), and Adam's steps
+    are scale-free: in raw units a learning rate small enough for the typical dimension would take
+    thousands of steps to move the big offsets. The file holds the raw A and b."""
     import mlx.core as mx
 
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-    from engine.tuned_lens import read_lens_file, save_lens, weights_hash
+    from engine.tuned_lens import check_binding, read_lens_file, save_lens, weights_hash
 
     out = Path(out)
     ckpt = checkpoint_path(out)
@@ -145,60 +162,59 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
         raise InputError(f"output directory does not exist: {out.parent}")
     hm = HookedModel(lm)
     L, d = hm.n_layers, lm.info.hidden_size
-    weight = [mx.zeros((d, d)) for _ in range(L)]
-    bias = [mx.zeros((d,)) for _ in range(L)]
+    params = [{"a": mx.zeros((d, d)), "beta": mx.zeros((d,))} for _ in range(L)]
+    scale = None  # [L, d], measured on the first step
     start, seconds = 0, 0.0
-    opt = None
+    tensors: dict[str, np.ndarray] = {}
     if resume:
         if not ckpt.is_file():
             raise InputError(f"no checkpoint to resume: {ckpt}")
         tensors, meta, binding = read_lens_file(ckpt)
-        from engine.tuned_lens import check_binding
-
         check_binding(lm, binding)
         state = json.loads(meta["state"])
         s = TrainSettings(**state["settings"])
         start, seconds = int(state["step"]), float(state["seconds"])
-        weight = [mx.array(w) for w in tensors["weight"]]
-        bias = [mx.array(b) for b in tensors["bias"]]
-        opt = _optimizer(s)
-        opt.init({"layers": [{"weight": w, "bias": b} for w, b in zip(weight, bias)]})
-        opt.state["step"] = mx.array(start, dtype=mx.uint64)
-        for i in range(L):
-            for name, key in (("weight", "w"), ("bias", "b")):
-                opt.state["layers"][i][name] = {"m": mx.array(tensors[f"opt_{key}m"][i]),
-                                                "v": mx.array(tensors[f"opt_{key}v"][i])}
+        params = [{"a": mx.array(a), "beta": mx.array(b)} for a, b in zip(tensors["ahat"], tensors["beta"])]
+        scale = mx.array(tensors["scale"])
     elif ckpt.exists():
         raise InputError(f"{ckpt} is left from an interrupted run: pass --resume to continue it, or delete it")
-    if opt is None:
-        opt = _optimizer(s)
-        opt.init({"layers": [{"weight": w, "bias": b} for w, b in zip(weight, bias)]})
+    opt = _optimizer(s)
+    opt.init({"layers": params})
+    if resume:
+        opt.state["step"] = mx.array(start, dtype=mx.uint64)
+        for i in range(L):
+            for name in ("a", "beta"):
+                opt.state["layers"][i][name] = {"m": mx.array(tensors[f"m_{name}"][i]),
+                                                "v": mx.array(tensors[f"v_{name}"][i])}
     desc, seqs = _sequences(lm, s)
     steps = s.n_steps
     chunk = max(1, s.layer_chunk_rows // s.batch_tokens)
     chunks = [list(range(a, min(L, a + chunk))) for a in range(0, L, chunk)]
-    binding = dict(model_id=lm.info.model_id, weights_hash=weights_hash(lm), hidden_size=d, num_layers=L,
-                   dtype=lm.info.dtype, corpus=desc, tokens=0, steps=0)
+    binding = {"model_id": lm.info.model_id, "weights_hash": weights_hash(lm), "hidden_size": d, "num_layers": L,
+                   "dtype": lm.info.dtype, "corpus": desc, "tokens": 0, "steps": 0}
 
-    def loss(params: list[dict[str, Any]], resid: Any, p_final: Any, neg_ent: Any) -> tuple[Any, Any]:
-        kl = _kl_chunk(lm, mx.stack([p["weight"] for p in params]), mx.stack([p["bias"] for p in params]),
-                       resid, p_final, neg_ent)
+    def loss(ps: list[dict[str, Any]], sc: Any, resid: Any, p_final: Any, neg_ent: Any) -> tuple[Any, Any]:
+        w, b = _real(mx.stack([p["a"] for p in ps]), mx.stack([p["beta"] for p in ps]), sc)
+        kl = _kl_chunk(lm, w, b, resid, p_final, neg_ent)
         return kl.sum(), kl
 
     grad_fn = mx.value_and_grad(loss)
     recent: list[np.ndarray] = []
 
     def save(path: Path, step: int, final: bool) -> None:
-        b = {**binding, "tokens": step * s.batch_tokens, "steps": step}
+        assert scale is not None
+        w, b = _real(mx.stack([p["a"] for p in params]), mx.stack([p["beta"] for p in params]), scale)
+        meta = {**binding, "tokens": step * s.batch_tokens, "steps": step}
         extra: dict[str, Any] = {}
         if not final:
             st = opt.state["layers"]
             extra = {"state": json.dumps({"settings": s.model_dump(), "step": step, "seconds": seconds}),
-                     "opt_wm": np.stack([np.array(x["weight"]["m"]) for x in st]),
-                     "opt_wv": np.stack([np.array(x["weight"]["v"]) for x in st]),
-                     "opt_bm": np.stack([np.array(x["bias"]["m"]) for x in st]),
-                     "opt_bv": np.stack([np.array(x["bias"]["v"]) for x in st])}
-        save_lens(path, np.stack([np.array(w) for w in weight]), np.stack([np.array(x) for x in bias]), b, extra)
+                     "scale": np.array(scale),
+                     "ahat": np.stack([np.array(p["a"]) for p in params]),
+                     "beta": np.stack([np.array(p["beta"]) for p in params]),
+                     **{f"{m}_{name}": np.stack([np.array(x[name][m]) for x in st])
+                        for m in ("m", "v") for name in ("a", "beta")}}
+        save_lens(path, np.array(w), np.array(b), meta, extra)
 
     step = start
     try:
@@ -208,27 +224,28 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
             cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=None, positions=positions)
             fwd = hm.forward(Batch.from_lists(rows), capture=cap, logits="none", cancel=cancel)
             resid = mx.stack([fwd.captures[f"blocks.{layer}.resid_post"].reshape(-1, d) for layer in range(L)])
+            if scale is None:
+                rms = mx.sqrt((resid.astype(mx.float32) ** 2).mean(axis=1))  # [L, d]
+                scale = mx.maximum(rms, 1e-3 * rms.mean(axis=-1, keepdims=True) + 1e-12)
             final = lm.adapter.lens_logits(lm.model, resid[L - 1]).astype(mx.float32)  # [T, V], once per step
             log_p = final - mx.logsumexp(final, axis=-1, keepdims=True)
             p_final = mx.exp(log_p)
             neg_ent = (p_final * log_p).sum(axis=-1)
-            mx.eval(resid, p_final, neg_ent)
+            mx.eval(resid, p_final, neg_ent, scale)
             grads: list[dict[str, Any]] = [{}] * L
             kl_step = np.zeros(L)
             for layers in chunks:
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
-                params = [{"weight": weight[i], "bias": bias[i]} for i in layers]
-                (_, kl), g = grad_fn(params, resid[layers[0]:layers[-1] + 1], p_final, neg_ent)
+                a, z = layers[0], layers[-1] + 1
+                (_, kl), g = grad_fn(params[a:z], scale[a:z], resid[a:z], p_final, neg_ent)
                 mx.eval(kl, g)
-                for i, gi in zip(layers, g):
-                    grads[i] = gi
-                kl_step[layers] = np.array(kl)
-            new = opt.apply_gradients({"layers": grads},
-                                      {"layers": [{"weight": w, "bias": b} for w, b in zip(weight, bias)]})
-            weight = [p["weight"] for p in new["layers"]]
-            bias = [p["bias"] for p in new["layers"]]
-            mx.eval(weight, bias, opt.state)
+                kl_np = np.array(kl)
+                grads[a:z] = [gi if k >= EXACT_BELOW else {n: mx.zeros_like(v) for n, v in gi.items()}
+                              for gi, k in zip(g, kl_np)]
+                kl_step[a:z] = kl_np
+            params = opt.apply_gradients({"layers": grads}, {"layers": params})["layers"]
+            mx.eval(params, opt.state)
             step += 1
             seconds += time.perf_counter() - t0
             recent = (recent + [kl_step / LN2])[-10:]

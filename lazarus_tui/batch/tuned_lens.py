@@ -8,7 +8,15 @@ from pathlib import Path
 from rich.table import Table
 
 from engine.errors import Cancelled, InputError
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, err, out
+from lazarus_tui.batch.common import (
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    err,
+    out,
+)
 
 USAGE = "usage: lazarus --batch tuned-lens {train,eval} [options]   (lazarus --batch tuned-lens train -h)"
 
@@ -86,7 +94,7 @@ def _train(argv: list[str]) -> int:
                                    checkpoint_every=args.checkpoint_every)
 
     try:
-        info, report = runner.run(job, "tuned-lens train")
+        _info, report = runner.run(job, "tuned-lens train")
     except Cancelled:
         err.print("checkpoint saved: rerun with --resume to continue", markup=False)
         raise

@@ -11,7 +11,7 @@ import pytest
 from engine.errors import Cancelled, InputError
 from engine.results import AnalyzeRequest, LayerStrategy
 
-SETTINGS = dict(steps=12, batch_tokens=16, positions_per_sequence=8, seq_len=32, lr=3e-3, warmup=2)
+SETTINGS = {"steps": 12, "batch_tokens": 16, "positions_per_sequence": 8, "seq_len": 32, "lr": 3e-3, "warmup": 2}
 PROMPT = "The capital of France is"
 
 
