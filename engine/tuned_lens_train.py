@@ -51,8 +51,9 @@ class TrainSettings(Frozen):
     positions_per_sequence: int = Field(16, ge=1)  # random positions read from each sequence
     seq_len: int = Field(128, ge=2)
     layer_chunk_rows: int = Field(512, ge=1)  # layers x positions unembedded at once (memory)
-    lr: float = Field(1e-3, gt=0)
-    adam_eps: float = Field(1e-4, gt=0)  # see _optimizer
+    lr: float = Field(1e-2, gt=0)  # Adam's rate for β (b = β ⊙ σ: a step moves b by ~lr σ)
+    matrix_lr: float = Field(0.05, gt=0)  # for Â, per element matrix_lr / hidden (a step's spectral norm ~matrix_lr)
+    adam_eps: float = Field(1e-4, gt=0)
     warmup: int = Field(10, ge=0)
     seed: int = 0
 
@@ -79,19 +80,23 @@ def checkpoint_path(out: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + ".ckpt.safetensors")
 
 
-def _optimizer(s: TrainSettings) -> Any:
+def _optimizer(s: TrainSettings, hidden: int) -> Any:
+    """Adam for Â and for β, each with warm-up then cosine decay. Adam moves every element by about
+    its rate per step, whatever the gradient's scale; for a hidden x hidden matrix whose gradient is
+    close to rank one that is a change of spectral norm ~rate x hidden, hence the per-element rate
+    ``matrix_lr / hidden`` for Â."""
     import mlx.optimizers as optim
 
     steps = s.n_steps
     warm = min(s.warmup, max(0, steps - 1))
-    decay = optim.cosine_decay(s.lr, max(1, steps - warm), s.lr * 0.05)
-    sched = decay if warm == 0 else optim.join_schedules([optim.linear_schedule(s.lr / warm, s.lr, warm), decay],
-                                                         [warm])
-    # Adam's step is scale-free, so at a translator whose gradient is zero in exact arithmetic (the
-    # last layer: the logit lens there IS the model's output) float rounding (~1e-6) would move it at
-    # the full learning rate; an eps well above that noise and well below real gradients (~1e-2 per
-    # element for SmolLM2) keeps it at the identity.
-    return optim.Adam(learning_rate=sched, eps=s.adam_eps)
+
+    def schedule(lr: float) -> Any:
+        decay = optim.cosine_decay(lr, max(1, steps - warm), lr * 0.05)
+        return decay if warm == 0 else optim.join_schedules([optim.linear_schedule(lr / warm, lr, warm), decay], [warm])
+
+    return optim.MultiOptimizer([optim.Adam(learning_rate=schedule(s.matrix_lr / hidden), eps=s.adam_eps),
+                                 optim.Adam(learning_rate=schedule(s.lr), eps=s.adam_eps)],
+                                [lambda path, _: path.endswith(".matrix")])
 
 
 def _sequences(lm: LoadedModel, s: TrainSettings) -> tuple[str, list[list[int]]]:
@@ -152,6 +157,7 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     are scale-free: in raw units a learning rate small enough for the typical dimension would take
     thousands of steps to move the big offsets. The file holds the raw A and b."""
     import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
 
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
     from engine.tuned_lens import check_binding, read_lens_file, save_lens, weights_hash
@@ -162,7 +168,7 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
         raise InputError(f"output directory does not exist: {out.parent}")
     hm = HookedModel(lm)
     L, d = hm.n_layers, lm.info.hidden_size
-    params = [{"a": mx.zeros((d, d)), "beta": mx.zeros((d,))} for _ in range(L)]
+    params = [{"matrix": mx.zeros((d, d)), "bias": mx.zeros((d,))} for _ in range(L)]  # Â, β
     scale = None  # [L, d], measured on the first step
     start, seconds = 0, 0.0
     tensors: dict[str, np.ndarray] = {}
@@ -174,18 +180,15 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
         state = json.loads(meta["state"])
         s = TrainSettings(**state["settings"])
         start, seconds = int(state["step"]), float(state["seconds"])
-        params = [{"a": mx.array(a), "beta": mx.array(b)} for a, b in zip(tensors["ahat"], tensors["beta"])]
+        params = [{"matrix": mx.array(a), "bias": mx.array(b)} for a, b in zip(tensors["ahat"], tensors["beta"])]
         scale = mx.array(tensors["scale"])
     elif ckpt.exists():
         raise InputError(f"{ckpt} is left from an interrupted run: pass --resume to continue it, or delete it")
-    opt = _optimizer(s)
+    opt = _optimizer(s, d)
     opt.init({"layers": params})
     if resume:
-        opt.state["step"] = mx.array(start, dtype=mx.uint64)
-        for i in range(L):
-            for name in ("a", "beta"):
-                opt.state["layers"][i][name] = {"m": mx.array(tensors[f"m_{name}"][i]),
-                                                "v": mx.array(tensors[f"v_{name}"][i])}
+        opt.state = tree_unflatten([(k.removeprefix("opt."), mx.array(v)) for k, v in tensors.items()
+                                    if k.startswith("opt.")])
     desc, seqs = _sequences(lm, s)
     steps = s.n_steps
     chunk = max(1, s.layer_chunk_rows // s.batch_tokens)
@@ -194,7 +197,7 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
                    "dtype": lm.info.dtype, "corpus": desc, "tokens": 0, "steps": 0}
 
     def loss(ps: list[dict[str, Any]], sc: Any, resid: Any, p_final: Any, neg_ent: Any) -> tuple[Any, Any]:
-        w, b = _real(mx.stack([p["a"] for p in ps]), mx.stack([p["beta"] for p in ps]), sc)
+        w, b = _real(mx.stack([p["matrix"] for p in ps]), mx.stack([p["bias"] for p in ps]), sc)
         kl = _kl_chunk(lm, w, b, resid, p_final, neg_ent)
         return kl.sum(), kl
 
@@ -203,17 +206,15 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
 
     def save(path: Path, step: int, final: bool) -> None:
         assert scale is not None
-        w, b = _real(mx.stack([p["a"] for p in params]), mx.stack([p["beta"] for p in params]), scale)
+        w, b = _real(mx.stack([p["matrix"] for p in params]), mx.stack([p["bias"] for p in params]), scale)
         meta = {**binding, "tokens": step * s.batch_tokens, "steps": step}
         extra: dict[str, Any] = {}
         if not final:
-            st = opt.state["layers"]
             extra = {"state": json.dumps({"settings": s.model_dump(), "step": step, "seconds": seconds}),
                      "scale": np.array(scale),
-                     "ahat": np.stack([np.array(p["a"]) for p in params]),
-                     "beta": np.stack([np.array(p["beta"]) for p in params]),
-                     **{f"{m}_{name}": np.stack([np.array(x[name][m]) for x in st])
-                        for m in ("m", "v") for name in ("a", "beta")}}
+                     "ahat": np.stack([np.array(p["matrix"]) for p in params]),
+                     "beta": np.stack([np.array(p["bias"]) for p in params]),
+                     **{f"opt.{k}": np.array(v) for k, v in tree_flatten(opt.state)}}
         save_lens(path, np.array(w), np.array(b), meta, extra)
 
     step = start

@@ -34,7 +34,10 @@ def train_parser() -> ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --tokens)")
     p.add_argument("--batch-tokens", type=int, default=d.batch_tokens, help="positions per step")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per corpus sequence")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (cosine decay after warm-up)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam rate of the biases, in units of each dimension's "
+                   f"RMS (default {d.lr}; warm-up, then cosine decay)")
+    p.add_argument("--matrix-lr", type=float, default=d.matrix_lr, help=f"Adam rate of the matrices, as the "
+                   f"spectral size of a step (default {d.matrix_lr})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run's checkpoint (OUT.ckpt.safetensors)")
     p.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
@@ -66,10 +69,10 @@ def _train(argv: list[str]) -> int:
         raise InputError("--steps must be at least 1")
     if args.seq_len < 2:
         raise InputError("--seq-len must be at least 2")
-    if args.lr <= 0:
-        raise InputError("--lr must be positive")
+    if args.lr <= 0 or args.matrix_lr <= 0:
+        raise InputError("--lr and --matrix-lr must be positive")
     settings = TrainSettings(corpus=args.corpus, tokens=args.tokens, steps=args.steps, batch_tokens=args.batch_tokens,
-                             seq_len=args.seq_len, lr=args.lr, seed=args.seed)
+                             seq_len=args.seq_len, lr=args.lr, matrix_lr=args.matrix_lr, seed=args.seed)
     runner = JobRunner(args.model, args.dtype)
 
     def job(ctx):
