@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -26,30 +25,15 @@ def circuit_main(argv: list[str] | None = None) -> int:
     return dispatch(["circuit", *argv])
 
 
-def _leave(code: int) -> None:
-    """Exit without interpreter finalisation, after stopping the engine threads.
-
-    MLX can abort the process while Python finalises ("terminate called without an
-    active exception", SIGABRT) once an engine thread has run MLX work, even when
-    that thread has already stopped. Our own state is written by then (outputs are
-    renamed into place atomically), so the process leaves with its real exit code.
-    """
-    from engine.session import _close_all_sessions
-
-    _close_all_sessions()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def run() -> None:
-    """The `lazarus` console script."""
-    _leave(main())
+    """The `lazarus` console script. The engine threads are stopped at exit
+    (``engine.session.close_all_sessions``), so the interpreter finalises normally."""
+    sys.exit(main())
 
 
 def run_circuit() -> None:
     """The `circuit` console script."""
-    _leave(circuit_main())
+    sys.exit(circuit_main())
 
 
 if __name__ == "__main__":
