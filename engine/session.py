@@ -180,7 +180,7 @@ class EngineSession:
         self._reported: threading.Thread | None = None  # the last thread whose death was recorded
         self.restarts = 0  # engine threads that died and were replaced
         self.last_death: str | None = None  # why the last one died
-        # called (on the dying engine thread) with a one-line reason; the TUI shows it
+        # called with a one-line reason when an engine thread died (the TUI notifies; default: stderr)
         self.on_thread_death: Callable[[str], None] | None = None
         _sessions.add(self)
 
@@ -216,11 +216,20 @@ class EngineSession:
                                                   "a new engine thread was started: run it again"))
 
     def _tell_death(self, reason: str) -> None:
-        if self.on_thread_death is not None:
-            try:
+        """``on_thread_death`` (the TUI's notification), or one line on stderr (batch, API)."""
+        try:
+            if self.on_thread_death is not None:
                 self.on_thread_death(reason)
-            except Exception:  # noqa: BLE001  (a failing notifier must not stop the engine)
-                pass
+            else:
+                sys.stderr.write(f"lazarus: the engine thread stopped ({reason}); started a new one\n")
+        except Exception:  # noqa: BLE001  (a failing notifier must not stop the engine)
+            pass
+
+    def ensure_running(self) -> None:
+        """Replace an engine thread that died (saying so) once one has been started; a periodic
+        check, so that jobs queued behind a dead thread do not wait for the next ``submit``."""
+        if self._thread is not None:
+            self._ensure_thread()
 
     def alive(self) -> bool:
         """Whether the engine thread runs (False before the first job and after ``close``)."""

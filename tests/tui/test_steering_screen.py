@@ -75,3 +75,60 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         assert not screen.jobs
         assert app.engine_status.endswith("cancelled")
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
+
+
+async def test_fast_strength_presses_leave_the_engine_working(real_engine) -> None:
+    """→ six times ~150 ms apart: each press replaces a generation that is still queued behind the
+    running one (its waiter is cancelled). The engine thread used to die on the replaced job's
+    cancelled future (InvalidStateError), and every later job hung. Then a lens must still run."""
+    import asyncio
+
+    from lazarus_tui.screens.lens import LensScreen
+
+    async def settle_within(seconds: float) -> None:
+        await pilot.pause(0.05)
+        await asyncio.wait_for(app.workers.wait_for_complete(), seconds)
+        await pilot.pause(0.1)
+
+    session = real_engine.session
+    restarts = session.restarts
+    app = LazarusApp(real_engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle_within(60)
+        await pilot.press("f4")
+        await settle_within(60)
+        screen = app.screen
+        assert isinstance(screen, SteeringScreen)
+        screen.query_one("#raw").value = True
+        screen.query_one("#positive").value = "I love this, it is wonderful."
+        screen.query_one("#negative").value = "I hate this, it is awful."
+        screen.query_one("#layer").value = "10"
+        screen.query_one("#positive").focus()
+        await pilot.press("enter")
+        await settle_within(60)
+        assert screen.direction is not None
+        screen.query_one("#tokens").value = "4"
+        screen.query_one("#prompt").focus()
+        screen.query_one("#prompt").value = "I think the movie was"
+        await pilot.press("enter")
+        await settle_within(60)
+        assert screen.live_result.outputs[0].coefficient == 0.0
+
+        for _ in range(6):
+            await pilot.press("right")
+            await pilot.pause(0.15)
+        await settle_within(60)
+        assert screen.strength == pytest.approx(0.3)
+        assert screen.live_result.outputs[0].coefficient == pytest.approx(0.3)
+        assert "+0.30" in str(screen.query_one("#live").render())
+        assert session.alive() and session.restarts == restarts
+
+        await pilot.press("f1")
+        await settle_within(60)
+        lens = app.screen
+        assert isinstance(lens, LensScreen)
+        lens.query_one("#prompt").focus()
+        lens.query_one("#prompt").value = "The capital of France is"
+        await pilot.press("enter")
+        await settle_within(60)
+        assert lens.result is not None and lens.result.predicted_token == " Paris"
