@@ -8,6 +8,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     """Run lazarus in-process and return its exit code (tests call this)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["introspect"]:  # the original toolkit's spelling: `lazarus introspect <command> ...`
+        from lazarus_tui.batch import dispatch
+
+        return dispatch(argv[1:])
     if "--batch" in argv:
         argv.remove("--batch")
         from lazarus_tui.batch import dispatch
