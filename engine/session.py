@@ -45,15 +45,8 @@ def close_all_sessions() -> None:
     waiting leaves at once with exit 130, skipping finalisation (the only safe way out while MLX
     still runs).
     """
-    try:
-        for session in list(_sessions):
-            if not session.close(cancel=True, timeout=1.0):
-                sys.stderr.write("lazarus: waiting for the engine to finish its current step "
-                                 "(Ctrl-C to leave at once)\n")
-                sys.stderr.flush()
-                session.close(cancel=True, timeout=None)
-    except KeyboardInterrupt:
-        leave_now(130)
+    for session in list(_sessions):
+        session.shutdown()
 
 
 def leave_now(code: int) -> None:
@@ -309,6 +302,18 @@ class EngineSession:
             if self._thread is thread:
                 self._thread = None
         return True
+
+    def shutdown(self) -> None:
+        """Cancel every job and wait for the engine thread to end, saying so on stderr when the running
+        step takes over a second; Ctrl-C while waiting leaves at once (exit 130, see ``leave_now``)."""
+        try:
+            if not self.close(cancel=True, timeout=1.0):
+                sys.stderr.write("lazarus: waiting for the engine to finish its current step "
+                                 "(Ctrl-C to leave at once)\n")
+                sys.stderr.flush()
+                self.close(cancel=True, timeout=None)
+        except KeyboardInterrupt:
+            leave_now(130)
 
     # -- models ------------------------------------------------------------------------------
     def _get_model(self, spec: str | None, dtype: str | None, ctx: JobContext | None) -> Any:

@@ -262,4 +262,4 @@ class EngineClient:
 
     def close(self) -> None:
         """Cancel the jobs and join the engine thread (waiting for the running step)."""
-        self.session.close(cancel=True, timeout=None)
+        self.session.shutdown()

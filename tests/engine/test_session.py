@@ -156,21 +156,35 @@ _EXIT_SCRIPT = textwrap.dedent("""
     if mode == "after-job":  # the job finished; the script fails afterwards
         session.run(lambda ctx: mlx_work(ctx, 3))
         raise SystemExit(5)
-    session.submit(lambda ctx: mlx_work(ctx, 10**9))  # mid-job: the engine still runs MLX work
+    if mode == "long-step":  # a step that takes 3 s without looking at the cancel flag
+        import time
+        def long_step(ctx):
+            import mlx.core as mx
+            a = mx.random.normal((256, 256))
+            started.set()
+            t = time.monotonic()
+            while time.monotonic() - t < 3:
+                mx.eval(a @ a)
+            ctx.check()
+        session.submit(long_step)
+    else:
+        session.submit(lambda ctx: mlx_work(ctx, 10**9))  # mid-job: the engine still runs MLX work
     started.wait(30)
     raise RuntimeError("escaped while the engine works")
 """)
 
 
-@pytest.mark.parametrize("mode,code", [("after-job", 5), ("mid-job", 1)])
+@pytest.mark.parametrize("mode,code", [("after-job", 5), ("mid-job", 1), ("long-step", 1)])
 def test_process_exit_never_aborts(mode, code, tmp_path):
     """Before the engine thread released MLX's thread-local state, 14 of 20 "after-job" runs ended
     in SIGABRT (the thread's C++ destructors took the GIL while the main thread finalised); a
-    "mid-job" exit aborted whenever the engine thread was still inside MLX. Six runs each here."""
+    "mid-job" exit aborted whenever the engine thread was still inside MLX. Six runs each here; a
+    step longer than a second is waited for, saying so."""
     script = tmp_path / "exit_script.py"
     script.write_text(_EXIT_SCRIPT)
-    for _ in range(6):
+    for _ in range(6 if mode != "long-step" else 1):
         proc = subprocess.run([sys.executable, str(script), mode], cwd=ROOT, capture_output=True, text=True,
                               timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert "terminate called" not in proc.stderr
         assert proc.returncode == code, proc.stderr[-2000:]
+        assert ("waiting for the engine to finish its current step" in proc.stderr) == (mode == "long-step")
