@@ -219,9 +219,9 @@ class EngineSession:
             pass
 
     def ensure_running(self) -> None:
-        """Replace an engine thread that died (saying so) once one has been started; a periodic
-        check, so that jobs queued behind a dead thread do not wait for the next ``submit``."""
-        if self._thread is not None:
+        """Replace an engine thread that died (saying so) once one has been started and not closed;
+        a periodic check, so that jobs queued behind a dead thread do not wait for the next ``submit``."""
+        if self._thread is not None and not self._closing:
             self._ensure_thread()
 
     def alive(self) -> bool:
