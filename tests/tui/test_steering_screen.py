@@ -114,9 +114,17 @@ async def test_fast_strength_presses_leave_the_engine_working(real_engine) -> No
         await settle_within(60)
         assert screen.live_result.outputs[0].coefficient == 0.0
 
+        # the engine busy meanwhile (as with a long prompt or a slow machine), so that each press
+        # replaces a generation that is still queued, whatever the speed of this machine
+        import threading
+
+        release = threading.Event()
+        busy = session.submit(lambda ctx: release.wait(30), name="busy")
         for _ in range(6):
             await pilot.press("right")
             await pilot.pause(0.15)
+        release.set()
+        assert busy.result(timeout=30)
         await settle_within(60)
         assert screen.strength == pytest.approx(0.3)
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.3)
