@@ -215,7 +215,7 @@ class EngineSession:
                 self.on_thread_death(reason)
             else:
                 sys.stderr.write(f"lazarus: the engine thread stopped ({reason}); started a new one\n")
-        except Exception:  # noqa: BLE001  (a failing notifier must not stop the engine)
+        except Exception:  # noqa: BLE001, S110  (a failing notifier must not stop the engine)
             pass
 
     def ensure_running(self) -> None:
@@ -263,7 +263,7 @@ class EngineSession:
         else:
             try:
                 result = fn(JobContext(self, job, on_progress))
-            except BaseException as exc:  # delivered to the caller, never lost on this thread
+            except BaseException as exc:  # noqa: BLE001  (delivered to the caller, never lost on this thread)
                 _settle(job.future, exc=exc)
             else:
                 _settle(job.future, result)

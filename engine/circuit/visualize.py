@@ -147,9 +147,9 @@ def check_analysis_matches(analysis: AnalyzeResult, acts: Activations) -> None:
         raise InputError(f"the analysis was made from another activation file ({analysis.activations_file}: "
                          f"{why}); run 'circuit analyze -a {acts.path} -o FILE.json' for this one")
 
-    if analysis.activations_fingerprint is not None and acts.fingerprint is not None:
-        if analysis.activations_fingerprint != acts.fingerprint:
-            refuse("other model, prompts, layers or options")
+    if None not in (analysis.activations_fingerprint, acts.fingerprint) and \
+            analysis.activations_fingerprint != acts.fingerprint:
+        refuse("other model, prompts, layers or options")
     if analysis.model_id != acts.model_id:
         refuse(f"model {analysis.model_id}, not {acts.model_id}")
     if analysis.num_prompts != acts.n:
