@@ -28,7 +28,7 @@ class LensEvalRequest(Frozen):
     model: str | None = None
     lens: str  # a file path (or tuned / tuned:FILE)
     text: str | None = None  # None: the default corpus's held-out split
-    tokens: int = Field(1024, ge=1)  # positions evaluated (default text only)
+    tokens: int = Field(512, ge=1)  # positions evaluated (default text only)
     seq_len: int = Field(128, ge=2)
     batch_positions: int = Field(256, ge=1)  # positions unembedded at once per layer (memory)
 

@@ -45,9 +45,9 @@ EXACT_BELOW = 1e-4
 
 class TrainSettings(Frozen):
     corpus: str | None = None  # None: the standard library's docstrings (train split)
-    tokens: int = Field(6144, ge=1)  # positions trained on, in all (steps = tokens / batch_tokens)
+    tokens: int = Field(2048, ge=1)  # positions trained on, in all (steps = tokens / batch_tokens)
     steps: int | None = Field(None, ge=1)  # overrides tokens
-    batch_tokens: int = Field(32, ge=1)  # positions per step
+    batch_tokens: int = Field(16, ge=1)  # positions per step (more steps of fewer positions learn faster per position)
     positions_per_sequence: int = Field(16, ge=1)  # random positions read from each sequence
     seq_len: int = Field(128, ge=2)
     layer_chunk_rows: int = Field(512, ge=1)  # layers x positions unembedded at once (memory)

@@ -53,7 +53,7 @@ def eval_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("--lens", required=True, help="lens file (or tuned: the model's default file)")
     p.add_argument("--text", default=None, help="text to evaluate on, or @FILE (default: the held-out corpus split)")
-    p.add_argument("--tokens", type=int, default=1024, help="positions of the held-out corpus to evaluate")
+    p.add_argument("--tokens", type=int, default=512, help="positions of the held-out corpus to evaluate (default 512)")
     add_output_args(p)
     return p
 

@@ -167,3 +167,18 @@ def test_interrupted_training_resumes_to_the_same_lens(tiny_llama, tmp_path):
     w1, b1, _ = _weights(whole)
     w2, b2, _ = _weights(part)
     assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
+
+
+def test_low_level_logit_lens_reads_the_tuned_lens_too(tiny_llama, tiny_lens):
+    from engine.api import LogitLens, ModelHooks
+    from engine.lens import analyze
+
+    path, _ = tiny_lens
+    hooks = ModelHooks(tiny_llama)
+    hooks.forward(tiny_llama.tokenizer.prepare(PROMPT, chat=False))
+    rows = LogitLens(hooks, lens=f"tuned:{path}").layer_predictions(top_k=3)
+    r = analyze(tiny_llama, AnalyzeRequest(prompt=PROMPT, layer_strategy=LayerStrategy.ALL, top_k=3,
+                                           lens=f"tuned:{path}"))
+    for (layer, preds), lp in zip(rows, r.layer_predictions, strict=True):
+        assert layer == lp.layer_idx and [t for t, _ in preds] == [t.token for t in lp.predictions]
+        assert [p for _, p in preds] == pytest.approx([t.probability for t in lp.predictions], rel=1e-4)
