@@ -32,7 +32,7 @@ from mlx.utils import tree_flatten
 from engine.errors import UnsupportedArchitecture
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
 from tests.batch.helpers import lazarus
-from tests.families.factory import FAMILIES, HYBRID, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
+from tests.families.factory import FAMILIES, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
 
 TOL = 1e-4  # max |Δlogit| between two computations of the same float32 function (as `verify`)
 CHANGED = 100 * TOL  # an edit that matters moves some logit by far more than rounding can
@@ -56,7 +56,7 @@ MLP: dict[str, tuple[str, ...]] = {"mixtral": ("block_sparse_moe",), "granitemoe
 # fixtures and helpers
 
 
-@dataclass
+@dataclass(repr=False)
 class Family:
     name: str
     ref: Any  # the twin lazarus never sees
@@ -67,6 +67,9 @@ class Family:
     native: mx.array  # [1, S, vocab] float32, the twin's logits on `ids`
     native_short: mx.array
     lm: Any = None
+
+    def __repr__(self) -> str:  # failure reports would print every weight otherwise
+        return f"Family({self.name})"
 
     def hooked(self) -> HookedModel:
         """The engine's hooked model of this family; its refusal makes the test an expected failure."""
