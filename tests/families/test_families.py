@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from engine.errors import UnsupportedArchitecture
+from engine.errors import InputError, UnsupportedArchitecture
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
 from tests.batch.helpers import lazarus
 from tests.families.factory import FAMILIES, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
@@ -250,8 +250,13 @@ def test_hooked_kv_cache_token_by_token(fam):
 
 def test_hooked_left_padded_batch(fam):
     hm = fam.hooked()
+    batch = Batch.from_lists([fam.short, fam.ids], pad_id=fam.tok.pad_id or 0)
+    why = getattr(getattr(hm.adapter, "spec", None), "no_padding", None)
+    if why:  # a family that declares it cannot pad must refuse in one clean line
+        with pytest.raises(InputError, match="batch"):
+            hm.forward(batch, logits="all")
+        pytest.xfail(f"{fam.name} refuses left-padded batches: {why}")
     with refusal_is_xfail(fam.name):
-        batch = Batch.from_lists([fam.short, fam.ids], pad_id=fam.tok.pad_id or 0)
         out = hm.forward(batch, logits="all").logits
     pad = batch.pad[0]
     assert pad > 0
@@ -279,6 +284,7 @@ def test_every_claimed_site_captures(fam):
     kinds = claimed_kinds(hm)
     assert {SiteKind.resid_pre, SiteKind.resid_post} <= set(kinds), "every family has the residual sites"
     S, info = len(fam.ids), fam.lm.info
+    sinks = any(k.endswith(".sinks") for k, _ in tree_flatten(fam.ref.parameters()))  # gpt_oss
     with refusal_is_xfail(fam.name):
         caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
                           capture=CaptureSpec(kinds=kinds, layers=None, positions="all")).captures
@@ -296,7 +302,11 @@ def test_every_claimed_site_captures(fam):
                 assert value.shape == (1, S, widths[kind]), (key, value.shape)
             elif kind == SiteKind.attn_pattern:
                 assert value.shape[0] == 1 and value.shape[2:] == (S, S), (key, value.shape)
-                np.testing.assert_allclose(np.array(value).sum(-1), 1.0, atol=1e-4)
+                rows = np.array(value).sum(-1)
+                if sinks:  # a sink takes its share of the softmax: rows sum to at most 1
+                    assert (rows > 0).all() and (rows <= 1 + 1e-5).all(), key
+                else:
+                    np.testing.assert_allclose(rows, 1.0, atol=1e-5)
             else:  # mlp_hidden (dense width or per expert), moe_router, ...: one row per token
                 assert value.shape[:2] == (1, S), (key, value.shape)
         pre, post = caps[f"blocks.{layer}.resid_pre"], caps[f"blocks.{layer}.resid_post"]
