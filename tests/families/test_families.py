@@ -38,7 +38,7 @@ TOL = 1e-4  # max |Δlogit| between two computations of the same float32 functio
 CHANGED = 10 * TOL  # an edit that matters moves some logit by far more than rounding can
 PROMPT = "The capital of France is Paris. one two three four five six seven"
 SHORT = "Hi! How are you?"
-CLI_SAMPLE = ("gemma3", "gpt_neox", "deepseek_v3")  # a subprocess `verify` costs ~5 s each
+CLI_SAMPLE = ("gemma3", "deepseek_v3")  # a subprocess `verify` costs ~5 s of CPU each
 
 # Where each family's attention and MLP modules sit in a block, for the reference edits (an
 # oracle independent of the engine's own table). None: no such module, or its share of the
@@ -46,6 +46,8 @@ CLI_SAMPLE = ("gemma3", "gpt_neox", "deepseek_v3")  # a subprocess `verify` cost
 ATTN: dict[str, str | None] = {"gpt2": "attn", "gpt_bigcode": "attn", "gpt_neox": "attention",
                                "internlm2": "attention", "exaone": "attn.attention", "mamba2": None,
                                "falcon_h1": None}
+O_PROJ: dict[str, str] = {"gpt2": "c_proj", "gpt_bigcode": "c_proj", "gpt_neox": "dense", "phi": "dense",
+                         "internlm2": "wo", "exaone": "out_proj", "lfm2": "out_proj"}
 MLP: dict[str, tuple[str, ...]] = {"mixtral": ("block_sparse_moe",), "granitemoe": ("block_sparse_moe",),
                                    "internlm2": ("feed_forward",), "lfm2": ("feed_forward",),
                                    "falcon_h1": ("feed_forward",), "mamba2": (),
@@ -170,6 +172,23 @@ def edited(block: Any, dotted: str, fn: Callable[[Any], Any]) -> Iterator[None]:
         owner = getattr(owner, p)
     orig = getattr(owner, name)
     setattr(owner, name, _Edited(orig, fn))
+    try:
+        yield
+    finally:
+        setattr(owner, name, orig)
+
+
+class _EditedInput(_Edited):
+    """A module whose input goes through ``fn`` first."""
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(self._fn(x), *args, **kwargs)
+
+
+@contextlib.contextmanager
+def edited_input(owner: Any, name: str, fn: Callable[[Any], Any]) -> Iterator[None]:
+    orig = getattr(owner, name)
+    setattr(owner, name, _EditedInput(orig, fn))
     try:
         yield
     finally:
@@ -337,6 +356,37 @@ def test_zero_ablation_of_attention_equals_zeroed_module(fam):
     layer, path = where
     got = _hooked_logits(fam, hm, [Intervention(site=Site(layer=layer, kind=SiteKind.attn_out), op="zero")])
     with edited(layers_of(fam.ref)[layer], path, mx.zeros_like):
+        want = logits_of(fam.ref, [fam.ids])
+    assert maxdiff(want, fam.native) > CHANGED
+    assert maxdiff(got, want) < TOL
+
+
+def test_zero_ablation_of_one_head_equals_zeroed_projection_input(fam):
+    hm = fam.hooked()
+    kinds = claimed_kinds(hm)
+    heads_kind = getattr(SiteKind, "attn_heads", None)
+    if SiteKind.attn_out not in kinds or (heads_kind is not None and heads_kind not in kinds):
+        pytest.skip(f"{fam.name} claims no per-head attn_out")
+    where = attn_layer(fam)
+    if where is None:
+        pytest.skip(f"{fam.name}: no single attention module to compare with")
+    layer, path = where
+    if heads_kind is not None and hasattr(hm, "has_site") and not hm.has_site(heads_kind, layer):
+        pytest.skip(f"{fam.name}: no heads at layer {layer}")
+    head = 1
+    got = _hooked_logits(fam, hm, [Intervention(site=Site(layer=layer, kind=SiteKind.attn_out), op="zero",
+                                                head=head)])
+    attn = layers_of(fam.ref)[layer]
+    for part in path.split("."):
+        attn = getattr(attn, part)
+    n_heads = int(getattr(hm, "n_heads", fam.lm.info.num_heads))
+
+    def drop_head(z: mx.array) -> mx.array:  # z [B, S, heads * head_dim], the output projection's input
+        d = z.shape[-1] // n_heads
+        keep = (mx.arange(z.shape[-1]) // d != head).astype(z.dtype)
+        return z * keep
+
+    with edited_input(attn, O_PROJ.get(fam.name, "o_proj"), drop_head):
         want = logits_of(fam.ref, [fam.ids])
     assert maxdiff(want, fam.native) > CHANGED
     assert maxdiff(got, want) < TOL
