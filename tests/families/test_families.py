@@ -48,6 +48,8 @@ ATTN: dict[str, str | None] = {"gpt2": "attn", "gpt_bigcode": "attn", "gpt_neox"
                                "falcon_h1": None}
 O_PROJ: dict[str, str] = {"gpt2": "c_proj", "gpt_bigcode": "c_proj", "gpt_neox": "dense", "phi": "dense",
                          "internlm2": "wo", "exaone": "out_proj", "lfm2": "out_proj"}
+DOWN: dict[str, str] = {"phi": "fc2", "gpt2": "c_proj", "gpt_bigcode": "c_proj", "starcoder2": "c_proj",
+                       "gpt_neox": "dense_4h_to_h", "internlm2": "w2", "exaone": "c_proj", "lfm2": "w2"}
 MLP: dict[str, tuple[str, ...]] = {"mixtral": ("block_sparse_moe",), "granitemoe": ("block_sparse_moe",),
                                    "internlm2": ("feed_forward",), "lfm2": ("feed_forward",),
                                    "falcon_h1": ("feed_forward",), "mamba2": (),
@@ -403,6 +405,31 @@ def test_zero_ablation_of_mlp_equals_zeroed_module(fam):
         for path in paths:
             stack.enter_context(edited(layers_of(fam.ref)[layer], path, mx.zeros_like))
         want = logits_of(fam.ref, [fam.ids])
+    assert maxdiff(want, fam.native) > CHANGED
+    assert maxdiff(got, want) < TOL
+
+
+def test_mlp_hidden_is_the_down_projections_input(fam):
+    hm = fam.hooked()
+    paths = MLP.get(fam.name, ("mlp",))
+    if SiteKind.mlp_hidden not in claimed_kinds(hm) or len(paths) != 1:
+        pytest.skip(f"{fam.name} claims no mlp_hidden site")
+    layer = 0
+    mlp = getattr(layers_of(fam.ref)[layer], paths[0])
+    down = DOWN.get(fam.name, "down_proj")
+    if not hasattr(mlp, down):
+        pytest.fail(f"{fam.name} claims mlp_hidden but layer {layer}'s MLP has no {down} (mixture of experts?)")
+    seen: list[mx.array] = []
+    with edited_input(mlp, down, lambda z: seen.append(z) or z):
+        logits_of(fam.ref, [fam.ids])
+    with edited_input(mlp, down, lambda z: 0.5 * z):
+        want = logits_of(fam.ref, [fam.ids])
+    site = Site(layer=layer, kind=SiteKind.mlp_hidden)
+    with refusal_is_xfail(fam.name):
+        caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
+                          capture=CaptureSpec(kinds=(SiteKind.mlp_hidden,), layers=[layer])).captures
+    got = _hooked_logits(fam, hm, [Intervention(site=site, op="scale", factor=0.5)])
+    assert maxdiff(caps[str(site)], seen[0]) < TOL
     assert maxdiff(want, fam.native) > CHANGED
     assert maxdiff(got, want) < TOL
 
