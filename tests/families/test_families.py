@@ -410,6 +410,7 @@ def test_zero_ablation_of_mlp_equals_zeroed_module(fam):
 
 
 def test_mlp_hidden_is_the_down_projections_input(fam):
+    """Captured mlp_hidden = what the twin's down projection reads; adding to it = adding there."""
     hm = fam.hooked()
     paths = MLP.get(fam.name, ("mlp",))
     if SiteKind.mlp_hidden not in claimed_kinds(hm) or len(paths) != 1:
@@ -422,13 +423,14 @@ def test_mlp_hidden_is_the_down_projections_input(fam):
     seen: list[mx.array] = []
     with edited_input(mlp, down, lambda z: seen.append(z) or z):
         logits_of(fam.ref, [fam.ids])
-    with edited_input(mlp, down, lambda z: 0.5 * z):
+    vec = mx.random.normal((seen[0].shape[-1],), key=mx.random.key(3))
+    with edited_input(mlp, down, lambda z: z + 0.5 * vec):  # not a rescale: post-norms would undo that
         want = logits_of(fam.ref, [fam.ids])
     site = Site(layer=layer, kind=SiteKind.mlp_hidden)
     with refusal_is_xfail(fam.name):
         caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
                           capture=CaptureSpec(kinds=(SiteKind.mlp_hidden,), layers=[layer])).captures
-    got = _hooked_logits(fam, hm, [Intervention(site=site, op="scale", factor=0.5)])
+    got = _hooked_logits(fam, hm, [Intervention(site=site, op="add", vector=vec, factor=0.5)])
     assert maxdiff(caps[str(site)], seen[0]) < TOL
     assert maxdiff(want, fam.native) > CHANGED
     assert maxdiff(got, want) < TOL
