@@ -436,6 +436,44 @@ def test_mlp_hidden_is_the_down_projections_input(fam):
     assert maxdiff(got, want) < TOL
 
 
+class _Recorded(_Edited):
+    """A module that records the arguments of each call."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._fn(args)
+        return self.inner(*args, **kwargs)
+
+
+def test_moe_router_marks_the_experts_each_token_chose(fam):
+    hm = fam.hooked()
+    kind = getattr(SiteKind, "moe_router", None)
+    if kind is None or kind not in claimed_kinds(hm):
+        pytest.skip(f"{fam.name} claims no moe_router site")
+    layer = max(i for i in range(hm.n_layers) if hm.has_site(kind, i))
+    block = layers_of(fam.ref)[layer]
+    moe = next(getattr(block, p) for p in (*MLP.get(fam.name, ()), "mlp") if hasattr(getattr(block, p, None),
+                                                                                "switch_mlp")
+               or hasattr(getattr(block, p, None), "experts"))
+    name = "switch_mlp" if hasattr(moe, "switch_mlp") else "experts"
+    calls: list[tuple] = []
+    orig = getattr(moe, name)
+    setattr(moe, name, _Recorded(orig, calls.append))
+    try:
+        logits_of(fam.ref, [fam.ids])
+    finally:
+        setattr(moe, name, orig)
+    chosen = np.array(calls[0][1]).reshape(len(fam.ids), -1)  # [S, top_k] expert ids per token
+    with refusal_is_xfail(fam.name):
+        caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
+                          capture=CaptureSpec(kinds=(kind,), layers=[layer])).captures
+    weights = np.array(caps[f"blocks.{layer}.{kind.value}"][0])  # [S, experts]
+    assert weights.shape == (len(fam.ids), orig.num_experts if hasattr(orig, "num_experts") else weights.shape[1])
+    want = np.zeros(weights.shape, bool)
+    np.put_along_axis(want, chosen, True, axis=-1)
+    assert ((weights != 0) == want).all(), f"{fam.name}: moe_router marks other experts than the router chose"
+    assert (weights[want] > 0).all()
+
+
 def test_add_steering_equals_edited_block_output(fam):
     hm = fam.hooked()
     layer = 1
