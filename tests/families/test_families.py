@@ -32,7 +32,7 @@ from mlx.utils import tree_flatten
 from engine.errors import InputError, UnsupportedArchitecture
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
 from tests.batch.helpers import lazarus
-from tests.families.factory import FAMILIES, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
+from tests.families.factory import EXPERTS, FAMILIES, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
 
 TOL = 1e-4  # max |Δlogit| between two computations of the same float32 function (as `verify`)
 CHANGED = 10 * TOL  # an edit that matters moves some logit by far more than rounding can
@@ -451,10 +451,8 @@ def test_moe_router_marks_the_experts_each_token_chose(fam):
         pytest.skip(f"{fam.name} claims no moe_router site")
     layer = max(i for i in range(hm.n_layers) if hm.has_site(kind, i))
     block = layers_of(fam.ref)[layer]
-    moe = next(getattr(block, p) for p in (*MLP.get(fam.name, ()), "mlp") if hasattr(getattr(block, p, None),
-                                                                                "switch_mlp")
-               or hasattr(getattr(block, p, None), "experts"))
-    name = "switch_mlp" if hasattr(moe, "switch_mlp") else "experts"
+    moe, name = next((m, n) for m in (getattr(block, p, None) for p in (*MLP.get(fam.name, ()), "mlp"))
+                     for n in ("switch_mlp", "experts") if hasattr(m, n))  # the routed experts, called (x, ids)
     calls: list[tuple] = []
     orig = getattr(moe, name)
     setattr(moe, name, _Recorded(orig, calls.append))
@@ -467,7 +465,7 @@ def test_moe_router_marks_the_experts_each_token_chose(fam):
         caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
                           capture=CaptureSpec(kinds=(kind,), layers=[layer])).captures
     weights = np.array(caps[f"blocks.{layer}.{kind.value}"][0])  # [S, experts]
-    assert weights.shape == (len(fam.ids), orig.num_experts if hasattr(orig, "num_experts") else weights.shape[1])
+    assert weights.shape == (len(fam.ids), EXPERTS)
     want = np.zeros(weights.shape, bool)
     np.put_along_axis(want, chosen, True, axis=-1)
     assert ((weights != 0) == want).all(), f"{fam.name}: moe_router marks other experts than the router chose"
