@@ -529,3 +529,10 @@ def test_cli_verify_on_saved_directory(name, tmp_path):
     assert all(p["max_abs_diff"] < TOL for p in data["prompts"])
     assert max(p["num_tokens"] for p in data["prompts"]) > 3 * WINDOW
 
+
+
+def test_every_family_the_matrix_calls_verified_is_built_here():
+    """`lazarus --batch models families` may call a family verified only if this suite proves it."""
+    table = pytest.importorskip("engine.models.families")
+    verified = set(getattr(table, "VERIFIED", ()))
+    assert verified <= set(FAMILIES), f"verified without a tiny instance: {sorted(verified - set(FAMILIES))}"
