@@ -536,3 +536,44 @@ def test_every_family_the_matrix_calls_verified_is_built_here():
     table = pytest.importorskip("engine.models.families")
     verified = set(getattr(table, "VERIFIED", ()))
     assert verified <= set(FAMILIES), f"verified without a tiny instance: {sorted(verified - set(FAMILIES))}"
+
+
+def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    out: list[int] = []
+    for _ in range(n):
+        out.append(int(mx.argmax(logits_of(model, [ids + out])[0, -1]).item()))
+    return out
+
+
+@pytest.mark.slow
+def test_cli_analyze_and_ablate_on_saved_directory(tmp_path):
+    """`analyze --all-layers` (last layer = final prediction = the model's) and `ablate` (= the model
+    with that layer's attention and MLP zeroed, decoded greedily) on a multimodal-checkpoint dir."""
+    name = "gemma3"
+    path = save_tiny_dir(name, tmp_path / name)
+    ref, _ = build_tiny(name)
+    ids = tiny_tokenizer().encode("The capital of France is")
+    proc = lazarus("analyze", "-m", str(path), "-p", "The capital of France is", "--all-layers", "--json")
+    if proc.returncode == 3 and "unsupported" in proc.stderr.lower():
+        pytest.xfail(f"engine refuses {name}: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["token_ids"] == ids and data["captured_layers"] == list(range(N_LAYERS))
+    final = [(p["token_id"], p["probability"]) for p in data["final_prediction"]]
+    last = [(p["token_id"], p["probability"]) for p in data["layer_predictions"][-1]["predictions"]]
+    probs = np.array(mx.softmax(logits_of(ref, [ids])[0, -1]))
+    assert [t for t, _ in final] == [t for t, _ in last] == list(np.argsort(-probs)[:len(final)])
+    np.testing.assert_allclose([p for _, p in last], [p for _, p in final], atol=1e-6)
+    np.testing.assert_allclose([p for _, p in final], probs[[t for t, _ in final]], atol=1e-6)
+
+    proc = lazarus("ablate", "-m", str(path), "-p", "The capital of France is", "--layers", "1",
+                   "--component", "both", "-n", "6", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    base = _greedy(ref, ids, 6)
+    block = layers_of(ref)[1]
+    with edited(block, "self_attn", mx.zeros_like), edited(block, "mlp", mx.zeros_like):
+        want = _greedy(ref, ids, 6)
+    assert want != base
+    assert data["baseline"][0]["token_ids"] == base
+    assert data["points"][0]["outputs"][0]["token_ids"] == want
