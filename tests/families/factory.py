@@ -187,6 +187,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 FAMILIES: tuple[str, ...] = tuple(CONFIGS)
+SLIDING = ("mistral", "gemma3_text", "gemma3", "cohere2", "gpt_oss")  # windowed layers (mlx-lm's gemma2 has none)
 HYBRID = ("qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid")
 
 
@@ -217,9 +218,11 @@ def _randomize(model: nn.Module, key: mx.array) -> None:
         model.load_weights(list(fresh.items()), strict=False)
 
 
-def build_tiny(model_type: str, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """(model, config): a tiny random float32 mlx-lm model of ``model_type``, evaluated."""
+def build_tiny(model_type: str, seed: int = 0, **overrides: Any) -> tuple[Any, dict[str, Any]]:
+    """(model, config): a tiny random float32 mlx-lm model of ``model_type``, evaluated.
+    ``overrides`` replace config keys (of ``text_config`` where the family nests one)."""
     config = tiny_config(model_type)
+    (config.get("text_config") or config).update(overrides)
     model_cls, args_cls = _model_classes(config)
     mx.random.seed(seed)
     model = model_cls(args_cls.from_dict(config))
@@ -251,5 +254,5 @@ def native_logits(model: Any, ids: list[int] | list[list[int]], cache: Any = Non
     return out.astype(mx.float32)
 
 
-__all__ = ["FAMILIES", "HYBRID", "CONFIGS", "tiny_tokenizer", "tiny_config", "build_tiny", "save_tiny_dir",
+__all__ = ["FAMILIES", "HYBRID", "SLIDING", "CONFIGS", "tiny_tokenizer", "tiny_config", "build_tiny", "save_tiny_dir",
            "native_logits"]

@@ -32,7 +32,8 @@ from mlx.utils import tree_flatten
 from engine.errors import InputError, UnsupportedArchitecture
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
 from tests.batch.helpers import lazarus
-from tests.families.factory import EXPERTS, FAMILIES, N_LAYERS, WINDOW, build_tiny, save_tiny_dir, tiny_tokenizer
+from tests.families.factory import (EXPERTS, FAMILIES, N_LAYERS, SLIDING, WINDOW, build_tiny, save_tiny_dir,
+                                    tiny_tokenizer)
 
 TOL = 1e-4  # max |Δlogit| between two computations of the same float32 function (as `verify`)
 CHANGED = 10 * TOL  # an edit that matters moves some logit by far more than rounding can
@@ -242,6 +243,15 @@ def test_native_forward_and_cache(fam):
     for j in range(3, S):
         step = logits_of(fam.ref, [[fam.ids[j]]], cache)
         assert maxdiff(step[0, 0], fam.native[0, j]) < TOL, f"{fam.name}: mlx-lm's own cache at token {j}"
+
+
+@pytest.mark.parametrize("name", SLIDING)
+def test_the_prompt_runs_past_the_sliding_window(name):
+    """The tests' prompt is long enough that the window changes the result (not vacuously 'past' it)."""
+    ids = tiny_tokenizer().encode(PROMPT)
+    windowed, _ = build_tiny(name)
+    unwindowed, _ = build_tiny(name, sliding_window=len(ids) + 1)
+    assert maxdiff(logits_of(windowed, [ids]), logits_of(unwindowed, [ids])) > CHANGED
 
 
 # ---------------------------------------------------------------------------------------------
