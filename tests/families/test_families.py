@@ -32,8 +32,16 @@ from mlx.utils import tree_flatten
 from engine.errors import InputError, UnsupportedArchitecture
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, KVState, Site, SiteKind
 from tests.batch.helpers import lazarus
-from tests.families.factory import (EXPERTS, FAMILIES, N_LAYERS, SLIDING, WINDOW, build_tiny, save_tiny_dir,
-                                    tiny_tokenizer)
+from tests.families.factory import (
+    EXPERTS,
+    FAMILIES,
+    N_LAYERS,
+    SLIDING,
+    WINDOW,
+    build_tiny,
+    save_tiny_dir,
+    tiny_tokenizer,
+)
 
 TOL = 1e-4  # max |Δlogit| between two computations of the same float32 function (as `verify`)
 CHANGED = 10 * TOL  # an edit that matters moves some logit by far more than rounding can
