@@ -156,6 +156,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
                                kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=16,
                                qk_nope_head_dim=16, n_group=1, topk_group=1, first_k_dense_replace=1,
                                rope_scaling=_YARN),
+    "olmo3": _llama_like("olmo3", sliding_window=WINDOW, layer_types=_ALTERNATE),
+    "olmoe": _llama_like("olmoe", num_experts=EXPERTS, num_experts_per_tok=TOP_K, intermediate_size=64,
+                         norm_topk_prob=False),
+    "phimoe": _llama_like("phimoe", num_local_experts=EXPERTS, num_experts_per_tok=TOP_K,
+                          original_max_position_embeddings=4096),
+    "qwen2_moe": _llama_like("qwen2_moe", num_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=64,
+                             shared_expert_intermediate_size=INTERMEDIATE),
     # hybrid and state-space families
     "qwen3_next": _llama_like("qwen3_next", linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
                               linear_value_head_dim=16, linear_conv_kernel_dim=4, num_experts=EXPERTS,
@@ -177,6 +184,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                "intermediate_size": 64, "state_size": 16, "num_hidden_layers": N_LAYERS, "layer_norm_epsilon": 1e-5,
                "conv_kernel": 4, "n_groups": 1, "use_bias": False, "use_conv_bias": True, "tie_word_embeddings": True,
                "time_step_limit": [0.0, float("inf")], "time_step_rank": "auto"},
+    "mamba": {"model_type": "mamba", "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
+              "state_size": 16, "num_hidden_layers": N_LAYERS, "conv_kernel": 4, "use_bias": False,
+              "use_conv_bias": True, "time_step_rank": 4, "tie_word_embeddings": True},
     "granitemoehybrid": {"model_type": "granitemoehybrid", "vocab_size": VOCAB, "hidden_size": HIDDEN,
                          "intermediate_size": INTERMEDIATE, "num_hidden_layers": N_LAYERS,
                          "max_position_embeddings": 4096, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
@@ -187,8 +197,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 FAMILIES: tuple[str, ...] = tuple(CONFIGS)
-SLIDING = ("mistral", "gemma3_text", "gemma3", "cohere2", "gpt_oss")  # windowed layers (mlx-lm's gemma2 has none)
-HYBRID = ("qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid")
+SLIDING = ("mistral", "gemma3_text", "gemma3", "cohere2", "gpt_oss", "olmo3")  # windowed layers (mlx-lm's gemma2 has none)
+HYBRID = ("qwen3_next", "lfm2", "falcon_h1", "mamba", "mamba2", "granitemoehybrid")
 
 
 def tiny_config(model_type: str) -> dict[str, Any]:

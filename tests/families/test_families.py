@@ -53,13 +53,14 @@ CLI_SAMPLE = ("gemma3", "deepseek_v3")  # a subprocess `verify` costs ~5 s of CP
 # oracle independent of the engine's own table). None: no such module, or its share of the
 # residual is not one module's output (falcon_h1 adds attention and a Mamba mixer side by side).
 ATTN: dict[str, str | None] = {"gpt2": "attn", "gpt_bigcode": "attn", "gpt_neox": "attention",
-                               "internlm2": "attention", "exaone": "attn.attention", "mamba2": None,
+                               "internlm2": "attention", "exaone": "attn.attention", "mamba": None, "mamba2": None,
                                "falcon_h1": None}
 O_PROJ: dict[str, str] = {"gpt2": "c_proj", "gpt_bigcode": "c_proj", "gpt_neox": "dense", "phi": "dense",
                          "internlm2": "wo", "exaone": "out_proj", "lfm2": "out_proj"}
 DOWN: dict[str, str] = {"phi": "fc2", "gpt2": "c_proj", "gpt_bigcode": "c_proj", "starcoder2": "c_proj",
                        "gpt_neox": "dense_4h_to_h", "internlm2": "w2", "exaone": "c_proj", "lfm2": "w2"}
 MLP: dict[str, tuple[str, ...]] = {"mixtral": ("block_sparse_moe",), "granitemoe": ("block_sparse_moe",),
+                                   "phimoe": ("block_sparse_moe",), "mamba": (),
                                    "internlm2": ("feed_forward",), "lfm2": ("feed_forward",),
                                    "falcon_h1": ("feed_forward",), "mamba2": (),
                                    "granitemoehybrid": ("block_sparse_moe", "shared_mlp")}
