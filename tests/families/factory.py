@@ -63,18 +63,19 @@ def _backend_json() -> str:
 
 
 def tiny_tokenizer():
-    """A fresh byte-level BPE tokenizer (<pad>=0, <bos>=1, <eos>=2; adds BOS) as lazarus's Tokenizer."""
+    """A fresh byte-level BPE tokenizer (<pad>=0, <bos>=1, <eos>=2) as lazarus's Tokenizer. Like
+    SmolLM2's, it adds no BOS (so the engine tests written against SmolLM2's tokenizer still hold)."""
     from tokenizers import Tokenizer as HFTokenizer
 
     from engine.models.tokenizer import Tokenizer
 
     backend = HFTokenizer.from_str(_backend_json())
-    return Tokenizer(backend, kind="byte_level", bos_id=1, eos_ids=[2], pad_id=0, add_bos=True,
+    return Tokenizer(backend, kind="byte_level", bos_id=1, eos_ids=[2], pad_id=0, add_bos=False,
                      chat_template=None)
 
 
 def _tokenizer_config() -> dict[str, Any]:
-    return {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "add_bos_token": True,
+    return {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "add_bos_token": False,
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
 
 
