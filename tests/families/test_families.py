@@ -304,6 +304,21 @@ def test_hooked_left_padded_batch(fam):
     assert maxdiff(out[1], fam.native[0]) < TOL
 
 
+def test_pass_from_a_middle_layer_equals_the_full_pass(fam):
+    """Starting at layer L from the residual entering it (ablation prefix reuse, steering's shared
+    prefix), and stopping early, give the full pass's numbers."""
+    hm = fam.hooked()
+    L = hm.n_layers // 2
+    batch = Batch.from_lists([fam.ids])
+    with refusal_is_xfail(fam.name):
+        first = hm.forward(batch, logits="none", stop_layer=L)
+        cap = CaptureSpec(kinds=(SiteKind.resid_pre,), layers=[L])
+        resid = hm.forward(batch, logits="none", capture=cap).captures[f"blocks.{L}.resid_pre"]
+        rest = hm.forward(batch, logits="all", start_layer=L, h=first.resid).logits
+    assert first.resid is not None and maxdiff(first.resid, resid) == 0.0
+    assert maxdiff(rest, fam.native) < TOL
+
+
 def test_last_layer_lens_equals_logits(fam):
     from engine.lens import fast_lens_logits, lens_distributions
 
