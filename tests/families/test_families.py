@@ -518,6 +518,29 @@ def test_add_steering_equals_edited_block_output(fam):
     assert maxdiff(got, want) < TOL
 
 
+def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    """The twin's greedy continuation, each step a full pass (no cache)."""
+    out: list[int] = []
+    for _ in range(n):
+        out.append(int(mx.argmax(logits_of(model, [ids + out])[0, -1]).item()))
+    return out
+
+
+def test_steered_generation_equals_the_edited_twin(fam):
+    """An intervention stays on for every generated token, through the KV cache."""
+    from engine.generate import generate_ids
+
+    hm = fam.hooked()
+    vec = 4.0 * mx.random.normal((fam.lm.info.hidden_size,), key=mx.random.key(11))
+    iv = Intervention(site=Site(layer=1, kind=SiteKind.resid_post), op="add", vector=vec)
+    with refusal_is_xfail(fam.name):
+        got = generate_ids(hm, [fam.short], 5, interventions=[iv])[0].ids
+    with edited_layer(fam.ref, 1, lambda out: out + vec):
+        want = _greedy(fam.ref, fam.short, 5)
+    assert want != _greedy(fam.ref, fam.short, 5)
+    assert list(got) == want
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints on disk
 
@@ -570,13 +593,6 @@ def test_every_family_the_matrix_calls_verified_is_built_here():
     table = pytest.importorskip("engine.models.families")
     verified = set(getattr(table, "VERIFIED", ()))
     assert verified <= set(FAMILIES), f"verified without a tiny instance: {sorted(verified - set(FAMILIES))}"
-
-
-def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
-    out: list[int] = []
-    for _ in range(n):
-        out.append(int(mx.argmax(logits_of(model, [ids + out])[0, -1]).item()))
-    return out
 
 
 @pytest.mark.slow
