@@ -370,6 +370,9 @@ def test_every_claimed_site_captures(fam):
         scale = max(1.0, float(mx.abs(post).max().item()))
         if layer + 1 < hm.n_layers:
             assert maxdiff(post, caps[f"blocks.{layer + 1}.resid_pre"]) == 0.0
+        block = caps.get(f"blocks.{layer}.block_out")  # what the whole block adds, where the engine has it
+        if block is not None:
+            assert block.shape == pre.shape and maxdiff(pre + block, post) < 1e-5 * scale, f"{fam.name} {layer}"
         a, m = caps.get(f"blocks.{layer}.attn_out"), caps.get(f"blocks.{layer}.mlp_out")
         if a is not None and m is not None:  # each is "what it adds to the residual"
             assert maxdiff(pre + a + m, post) < 1e-5 * scale, f"{fam.name} layer {layer}: pre + attn + mlp != post"
@@ -468,6 +471,33 @@ def test_mlp_hidden_is_the_down_projections_input(fam):
                           capture=CaptureSpec(kinds=(SiteKind.mlp_hidden,), layers=[layer])).captures
     got = _hooked_logits(fam, hm, [Intervention(site=site, op="add", vector=vec, factor=0.5)])
     assert maxdiff(caps[str(site)], seen[0]) < TOL
+    assert maxdiff(want, fam.native) > CHANGED
+    assert maxdiff(got, want) < TOL
+
+
+class _Skipped(_Edited):
+    """A block that still runs (its cache stays in step) but hands its input on unchanged."""
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        self.inner(x, *args, **kwargs)
+        return x
+
+
+def test_zero_block_out_equals_skipping_the_block(fam):
+    """Whole-layer ablation (every family, state-space ones included) = the twin without that block."""
+    hm = fam.hooked()
+    kind = getattr(SiteKind, "block_out", None)
+    if kind is None or kind not in claimed_kinds(hm):
+        pytest.skip(f"{fam.name} claims no block_out site")
+    layer = 1
+    got = _hooked_logits(fam, hm, [Intervention(site=Site(layer=layer, kind=kind), op="zero")])
+    layers = layers_of(fam.ref)
+    orig = layers[layer]
+    layers[layer] = _Skipped(orig, lambda out: out)
+    try:
+        want = logits_of(fam.ref, [fam.ids])
+    finally:
+        layers[layer] = orig
     assert maxdiff(want, fam.native) > CHANGED
     assert maxdiff(got, want) < TOL
 
