@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten
 
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, SiteKind
-from tests.families.factory import SLIDING, build_tiny, tiny_tokenizer
+from tests.families.factory import SLIDING, WINDOW, build_tiny, tiny_tokenizer
 from tests.families.oracle import (
     CHANGED,
     PROMPT,
@@ -172,3 +172,34 @@ def test_every_claimed_site_captures(fam):
             assert maxdiff(pre + a + m, post) < 1e-5 * scale, f"{fam.name} layer {layer}: pre + attn + mlp != post"
 
 
+
+
+def test_attention_patterns_are_causal_and_windowed(fam):
+    """attn_pattern zero on the future, and beyond the window exactly where the family's own cache
+    is a rotating one (the twin's ``make_cache`` says which layers slide, independent of lazarus)."""
+    from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
+
+    hm = fam.hooked()
+    if SiteKind.attn_pattern not in claimed_kinds(hm):
+        pytest.skip(f"{fam.name} claims no attn_pattern site")
+    windows = [c.max_size if isinstance(c, RotatingKVCache) else None for c in make_prompt_cache(fam.ref)]
+    with refusal_is_xfail(fam.name):
+        caps = hm.forward(Batch.from_lists([fam.ids]), logits="none",
+                          capture=CaptureSpec(kinds=(SiteKind.attn_pattern,), layers=None)).captures
+    S = len(fam.ids)
+    q, k = np.arange(S)[:, None], np.arange(S)[None, :]
+    seen = 0
+    for layer in range(hm.n_layers):
+        key = f"blocks.{layer}.attn_pattern"
+        if key not in caps:
+            continue
+        seen += 1
+        pat = np.array(caps[key][0])  # [heads, S, S]
+        assert np.abs(pat[:, k > q]).max() == 0.0, f"{fam.name} layer {layer} attends to the future"
+        window = windows[layer] if layer < len(windows) else None
+        outside = q - k >= (window or S + 1)
+        if window is not None:
+            assert np.abs(pat[:, outside]).max() == 0.0, f"{fam.name} layer {layer} sees past its window"
+        else:
+            assert pat[:, q - k >= WINDOW].max() > 0.0, f"{fam.name} global layer {layer} is windowed"
+    assert seen > 0
