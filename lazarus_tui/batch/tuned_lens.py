@@ -71,6 +71,10 @@ def _train(argv: list[str]) -> int:
         raise InputError("--seq-len must be at least 2")
     if args.lr <= 0 or args.matrix_lr <= 0:
         raise InputError("--lr and --matrix-lr must be positive")
+    if args.output and not Path(args.output).parent.exists():
+        raise InputError(f"output directory does not exist: {Path(args.output).parent}")
+    if args.corpus and not Path(args.corpus).expanduser().exists():
+        raise InputError(f"corpus not found: {args.corpus}")
     settings = TrainSettings(corpus=args.corpus, tokens=args.tokens, steps=args.steps, batch_tokens=args.batch_tokens,
                              seq_len=args.seq_len, lr=args.lr, matrix_lr=args.matrix_lr, seed=args.seed)
     runner = JobRunner(args.model, args.dtype)

@@ -182,3 +182,22 @@ def test_low_level_logit_lens_reads_the_tuned_lens_too(tiny_llama, tiny_lens):
     for (layer, preds), lp in zip(rows, r.layer_predictions, strict=True):
         assert layer == lp.layer_idx and [t for t, _ in preds] == [t.token for t in lp.predictions]
         assert [p for _, p in preds] == pytest.approx([t.probability for t in lp.predictions], rel=1e-4)
+
+
+def test_user_corpus_file_and_directory(tiny_llama, tmp_path):
+    from engine.tuned_lens_corpus import load_corpus
+    from engine.tuned_lens_train import TrainSettings, train_lens
+
+    text = "The quick brown fox jumps over the lazy dog. " * 40
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(text)
+    (tmp_path / "docs" / "b.md").write_text(text.upper())
+    (tmp_path / "docs" / "skip.bin").write_text("not read")
+    c = load_corpus(str(tmp_path / "docs"), "train", 0)
+    assert c.documents == [text, text.upper()] and "2 files" in c.description
+    report = train_lens(tiny_llama, TrainSettings(**{**SETTINGS, "steps": 2, "corpus": str(tmp_path / "docs" / "a.txt")}),
+                        tmp_path / "lens.safetensors")
+    assert report.binding.corpus.startswith("a.txt (1 file)") and report.tokens == 32
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no text"):
+        load_corpus(str(tmp_path / "empty"), "train", 0)
