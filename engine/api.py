@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import mlx.core as mx
 
-from engine.lens import lens_distributions
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
+from engine.lens import lens_distributions
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
 from engine.session import EngineSession
