@@ -78,6 +78,7 @@ def _train(argv: list[str]) -> int:
     settings = TrainSettings(corpus=args.corpus, tokens=args.tokens, steps=args.steps, batch_tokens=args.batch_tokens,
                              seq_len=args.seq_len, lr=args.lr, matrix_lr=args.matrix_lr, seed=args.seed)
     runner = JobRunner(args.model, args.dtype)
+    where: dict[str, Path] = {}
 
     def job(ctx):
         from engine.tuned_lens import default_lens_path
@@ -85,6 +86,7 @@ def _train(argv: list[str]) -> int:
 
         lm = ctx.model()
         target = Path(args.output) if args.output else default_lens_path(lm.info.model_id)
+        where["target"] = target
         if not args.output:
             target.parent.mkdir(parents=True, exist_ok=True)
         every = max(1, settings.n_steps // 10)
@@ -103,7 +105,11 @@ def _train(argv: list[str]) -> int:
     try:
         _info, report = runner.run(job, "tuned-lens train")
     except Cancelled:
-        err.print("checkpoint saved: rerun with --resume to continue", markup=False)
+        from engine.tuned_lens_train import checkpoint_path
+
+        ckpt = checkpoint_path(where["target"]) if "target" in where else None
+        if ckpt is not None and ckpt.is_file():
+            err.print(f"checkpoint saved ({ckpt}): rerun with --resume to continue", markup=False)
         raise
     if args.json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
