@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from engine.errors import Cancelled, InputError
 from lazarus_tui.batch.common import (
@@ -146,7 +147,7 @@ def chart(r, width: int = 100, height: int = 20) -> str:
     plt.plotsize(width, height)
     xs = [x.layer for x in r.layers]
     plt.plot(xs, [x.logit_kl for x in r.layers], label="logit lens", marker="braille")
-    plt.plot(xs, [x.tuned_kl for x in r.layers], label="tuned lens", marker="braille")
+    plt.plot(xs, [x.tuned_kl for x in r.layers], label="tuned lens", marker="dot")  # told apart when piped too
     plt.title("KL(final ‖ lens), bits, by layer")
     plt.xlabel("layer")
     plt.theme("clear")
@@ -169,7 +170,7 @@ def render(r) -> None:
         t.add_row(str(x.layer), f"{x.logit_kl:.3f}", tk, f"{x.logit_top1:.3f}", f"{x.tuned_top1:.3f}")
     t.add_row("mean", f"{r.mean_logit_kl:.3f}", f"{r.mean_tuned_kl:.3f}", "", "")
     out.print(t)
-    out.print(chart(r), markup=False, highlight=False)
+    out.print(Text.from_ansi(chart(r)))  # colours on a terminal, plain text when piped
     ratio = r.mean_tuned_kl / r.mean_logit_kl if r.mean_logit_kl > 0 else float("nan")
     out.print(f"mean KL: logit {r.mean_logit_kl:.3f} bits, tuned {r.mean_tuned_kl:.3f} bits (ratio {ratio:.3f})")
 
