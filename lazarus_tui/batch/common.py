@@ -131,8 +131,11 @@ class JobRunner:
     def __init__(self, model: str | None, dtype: str, quiet: bool = False) -> None:
         from engine.session import EngineSession
 
+        from engine.distributed import env_rank
+
         self.session = EngineSession(model, dtype)
-        self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1"
+        self.quiet = (quiet or env_rank() != 0
+                      or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1")
 
     def run(self, fn: Callable[[Any], Any], label: str) -> Any:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
