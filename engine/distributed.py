@@ -4,20 +4,22 @@ A process started by a launcher (``mlx.launch``: ``MLX_RANK``; ``mpirun``: ``OMP
 ``PMI_SIZE``) joins the global group on first use of :func:`world`; any other process is rank 0 of 1
 and never imports ``mx.distributed`` (a plain run behaves exactly as before).
 
-Work is split into *items* (a batch of prompts, one rank's share of an ablation) and run in
-*rounds*: in round ``j`` rank ``k`` computes item ``j * size + k`` (a strided share, so each item is
-computed by exactly one rank), then every rank joins one ``all_gather`` of a small header (status,
-payload length) and, when anything was produced, one ``all_gather`` of the payloads (bytes). Rank 0
-receives every payload in item order, whatever the number of ranks, and is the only rank that writes
-files or prints. Because every rank takes part in every round's header exchange, a cancel (Ctrl-C)
-or an error on any rank stops all ranks at the same round, with one message naming the rank; a
-rank that dies closes its sockets and the others stop with "lost the connection" instead of hanging.
+Work is split into *items* (a batch of prompts, one prompt of an ablation study) that are computed
+exactly once each, on some rank, in time-boxed rounds (:meth:`World.map_items`): each rank works
+through its strided share of what is left, then every rank joins one ``all_gather`` of a small
+header (status, sizes) and one of the payloads (bytes), and what is left is split again. Rank 0
+stores every payload under its item index, so the output never depends on the number of ranks or on
+which rank computed what, and it is the only rank that writes files or prints. Because every rank
+takes part in every exchange, a cancel (Ctrl-C) or an error on any rank stops all ranks at the same
+exchange, with one message naming the rank; a rank that dies closes its sockets and the others stop
+with "lost the connection" instead of hanging.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +81,8 @@ class World:
     rank: int = 0
     size: int = 1
     group: Any = field(default=None, repr=False)
+    wait_s: float = 0.0  # seconds spent inside collectives (waiting for the slowest rank, mostly)
+    collectives: int = 0
 
     @property
     def root(self) -> bool:
@@ -90,11 +94,16 @@ class World:
 
     # -- collectives (run on the engine thread, inside a job) ------------------------------------
     def _all_gather(self, arr: Any) -> Any:
+        import time
+
         import mlx.core as mx
 
+        t0 = time.perf_counter()
         try:
             out = mx.distributed.all_gather(arr, group=self.group, stream=mx.cpu)
             mx.eval(out)
+            self.wait_s += time.perf_counter() - t0
+            self.collectives += 1
         except RuntimeError as exc:
             raise RankFailed(f"rank {self.rank}: lost the connection to the other ranks ({exc}); "
                              "a rank stopped or died", 1, reported=False) from None
@@ -138,59 +147,107 @@ class World:
             raise RankFailed(got["error"], got["code"])
         return got["ok"]
 
-    def rounds(self, n_items: int, compute: Callable[[int], bytes],
-               on_result: Callable[[int, bytes], None] | None = None,
-               cancel: Callable[[], bool] | None = None,
-               on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Compute items ``0..n_items-1`` across the ranks (item ``i`` on rank ``i % size``).
+    def map_items(self, n_items: int, compute: Callable[[int], bytes],
+                  on_result: Callable[[int, bytes], None] | None = None,
+                  cancel: Callable[[], bool] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Compute items ``0..n_items-1``, each exactly once, on some rank.
 
-        Rank 0 gets ``on_result(i, payload)`` for every item in increasing ``i`` and
-        ``on_progress(done, n_items)`` after each round; other ranks get neither. Any rank's cancel or
-        error stops every rank after the current round (``Cancelled`` / :class:`RankFailed`)."""
-        size = self.size
-        n_rounds = (n_items + size - 1) // size
-        for j in range(n_rounds):
-            i = j * size + self.rank
-            status, payload, local_exc = OK, b"", None
-            if cancel is not None and cancel():
-                status = CANCELLED
-            elif i < n_items:
+        Rank 0 gets ``on_result(i, payload)`` once per item (its own items at once, the others' at
+        each exchange; not in index order) and ``on_progress(done, n_items)``; other ranks get
+        neither. The work goes in time-boxed rounds (``LAZARUS_DIST_ROUND_S``, 3 s): each rank computes
+        its strided share of what is left until its next item would pass the round's end, then all
+        ranks exchange results and re-split what is left, so no rank waits long in a collective (MLX's
+        ring backend polls its sockets while it waits). Any rank's cancel or error stops every rank at
+        that exchange (``Cancelled`` / :class:`RankFailed`), after rank 0 has stored what finished."""
+        if not self.active:
+            for i in range(n_items):
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                payload = compute(i)
+                if on_result is not None:
+                    on_result(i, payload)
+                if on_progress is not None:
+                    on_progress(i + 1, n_items)
+            return
+        import time
+
+        round_s = float(os.environ.get("LAZARUS_DIST_ROUND_S", "3") or 3)
+        remaining = list(range(n_items))
+        done = 0
+        while remaining:
+            deadline = time.monotonic() + round_s
+            status, finished, error, last = OK, [], b"", 0.0
+            for i in remaining[self.rank::self.size]:
+                start = time.monotonic()
+                if finished and start + last > deadline:
+                    break
+                if cancel is not None and cancel():
+                    status = CANCELLED
+                    break
                 try:
                     payload = compute(i)
                 except Cancelled:
                     status = CANCELLED
-                except Exception as exc:  # noqa: BLE001 - reported to every rank, re-raised here
-                    status, local_exc = FAILED, exc
+                    break
+                except Exception as exc:  # noqa: BLE001 - reported to every rank by the exchange
+                    status = FAILED
                     code = exc.exit_code if isinstance(exc, LazarusError) else 1
                     text = str(exc) if isinstance(exc, LazarusError) else f"{type(exc).__name__}: {exc}"
-                    payload = json.dumps({"error": text, "code": code}).encode()
-            if not self.active:
-                if status == CANCELLED:
-                    raise Cancelled("cancelled")
-                if local_exc is not None:
-                    raise local_exc
-                results = [payload]
-            else:
-                import mlx.core as mx
+                    error = json.dumps({"error": text, "code": code}).encode()
+                    break
+                last = time.monotonic() - start
+                if self.root:
+                    if on_result is not None:
+                        on_result(i, payload)
+                    finished.append((i, b""))
+                    if on_progress is not None:
+                        on_progress(done + len(finished), n_items)
+                else:
+                    finished.append((i, payload))
+            body = _frames(finished)
+            import mlx.core as mx
 
-                head = self._all_gather(mx.array([status, len(payload)], dtype=mx.int64))
-                heads = [tuple(int(v) for v in row) for row in head.reshape(size, 2).tolist()]
-                failed = [k for k, (st, _) in enumerate(heads) if st == FAILED]
-                if failed or any(st == CANCELLED for st, _ in heads):
-                    results = self._gather_padded(payload if status == FAILED else b"",
-                                                  [n if st == FAILED else 0 for st, n in heads])
-                    if failed:
-                        k = failed[0]
-                        info = json.loads(results[k])
-                        raise RankFailed(f"rank {k} failed: {info['error']}", info["code"])
-                    raise Cancelled("cancelled")
-                results = self._gather_padded(payload, [n for _, n in heads])
-            if self.root and on_result is not None:
-                for k in range(size):
-                    if j * size + k < n_items:
-                        on_result(j * size + k, results[k])
+            head = self._all_gather(mx.array([status, len(body), len(error)], dtype=mx.int64))
+            heads = [tuple(int(v) for v in row) for row in head.reshape(self.size, 3).tolist()]
+            blobs = self._gather_padded(body + error, [a + b for _, a, b in heads])
+            finished_ids: set[int] = set()
+            for k, (_, n_body, _) in enumerate(heads):
+                for i, payload in _unframe(blobs[k][:n_body]):
+                    finished_ids.add(i)
+                    if self.root and k != 0 and on_result is not None:
+                        on_result(i, payload)
+            done += len(finished_ids)
+            remaining = [i for i in remaining if i not in finished_ids]
             if self.root and on_progress is not None:
-                on_progress(min((j + 1) * size, n_items), n_items)
+                on_progress(done, n_items)
+            failed = [k for k, (st, _, _) in enumerate(heads) if st == FAILED]
+            if failed:
+                k = failed[0]
+                info = json.loads(blobs[k][heads[k][1]:])
+                raise RankFailed(f"rank {k} failed: {info['error']}", info["code"])
+            if any(st == CANCELLED for st, _, _ in heads):
+                raise Cancelled("cancelled")
+
+
+def _frames(items: list[tuple[int, bytes]]) -> bytes:
+    parts = [struct.pack("<Q", len(items))]
+    for i, payload in items:
+        parts.append(struct.pack("<QQ", i, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def _unframe(blob: bytes) -> list[tuple[int, bytes]]:
+    if not blob:
+        return []
+    (n,), pos, out = struct.unpack_from("<Q", blob), 8, []
+    for _ in range(n):
+        i, size = struct.unpack_from("<QQ", blob, pos)
+        pos += 16
+        out.append((i, blob[pos:pos + size]))
+        pos += size
+    return out
 
 
 _WORLD: World | None = None

@@ -301,7 +301,7 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
         def store(i: int, payload: bytes) -> None:
             _atomic_write_bytes(shard[pending[i]], lambda fh: fh.write(payload))
 
-        w.rounds(len(pending), compute, store, cancel,
+        w.map_items(len(pending), compute, store, cancel,
                  None if on_batch is None else lambda d, _t: on_batch(reused + d, n_batches))
         if not w.root:
             return None
