@@ -83,6 +83,9 @@ class World:
     group: Any = field(default=None, repr=False)
     wait_s: float = 0.0  # seconds spent inside collectives (waiting for the slowest rank, mostly)
     collectives: int = 0
+    meeting: Any = field(default=None, repr=False)  # engine.distributed_local.LocalMeeting
+    _item_s: float = 0.0  # this rank's compute time and item count (for the idle sleep)
+    _items: int = 0
 
     @property
     def root(self) -> bool:
@@ -93,6 +96,17 @@ class World:
         return self.size > 1
 
     # -- collectives (run on the engine thread, inside a job) ------------------------------------
+    def _meet(self) -> None:
+        """Wait (sleeping) for the ranks on this host before an exchange; see engine/distributed_local.py."""
+        if self.meeting is None:
+            return
+        from engine.distributed_local import PeerGone
+
+        try:
+            self.meeting.arrive()
+        except PeerGone as exc:
+            raise RankFailed(f"rank {self.rank}: {exc}", 1, reported=False) from None
+
     def _all_gather(self, arr: Any) -> Any:
         import time
 
@@ -115,6 +129,7 @@ class World:
             return [payload]
         import mlx.core as mx
 
+        self._meet()
         lengths = [int(x) for x in self._all_gather(mx.array([len(payload)], dtype=mx.int64)).tolist()]
         return self._gather_padded(payload, lengths)
 
@@ -178,7 +193,8 @@ class World:
         while remaining:
             deadline = time.monotonic() + round_s
             status, finished, error, last = OK, [], b"", 0.0
-            for i in remaining[self.rank::self.size]:
+            mine = remaining[self.rank::self.size]
+            for i in mine:
                 start = time.monotonic()
                 if finished and start + last > deadline:
                     break
@@ -197,6 +213,7 @@ class World:
                     error = json.dumps({"error": text, "code": code}).encode()
                     break
                 last = time.monotonic() - start
+                self._item_s, self._items = self._item_s + last, self._items + 1
                 if self.root:
                     if on_result is not None:
                         on_result(i, payload)
@@ -205,9 +222,16 @@ class World:
                         on_progress(done + len(finished), n_items)
                 else:
                     finished.append((i, payload))
+            longest = len(remaining[0::self.size])
+            if status == OK and len(finished) == len(mine) < longest and self._items:
+                # out of work while another rank still has some: sleep through most of it rather than
+                # spin in the collective
+                guess = 0.9 * (longest - len(mine)) * self._item_s / self._items
+                time.sleep(max(0.0, min(guess, deadline - time.monotonic())))
             body = _frames(finished)
             import mlx.core as mx
 
+            self._meet()
             head = self._all_gather(mx.array([status, len(body), len(error)], dtype=mx.int64))
             heads = [tuple(int(v) for v in row) for row in head.reshape(self.size, 3).tolist()]
             blobs = self._gather_padded(body + error, [a + b for _, a, b in heads])
@@ -253,6 +277,23 @@ def _unframe(blob: bytes) -> list[tuple[int, bytes]]:
 _WORLD: World | None = None
 
 
+def finish() -> None:
+    """At process exit: drop this rank's meeting files; ``LAZARUS_DIST_STATS=1``: one line per rank on
+    stderr (exchanges, seconds inside collectives, CPU time)."""
+    if _WORLD is None or not _WORLD.active:
+        return
+    if _WORLD.meeting is not None:
+        _WORLD.meeting.close()
+    if not os.environ.get("LAZARUS_DIST_STATS"):
+        return
+    import resource
+    import sys
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"rank {_WORLD.rank}: {_WORLD.collectives} collectives, {_WORLD.wait_s:.2f} s in them; "
+          f"CPU user {ru.ru_utime:.2f} s, sys {ru.ru_stime:.2f} s", file=sys.stderr, flush=True)
+
+
 def world() -> World:
     """This process's place in the job (joins the group on first call when launched)."""
     global _WORLD
@@ -262,8 +303,12 @@ def world() -> World:
         else:
             import mlx.core as mx
 
+            from engine.distributed_local import LocalMeeting
+
             group = mx.distributed.init()
             _WORLD = World(group.rank(), group.size(), group)
+            if _WORLD.active:
+                _WORLD.meeting = LocalMeeting.for_job(_WORLD.rank)
     return _WORLD
 
 
@@ -287,4 +332,4 @@ def shares(n: int, size: int) -> list[list[int]]:
     return out
 
 
-__all__ = ["RankFailed", "World", "blas_threads", "env_rank", "launched", "local_ranks", "pack", "shares", "unpack", "world"]
+__all__ = ["RankFailed", "World", "blas_threads", "env_rank", "finish", "launched", "local_ranks", "pack", "shares", "unpack", "world"]

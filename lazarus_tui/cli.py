@@ -34,9 +34,11 @@ def _leave(code: int) -> None:
     that thread has already stopped. Our own state is written by then (outputs are
     renamed into place atomically), so the process leaves with its real exit code.
     """
+    from engine.distributed import finish as finish_distributed
     from engine.session import _close_all_sessions
 
     _close_all_sessions()
+    finish_distributed()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -7,7 +7,6 @@ See docs/circuit.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rich.table import Table
@@ -169,12 +168,6 @@ def collect_main(argv: list[str]) -> int:
                        dataset=ds, world=w)
 
     r = runner.run(job, "collect")
-    if os.environ.get("LAZARUS_DIST_STATS"):
-        import resource
-
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"rank {w.rank}: {w.collectives} collectives, {w.wait_s:.2f} s in them; "
-              f"cpu user {ru.ru_utime:.2f} sys {ru.ru_stime:.2f}", file=sys.stderr)
     if r is None:  # a rank other than 0: rank 0 writes and reports
         return 0
     for w in r.warnings:
