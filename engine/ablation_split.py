@@ -4,8 +4,8 @@ Every generation in a study depends only on its prompt and its sweep point (rows
 see each other: prompts are grouped by token length, without padding; see engine/ablation.py), so a
 study splits exactly:
 
-- by **prompts** (``--prompts @file``: a part is one prompt with every sweep point, so parts cost
-  about the same and the ranks stay balanced);
+- by **prompts** (``--prompts @file``: a part is some prompts of one token length, which one process
+  would batch together too, with every sweep point; each length group is split in ``size`` parts);
 - by **sweep points** when there are fewer prompts than ranks (``--grid``, ``--multi``, a long
   ``--layers`` sweep on one prompt: a part is a run of consecutive points, every prompt; each part
   also generates the baseline, one extra row).
@@ -17,6 +17,7 @@ each part (one forward over the reference prompts).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,16 @@ from engine.models import LoadedModel
 def plan_parts(lm: LoadedModel, req: AblationRequest, size: int) -> tuple[str, list[list[int]]]:
     """("prompts" | "points", index lists): the parts of ``req`` for ``size`` ranks."""
     if req.prompts and len(req.prompts) >= size:
-        return "prompts", [[i] for i in range(len(req.prompts))]
+        tok = lm.tokenizer
+        use_chat = req.chat and tok.chat_template is not None
+        groups: dict[int, list[int]] = {}
+        for pi, case in enumerate(req.prompts):
+            groups.setdefault(len(tok.prepare(case.prompt, chat=use_chat)), []).append(pi)
+        parts: list[list[int]] = []
+        for members in sorted(groups.values(), key=len, reverse=True):  # biggest first: the last rounds even out
+            step = max(1, math.ceil(len(members) / size))
+            parts.extend(members[i:i + step] for i in range(0, len(members), step))
+        return "prompts", parts
     specs = expand_specs(req, lm.num_layers, lm.info.num_heads)
     n = min(size, len(specs))
     base, extra = divmod(len(specs), n)

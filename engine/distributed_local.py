@@ -73,7 +73,7 @@ class LocalMeeting:
             if not waiting:
                 break
             time.sleep(0.01)
-            if time.monotonic() - last_check > 0.5:
+            if time.monotonic() - last_check > 2.0:  # the launcher usually notices first and says so
                 last_check = time.monotonic()
                 for k in waiting:
                     if not _alive(self.dir / f"pid.{k}"):

@@ -11,13 +11,16 @@ docs/distributed.md. What differs:
    SIGINT goes to the launcher only, which forwards it (local ranks: SIGINT; ranks over ssh: a
    ``^C`` on their terminal). Each rank then stops at the same round and rank 0 prints
    ``interrupted`` (exit 130); finished work is kept for the rerun.
-3. **The exit code is the job's**: rank 0's, or else the first failing rank's (``mlx.launch``
-   always exits 0).
+3. **One line per failure, and the job's exit code.** A rank that fails says why itself (rank 0
+   prints it, naming the rank); a rank that dies (a signal, an abort) gets one line here, and the
+   ranks the launcher then stops get none. The exit code is rank 0's (0, 1, 2, 3 or 130), or 1 when
+   rank 0 was stopped because another rank died (``mlx.launch`` always exits 0).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import select as _select_mod
 import signal
 import subprocess
@@ -60,6 +63,29 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 pass
 
+    said = {"failure": False}
+
+    def rank_warning(*message, **kwargs):
+        """The launcher's end-of-rank warnings: a rank that ended with a documented lazarus exit code
+        has said why itself, and ranks the launcher stops after a failure are consequences; what is
+        left is a rank that died (a signal, an abort): one line naming it."""
+        text = " ".join(str(m) for m in message)
+        m = re.match(r"Node with rank (\d+) (?:exited with code (-?\d+)|was killed)", text)
+        if m is None:
+            return warn(*message, **kwargs)
+        if m.group(2) is None or int(m.group(2)) in (1, 2, 3, 130) or said["failure"]:
+            said["failure"] = True
+            return None
+        said["failure"] = True
+        code = int(m.group(2))
+        cause = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+            else f"exit code {code}"
+        print(f"lazarus-launch: rank {m.group(1)} died ({cause}); the other ranks were stopped. Finished "
+              "work is kept: rerun the command to resume.", file=sys.stderr, flush=True)
+        return None
+
+    warn = launch.log_warning
+    launch.log_warning = rank_warning
     launch.select = quiet_select
     launch.RemoteProcess = Rank
     launch.Popen = functools.partial(subprocess.Popen, start_new_session=True)
@@ -69,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in ranks:
         rc = r.process.wait()
         codes[r.rank] = 128 - rc if rc < 0 else rc
-    if codes.get(0):
-        return codes[0]
-    return next((c for _, c in sorted(codes.items()) if c), 0)
+    if not codes:
+        return 1
+    # rank 0 speaks for the job; when it was stopped because another rank died, the job failed (1)
+    return codes[0] if codes[0] in (0, 1, 2, 3, 130) else 1
 
 
 def run() -> None:

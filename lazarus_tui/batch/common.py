@@ -129,17 +129,22 @@ class JobRunner:
     """Runs engine jobs with a Rich progress bar on stderr; Ctrl-C cancels the job."""
 
     def __init__(self, model: str | None, dtype: str, quiet: bool = False) -> None:
+        from engine.distributed import env_rank, launched
         from engine.session import EngineSession
 
-        from engine.distributed import env_rank
-
         self.session = EngineSession(model, dtype)
+        # under a distributed launcher stderr is a pipe to the launcher; it passes the terminal's width
+        # (COLUMNS) when it runs on one, and rank 0 then draws the combined progress through it
+        self.console = err
+        if launched() and env_rank() == 0 and os.environ.get("COLUMNS", "0").strip() not in ("", "0"):
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=True)
         self.quiet = (quiet or env_rank() != 0
-                      or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1")
+                      or self.console is err and not sys.stderr.isatty()
+                      and os.environ.get("LAZARUS_PROGRESS") != "1")
 
     def run(self, fn: Callable[[Any], Any], label: str) -> Any:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), console=err, transient=True, disable=self.quiet)
+                            TimeElapsedColumn(), console=self.console, transient=True, disable=self.quiet)
         tasks: dict[str, Any] = {}
 
         def on_progress(ev: Any) -> None:

@@ -1,0 +1,198 @@
+"""Batch commands under MLX's distributed launcher: 2 ranks on localhost, ring backend.
+
+The outputs must equal one process's outputs, the work must be split rather than repeated (the whole
+job's CPU time, launcher included, at most 1.4x one process's), and an interrupted 2-rank collect
+must resume with 1 rank. SmolLM2 (bundled; light start-up, so the measured CPU time is the work's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.batch.helpers import ROOT
+
+N_PROMPTS = 120
+BATCH = 8
+CPU_RATIO = 1.4
+
+
+def _free_port() -> int:
+    """A port p with p and p+1 free (the ring backend listens on one port per rank)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 65000:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "MLX_RANK", "MLX_HOSTFILE")}
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lazarus_tui.cli", "--batch", *args]
+
+
+def _launch(*args: str, ranks: int = 2) -> list[str]:
+    return [sys.executable, "-m", "lazarus_tui.launch", "--hosts", "127.0.0.1", "-n", str(ranks), "--backend",
+            "ring", "--starting-port", str(_free_port()), "--", *_cli(*args)]
+
+
+def _run_measured(cmd: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd``; its CPU time (user + sys, every process it waited for included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc, cpu
+
+
+def _assert_split(cpu_two: float, cpu_one: float, one: list[str], two: list[str]) -> None:
+    """2-rank CPU time <= 1.4x one process's. On a loaded shared machine one measurement can be off
+    (page-cache misses while a rank maps the model show up as system time), so a failing pair is
+    measured once more, both sides again, and the better pair counts."""
+    if cpu_two <= CPU_RATIO * cpu_one:
+        return
+    _, again_one = _run_measured(one)
+    _, again_two = _run_measured(two)
+    best = min(cpu_two / cpu_one, again_two / again_one)
+    assert best <= CPU_RATIO, ((cpu_two, cpu_one), (again_two, again_one))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(_cli("circuit", "dataset", "create", "--kind", "arithmetic", "--count", str(N_PROMPTS),
+                               "-o", str(d / "ds.json")), capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    cmd = _cli("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(d / "one"), "--batch-size", str(BATCH))
+    one, cpu = _run_measured(cmd)
+    assert one.returncode == 0, one.stderr
+    return {"dir": d, "one_cpu": cpu, "one_cmd": cmd}
+
+
+def _same_metadata(a: Path, b: Path) -> None:
+    ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
+    for m in (ma, mb):
+        m.pop("seconds")
+    assert ma == mb
+
+
+def test_collect_two_ranks_equals_one_process_and_splits_the_work(work):
+    d = work["dir"]
+    cmd = _launch("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(d / "two"), "--batch-size", str(BATCH))
+    proc, cpu = _run_measured(cmd)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(f"Collected {N_PROMPTS} prompts") == 1  # rank 0 prints, rank 1 does not
+    assert proc.stderr.strip() == ""
+    from safetensors.numpy import load_file
+
+    one, two = load_file(str(d / "one.safetensors")), load_file(str(d / "two.safetensors"))
+    assert sorted(one) == sorted(two) and len(one) == 30
+    for name in one:
+        assert one[name].shape == (N_PROMPTS, 576)
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-5)
+    _same_metadata(d / "one.json", d / "two.json")
+    assert not (d / "two.safetensors.parts").exists()
+    _assert_split(cpu, work["one_cpu"], work["one_cmd"], cmd)
+
+
+def test_ablate_prompt_file_two_ranks_equals_one_process(work, tmp_path):
+    cases = ["The capital of France is:Paris", "2 + 2 =:4", "The opposite of hot is:cold", "Water freezes at:0",
+             "The color of the sky is:blue", "One, two, three,:four", "The largest planet is:Jupiter",
+             "Monday, Tuesday,:Wednesday"]
+    (tmp_path / "cases.txt").write_text("\n".join(cases) + "\n")
+    args = ("ablate", "-p", "x", "--prompts", f"@{tmp_path / 'cases.txt'}", "--layers", "0-9", "--raw", "-n", "4")
+    one_cmd, two_cmd = _cli(*args, "-o", str(tmp_path / "one.json")), _launch(*args, "-o", str(tmp_path / "two.json"))
+    one, cpu_one = _run_measured(one_cmd)
+    assert one.returncode == 0, one.stderr
+    two, cpu_two = _run_measured(two_cmd)
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    a.pop("elapsed_s"), b.pop("elapsed_s")
+    assert a == b
+    assert len(b["baseline"]) == len(cases) and len(b["points"]) == 10
+    assert two.stdout.count("Difficulty gradient") == 1
+    _assert_split(cpu_two, cpu_one, one_cmd, two_cmd)
+
+
+def test_interrupted_two_rank_collect_resumes_with_one_rank(work):
+    d = work["dir"]
+    out = d / "resumed"
+    parts = d / "resumed.safetensors.parts"
+    launcher = subprocess.Popen(_launch("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(out),
+                                        "--batch-size", str(BATCH)),
+                                cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(parts.glob("batch_*.safetensors"))) < 3:
+        assert launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)
+    stdout, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
+    assert not Path(str(out) + ".safetensors").exists()
+    done = len(list(parts.glob("batch_*.safetensors")))
+    assert 3 <= done < N_PROMPTS // BATCH
+    again = subprocess.run(_cli("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(out), "--batch-size",
+                                str(BATCH), "--json"), capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert again.returncode == 0, again.stderr
+    r = json.loads(again.stdout)
+    assert r["batches_reused"] == done and r["batches_computed"] == N_PROMPTS // BATCH - done
+    assert Path(r["activations_file"]).read_bytes() == (d / "one.safetensors").read_bytes()
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of ``rank`` among the launcher's children (each rank writes it for its local peers)."""
+    import glob
+
+    for f in glob.glob(f"/tmp/lazarus-ranks-*/pid.{rank}"):
+        try:
+            pid = int(Path(f).read_text())
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == launcher_pid:
+            return pid
+    return None
+
+
+def test_a_rank_that_dies_stops_the_job_with_one_line(work):
+    d = work["dir"]
+    out = d / "killed"
+    launcher = subprocess.Popen(_launch("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(out),
+                                        "--batch-size", str(BATCH)),
+                                cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    pid = None
+    while time.monotonic() < deadline and (pid is None or not list(out.parent.glob("killed.safetensors.parts/batch_*"))):
+        assert launcher.poll() is None, launcher.communicate()
+        pid = pid or _rank_pid(launcher.pid, 1)
+        time.sleep(0.05)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1, stderr
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "rank 1 died (killed by SIGKILL)" in lines[0], stderr
+    assert not Path(str(out) + ".safetensors").exists()
