@@ -418,14 +418,19 @@ def probes_main(argv: list[str]) -> int:
     from engine.circuit.probes import load_battery
 
     load_battery(args.datasets, args.category)  # validate before loading the model
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return run_battery(lm, layers, args.datasets, args.category, args.threshold, args.chat, args.seed,
-                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"))
+                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"), world=w)
 
     r = runner.run(job, "probes")
+    if r is None:  # a rank other than 0
+        return 0
     emit(r, args, render_probes)
     return 0
 
