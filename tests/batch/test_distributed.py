@@ -196,3 +196,15 @@ def test_a_rank_that_dies_stops_the_job_with_one_line(work):
     lines = [x for x in stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "rank 1 died (killed by SIGKILL)" in lines[0], stderr
     assert not Path(str(out) + ".safetensors").exists()
+
+
+def test_probe_battery_two_ranks_equals_one_process(tmp_path):
+    args = ("circuit", "probes", "run", "--category", "decision", "--layers", "0-5")
+    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert a == b and len(a["probes"]) >= 2 and a["captured_layers"] == [0, 1, 2, 3, 4, 5]
