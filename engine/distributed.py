@@ -203,6 +203,8 @@ class World:
                     break
                 try:
                     payload = compute(i)
+                    if self.root and on_result is not None:
+                        on_result(i, payload)
                 except Cancelled:
                     status = CANCELLED
                     break
@@ -215,8 +217,6 @@ class World:
                 last = time.monotonic() - start
                 self._item_s, self._items = self._item_s + last, self._items + 1
                 if self.root:
-                    if on_result is not None:
-                        on_result(i, payload)
                     finished.append((i, b""))
                     if on_progress is not None:
                         on_progress(done + len(finished), n_items)

@@ -33,7 +33,7 @@ import numpy as np
 from engine.circuit.dataset import load_dataset
 from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
 from engine.distributed import World
-from engine.errors import Cancelled, InputError
+from engine.errors import AnalysisError, InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
 from engine.models import LoadedModel
 
@@ -299,7 +299,10 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
             return save_file_bytes(tensors, {"generations": json.dumps(texts)})
 
         def store(i: int, payload: bytes) -> None:
-            _atomic_write_bytes(shard[pending[i]], lambda fh: fh.write(payload))
+            try:
+                _atomic_write_bytes(shard[pending[i]], lambda fh: fh.write(payload))
+            except OSError as exc:
+                raise AnalysisError(f"cannot write {shard[pending[i]]}: {exc.strerror or exc}") from None
 
         w.map_items(len(pending), compute, store, cancel,
                  None if on_batch is None else lambda d, _t: on_batch(reused + d, n_batches))

@@ -65,9 +65,18 @@ def dispatch(argv: list[str]) -> int:
         return int(exc.code or 0)
 
 
+def shares_work(argv: list[str]) -> bool:
+    """Whether the command splits its work among distributed ranks (docs/distributed.md); the others
+    run on rank 0 alone."""
+    if argv[:1] == ["ablate"]:
+        return True
+    return argv[:1] == ["circuit"] and (argv[1:2] == ["collect"] or argv[1:3] == ["probes", "run"])
+
+
 def _dispatch_quiet_rank(argv: list[str], rank: int) -> int:
-    """A rank other than 0 under a distributed launcher: stdout goes nowhere; on stderr only errors
-    that rank 0 cannot report (bad input is the same on every rank and rank 0 says it; a failure
+    """A rank other than 0 under a distributed launcher: a command that does not share its work exits at
+    once (rank 0 runs it); otherwise stdout goes nowhere, and on stderr only errors that rank 0 cannot
+    report (bad input is the same on every rank and rank 0 says it; a failure
     reported through the job's rounds is printed by rank 0, naming this rank)."""
     import os
     import time
@@ -81,9 +90,9 @@ def _dispatch_quiet_rank(argv: list[str], rank: int) -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     name = argv[0] if argv else "?"
+    if not shares_work(argv):
+        return 0  # rank 0 runs it alone
     try:
-        if name not in COMMANDS:
-            return 2
         module = importlib.import_module(f"lazarus_tui.batch.{COMMANDS[name]}")
         return int(module.main(argv[1:]) or 0)
     except (Cancelled, KeyboardInterrupt):
