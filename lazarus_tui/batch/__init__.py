@@ -68,7 +68,7 @@ def dispatch(argv: list[str]) -> int:
 def shares_work(argv: list[str]) -> bool:
     """Whether the command splits its work among distributed ranks (docs/distributed.md); the others
     run on rank 0 alone."""
-    if argv[:1] == ["ablate"]:
+    if argv[:1] in (["ablate"], ["steer"]):  # steer decides itself (greedy runs only)
         return True
     return argv[:1] == ["circuit"] and (argv[1:2] == ["collect"] or argv[1:3] == ["probes", "run"])
 

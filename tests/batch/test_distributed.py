@@ -208,3 +208,19 @@ def test_probe_battery_two_ranks_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert a == b and len(a["probes"]) >= 2 and a["captured_layers"] == [0, 1, 2, 3, 4, 5]
+
+
+def test_steer_grid_two_ranks_equals_one_process(tmp_path):
+    args = ("steer", "--extract", "--positive", "I love this|What a wonderful day", "--negative",
+            "I hate this|What a terrible day", "-p", "I think that this movie was|The weather today is",
+            "--layers", "3,6", "--compare=-4,0,4", "-n", "4", "--raw")
+    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, cwd=ROOT,
+                         env=_env())
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    a.pop("generation_seconds"), b.pop("generation_seconds")
+    assert a == b and len(a["outputs"]) == 2 * 2 * 3
+    assert any(o["diverged_at"] is not None for o in a["outputs"])  # divergence is set across the ranks' shares

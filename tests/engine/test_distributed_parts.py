@@ -116,3 +116,18 @@ def test_collect_refuses_an_output_another_run_holds(tiny_llama, tmp_path):
             collect(tiny_llama, req, dataset=_dataset(2))
     r = collect(tiny_llama, req, dataset=_dataset(2))  # the lock is free again
     assert r.batches_computed == 1 and not parts.exists()
+
+
+def test_steer_settings_split_equals_one_run(tiny_llama):
+    from engine.steering import run_steer
+    from engine.steering_results import SteerRequest
+    from engine.steering_split import merge
+
+    req = SteerRequest(prompts=["a b c", "hello there", "x"], coefficients=[-8.0, 0.0, 8.0], layers=[1, 2],
+                       neuron=3, max_tokens=4, chat=False)
+    whole = run_steer(tiny_llama, req)
+    parts = [[0, 1], [2, 3, 4, 5, 6], list(range(7, 18))]  # cuts through prompt/layer groups
+    merged = merge(tiny_llama, req, None, [run_steer(tiny_llama, req, only=p) for p in parts],
+                   whole.generation_seconds)
+    assert merged.model_dump() == whole.model_dump()
+    assert any(o.diverged_at is not None for o in merged.outputs[:6])  # twins generated in another part
