@@ -187,7 +187,10 @@ class World:
             return
         import time
 
-        round_s = float(os.environ.get("LAZARUS_DIST_ROUND_S", "3") or 3)
+        try:
+            round_s = max(0.0, float(os.environ.get("LAZARUS_DIST_ROUND_S", "3")))
+        except ValueError:
+            round_s = 3.0
         remaining = list(range(n_items))
         done = 0
         while remaining:
