@@ -71,6 +71,7 @@ def _assert_split(cpu_two: float, cpu_one: float, one: list[str], two: list[str]
     """2-rank CPU time <= 1.4x one process's. On a loaded shared machine one measurement can be off
     (page-cache misses while a rank maps the model show up as system time), so a failing pair is
     measured once more, both sides again, and the better pair counts."""
+    print(f"CPU time: 2 ranks {cpu_two:.1f} s, 1 process {cpu_one:.1f} s, ratio {cpu_two / cpu_one:.2f}")
     if cpu_two <= CPU_RATIO * cpu_one:
         return
     _, again_one = _run_measured(one)
