@@ -60,10 +60,10 @@ def local_ranks() -> int:
     if not path or rank is None:
         return int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1") or 1)
     try:
-        hosts = json.loads(open(path).read() or "[]")
-        ip = lambda entry: entry[0].rsplit(":", 1)[0] if entry else ""  # noqa: E731
-        mine = ip(hosts[int(rank)])
-        return max(1, sum(1 for h in hosts if ip(h) == mine))
+        with open(path) as fh:
+            hosts = json.loads(fh.read() or "[]")
+        ips = [h[0].rsplit(":", 1)[0] if h else "" for h in hosts]
+        return max(1, ips.count(ips[int(rank)]))
     except (OSError, ValueError, IndexError, TypeError):
         return 1
 

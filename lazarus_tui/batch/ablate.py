@@ -252,7 +252,6 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     req = build_request(args)
     from engine.ablation import run_ablation
-
     from engine.distributed import world
 
     runner = JobRunner(args.model, args.dtype)

@@ -132,9 +132,8 @@ def main(argv: list[str]) -> int:
     from engine.distributed import env_rank, launched, world
     from engine.steering_split import splits
 
-    if launched() and not splits(req):
-        if env_rank() != 0:
-            return 0  # rank 0 runs it alone
+    if launched() and not splits(req) and env_rank() != 0:
+        return 0  # rank 0 runs it alone
     w = world() if launched() and splits(req) else None
 
     def job(ctx):

@@ -61,7 +61,7 @@ def _launch(*args: str, ranks: int = 2) -> list[str]:
 def _run_measured(cmd: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``cmd``; its CPU time (user + sys, every process it waited for included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=_env(), timeout=timeout)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return proc, cpu
@@ -84,7 +84,7 @@ def _assert_split(cpu_two: float, cpu_one: float, one: list[str], two: list[str]
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("dist")
     proc = subprocess.run(_cli("circuit", "dataset", "create", "--kind", "arithmetic", "--count", str(N_PROMPTS),
-                               "-o", str(d / "ds.json")), capture_output=True, text=True, cwd=ROOT, env=_env())
+                               "-o", str(d / "ds.json")), capture_output=True, text=True, check=False, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     cmd = _cli("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(d / "one"), "--batch-size", str(BATCH))
     one, cpu = _run_measured(cmd)
@@ -149,14 +149,14 @@ def test_interrupted_two_rank_collect_resumes_with_one_rank(work):
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.05)
     launcher.send_signal(signal.SIGINT)
-    stdout, stderr = launcher.communicate(timeout=120)
+    _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 130, stderr
     assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
     assert not Path(str(out) + ".safetensors").exists()
     done = len(list(parts.glob("batch_*.safetensors")))
     assert 3 <= done < N_PROMPTS // BATCH
     again = subprocess.run(_cli("circuit", "collect", "-d", str(d / "ds.json"), "-o", str(out), "--batch-size",
-                                str(BATCH), "--json"), capture_output=True, text=True, cwd=ROOT, env=_env())
+                                str(BATCH), "--json"), capture_output=True, text=True, check=False, cwd=ROOT, env=_env())
     assert again.returncode == 0, again.stderr
     r = json.loads(again.stdout)
     assert r["batches_reused"] == done and r["batches_computed"] == N_PROMPTS // BATCH - done
@@ -201,10 +201,10 @@ def test_a_rank_that_dies_stops_the_job_with_one_line(work):
 
 def test_probe_battery_two_ranks_equals_one_process(tmp_path):
     args = ("circuit", "probes", "run", "--category", "decision", "--layers", "0-5")
-    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, cwd=ROOT,
+    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, check=False, cwd=ROOT,
                          env=_env())
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, cwd=ROOT,
+    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, check=False, cwd=ROOT,
                          env=_env())
     assert two.returncode == 0, two.stderr
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
@@ -215,10 +215,10 @@ def test_steer_grid_two_ranks_equals_one_process(tmp_path):
     args = ("steer", "--extract", "--positive", "I love this|What a wonderful day", "--negative",
             "I hate this|What a terrible day", "-p", "I think that this movie was|The weather today is",
             "--layers", "3,6", "--compare=-4,0,4", "-n", "4", "--raw")
-    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, cwd=ROOT,
+    one = subprocess.run(_cli(*args, "-o", str(tmp_path / "one.json")), capture_output=True, text=True, check=False, cwd=ROOT,
                          env=_env())
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, cwd=ROOT,
+    two = subprocess.run(_launch(*args, "-o", str(tmp_path / "two.json")), capture_output=True, text=True, check=False, cwd=ROOT,
                          env=_env())
     assert two.returncode == 0, two.stderr
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_collect_recomputes_a_damaged_shard(tiny_llama, tmp_path):
     again = collect(tiny_llama, req, dataset=ds)
     assert again.batches_reused == 1 and again.batches_computed == 2
     assert any("recomputed 1 damaged shard" in w and "batch_000001" in w for w in again.warnings)
-    assert open(again.activations_file, "rb").read() == open(full.activations_file, "rb").read()
+    assert Path(again.activations_file).read_bytes() == Path(full.activations_file).read_bytes()
 
 
 def test_collect_refuses_an_output_another_run_holds(tiny_llama, tmp_path):
