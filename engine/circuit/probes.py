@@ -18,13 +18,7 @@ import numpy as np
 
 from engine.circuit.dataset import load_dataset, save_dataset
 from engine.circuit.geometry import pair_groups
-from engine.circuit.models import (
-    CircuitDataset,
-    DatasetPrompt,
-    ProbeBatteryEntry,
-    ProbeBatteryResult,
-    ProbeLayerScore,
-)
+from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 from engine.circuit.probe_data import BUILTIN
 from engine.distributed import World
 from engine.errors import Cancelled, InputError
