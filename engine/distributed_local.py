@@ -29,10 +29,15 @@ class PeerGone(LazarusError):
 
 class LocalMeeting:
     def __init__(self, rank: int, peers: list[int], directory: Path) -> None:
+        import atexit
+
         self.rank, self.peers, self.dir = rank, [k for k in peers if k != rank], directory
         self.count = 0
+        _sweep(directory.parent)
         self.dir.mkdir(mode=0o700, exist_ok=True)
         (self.dir / f"pid.{rank}").write_text(str(os.getpid()))
+        atexit.register(self.close)
+        _on_sigterm(self.close)
 
     @classmethod
     def for_job(cls, rank: int) -> LocalMeeting | None:
@@ -82,11 +87,50 @@ class LocalMeeting:
 
     def close(self) -> None:
         for p in (self.dir / f"{self.count}.{self.rank}", self.dir / f"pid.{self.rank}"):
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                pass
         try:
             self.dir.rmdir()
         except OSError:
             pass
+
+
+def _sweep(tmp: Path) -> None:
+    """Remove meeting directories whose ranks are all gone (a rank killed with SIGKILL leaves its files)."""
+    import shutil
+
+    try:
+        dirs = [d for d in tmp.glob("lazarus-ranks-*") if d.is_dir() and d.stat().st_uid == os.getuid()]
+    except OSError:
+        return
+    for d in dirs:
+        try:
+            pids = list(d.glob("pid.*"))
+            if time.time() - d.stat().st_mtime > 60 and not any(_alive(p) for p in pids):
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _on_sigterm(cleanup) -> None:
+    """The launcher stops the other ranks with SIGTERM when one fails: leave no files behind, and exit
+    as SIGTERM would (quietly; the launcher reports the failure)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return
+
+    def handler(signum, frame) -> None:
+        cleanup()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _alive(pid_file: Path) -> bool:
