@@ -132,3 +132,93 @@ def test_steer_settings_split_equals_one_run(tiny_llama):
                    whole.generation_seconds)
     assert merged.model_dump() == whole.model_dump()
     assert any(o.diverged_at is not None for o in merged.outputs[:6])  # twins generated in another part
+
+
+class _ThreadWorld(World):
+    """A rank of an in-process 'job' of threads: the collectives meet at a barrier (no MLX group)."""
+
+    def __init__(self, rank, size, shared):
+        super().__init__(rank, size)
+        self.shared = shared
+
+    def _all_gather(self, arr):
+        import numpy as np
+
+        slots, barrier = self.shared
+        slots[self.rank] = np.array(arr)
+        barrier.wait()
+        out = np.concatenate([slots[k] for k in range(self.size)])
+        barrier.wait()
+        return out
+
+
+def _run_threads(size, body):
+    import threading
+
+    shared = ({}, threading.Barrier(size, timeout=30))
+    results, errors = [None] * size, [None] * size
+
+    def run(k):
+        try:
+            results[k] = body(_ThreadWorld(k, size, shared))
+        except Exception as exc:  # noqa: BLE001
+            errors[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
+def test_map_items_computes_each_item_once_and_rank0_gets_all(monkeypatch):
+    import random
+    import time
+
+    monkeypatch.setenv("LAZARUS_DIST_ROUND_S", "0.05")
+    computed: list[tuple[int, int]] = []
+
+    def body(w):
+        got = {}
+
+        def compute(i):
+            time.sleep(random.uniform(0, 0.03))
+            computed.append((w.rank, i))
+            return bytes([i]) * (i + 1)
+
+        w.map_items(11, compute, lambda i, p: got.__setitem__(i, p))
+        return got
+
+    results, errors = _run_threads(3, body)
+    assert errors == [None] * 3
+    assert sorted(i for _, i in computed) == list(range(11))  # each item exactly once
+    assert len({r for r, _ in computed}) == 3  # every rank took part
+    assert results[0] == {i: bytes([i]) * (i + 1) for i in range(11)} and results[1] == results[2] == {}
+
+
+def test_map_items_names_the_failing_rank_on_every_rank():
+    stored = []
+
+    def body(w):
+        def compute(i):
+            if i == 3:
+                raise InputError("prompt 4 is too long")
+            return b"ok"
+
+        w.map_items(6, compute, lambda i, p: stored.append(i))
+
+    _, errors = _run_threads(2, body)
+    from engine.distributed import RankFailed
+
+    assert all(isinstance(e, RankFailed) and e.exit_code == 2 for e in errors)
+    assert str(errors[0]) == "rank 1 failed: prompt 4 is too long"
+    assert 3 not in stored and {0, 1, 2} <= set(stored)  # what finished before the failure is kept
+
+
+def test_map_items_cancel_on_one_rank_stops_all():
+    def body(w):
+        w.map_items(8, lambda i: b"x", None, (lambda: True) if w.rank == 1 else None)
+
+    _, errors = _run_threads(2, body)
+    assert all(isinstance(e, Cancelled) for e in errors)
