@@ -225,3 +225,63 @@ def test_steer_grid_two_ranks_equals_one_process(tmp_path):
     a.pop("generation_seconds"), b.pop("generation_seconds")
     assert a == b and len(a["outputs"]) == 2 * 2 * 3
     assert any(o["diverged_at"] is not None for o in a["outputs"])  # divergence is set across the ranks' shares
+
+
+PIPELINE_SCRIPT = r'''
+import sys
+import numpy as np
+import engine  # noqa: F401
+import mlx.core as mx
+from engine.distributed import world
+from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
+from engine.models import load
+from engine.pipeline import keep_stage, pipelined_forward, stage
+
+w = world()
+lm = load(sys.argv[1])
+start, stop = stage(lm.num_layers, w.rank, w.size)
+freed = keep_stage(lm, start, stop)
+hm = HookedModel(lm)
+rows = [lm.tokenizer.prepare(p, chat=False) for p in ("the cat sat on the mat", "a b")]
+batch = Batch.from_lists(rows, 0)
+ivs = [Intervention(site=Site(layer=lm.num_layers - 1, kind=SiteKind.mlp_out), op="scale", factor=0.5)]
+out = pipelined_forward(hm, batch, w, capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.attn_out)),
+                        interventions=ivs, logits="all")
+if w.root:
+    lens = {f"lens.{k}": np.array(lm.adapter.lens_logits(lm.model, v)) for k, v in out.captures.items()
+            if k.endswith("resid_post")}
+    np.savez(sys.argv[2], logits=np.array(out.logits), freed=freed,
+             **{k: np.array(v) for k, v in out.captures.items()}, **lens)
+'''
+
+
+def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
+    """Layers split over 2 ranks (each frees the other's blocks): same logits, captures and lens."""
+    from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
+    from engine.models import load
+    from tests.families.factory import save_tiny_dir
+
+    model_dir = save_tiny_dir("llama", tmp_path / "tiny")
+    (tmp_path / "pipe.py").write_text(PIPELINE_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "lazarus_tui.launch", "--hosts", "127.0.0.1", "-n", "2",
+                           "--backend", "ring", "--starting-port", str(_free_port()), "--", sys.executable,
+                           str(tmp_path / "pipe.py"), str(model_dir), str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, check=False, cwd=ROOT, env={**_env(), "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "out.npz")
+    lm = load(str(model_dir))
+    hm = HookedModel(lm)
+    rows = [lm.tokenizer.prepare(p, chat=False) for p in ("the cat sat on the mat", "a b")]
+    ivs = [Intervention(site=Site(layer=lm.num_layers - 1, kind=SiteKind.mlp_out), op="scale", factor=0.5)]
+    ref = hm.forward(Batch.from_lists(rows, 0), capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.attn_out)),
+                     interventions=ivs, logits="all")
+    assert int(got["freed"]) > 0
+    assert sorted(k for k in got.files if k.startswith("blocks.")) == sorted(ref.captures)
+    scale = float(np.abs(np.array(ref.logits)).max())
+    np.testing.assert_allclose(got["logits"], np.array(ref.logits), rtol=0, atol=1e-5 * scale)
+    for name, value in ref.captures.items():
+        v = np.array(value)
+        np.testing.assert_allclose(got[name], v, rtol=0, atol=1e-5 * float(np.abs(v).max()))
+        if name.endswith("resid_post"):
+            lens = np.array(lm.adapter.lens_logits(lm.model, value))
+            np.testing.assert_allclose(got[f"lens.{name}"], lens, rtol=0, atol=1e-5 * float(np.abs(lens).max()))

@@ -1,0 +1,107 @@
+"""A model's layers split across distributed ranks: the hooked forward as a pipeline (a first step).
+
+Rank ``k`` of ``size`` keeps the contiguous layers of its *stage* (rank 0 the first ones) and frees
+the weights of every other block (embedding, final norm and unembedding stay on every rank), so a
+model too large for one machine fits on several. :func:`pipelined_forward` runs one hooked forward
+through the stages: rank 0 embeds and runs its layers, sends the residual to rank 1
+(``mx.distributed.send``), which runs its layers from there (``HookedModel.forward(start_layer=,
+h=)``), and so on; the last rank unembeds. Each rank captures the sites of its own layers and
+applies the interventions at its own layers; at the end every capture and the logits are gathered,
+so rank 0 holds what one process's forward returns, and the logit lens of any captured residual
+(``adapter.lens_logits``) is computed there as one process computes it.
+
+Not yet: the KV cache across stages (generation), micro-batching (a stage waits while the others
+work), loading only the local weights from disk (the whole checkpoint is read, then the other
+blocks are freed). See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from engine.distributed import World
+from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention
+from engine.models import LoadedModel
+
+
+def stage(n_layers: int, rank: int, size: int) -> tuple[int, int]:
+    """Layers ``[start, stop)`` of rank ``rank``: contiguous, as even as possible, rank 0 first."""
+    base, extra = divmod(n_layers, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def keep_stage(lm: LoadedModel, start: int, stop: int) -> int:
+    """Free the weights of every block outside ``[start, stop)``; returns the bytes freed."""
+    freed = 0
+    for i, block in enumerate(lm.adapter.blocks(lm.model)):
+        if start <= i < stop:
+            continue
+        freed += sum(v.nbytes for _, v in tree_flatten(block.parameters()))
+        block.update(tree_map(lambda v: mx.zeros((0,), dtype=v.dtype), block.parameters()))
+    mx.clear_cache()
+    return freed
+
+
+def _pack(arrays: dict[str, mx.array]) -> bytes:
+    header, blobs, offset = {}, [], 0
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(np.array(arr.astype(mx.float32)), dtype="<f4")
+        header[name] = [list(a.shape), offset, a.nbytes]
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
+
+
+def _unpack(payload: bytes) -> dict[str, mx.array]:
+    if not payload:
+        return {}
+    n = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + n])
+    body = payload[8 + n:]
+    return {name: mx.array(np.frombuffer(body[off:off + size], dtype="<f4").reshape(shape))
+            for name, (shape, off, size) in header.items()}
+
+
+def _compute_dtype(hm: HookedModel) -> mx.Dtype:
+    name = hm.lm.info.dtype
+    return getattr(mx, name) if name in ("float32", "float16", "bfloat16") else mx.float32
+
+
+def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: CaptureSpec | None = None,
+                      interventions: Sequence[Intervention] = (), logits: str = "last") -> ForwardOutput | None:
+    """One hooked forward through the ranks' stages (see the module doc). Rank 0 returns the whole
+    ``ForwardOutput`` (captures and logits float32); the other ranks return ``None``."""
+    start, stop = stage(hm.n_layers, world.rank, world.size)
+    last = world.rank == world.size - 1
+    own = [iv for iv in interventions if start <= iv.site.layer < stop]
+    h_in = None
+    if world.rank > 0:
+        shape = (batch.ids.shape[0], batch.ids.shape[1], hm.lm.info.hidden_size)
+        world._meet()
+        h_in = mx.distributed.recv(shape, mx.float32, world.rank - 1, group=world.group, stream=mx.cpu)
+        mx.eval(h_in)
+        h_in = h_in.astype(_compute_dtype(hm))
+    out = hm.forward(batch, capture=capture, interventions=own, start_layer=start, h=h_in,
+                     stop_layer=None if last else stop, logits=logits if last else "none")  # type: ignore[arg-type]
+    if not last:
+        world._meet()
+        mx.eval(mx.distributed.send(out.resid.astype(mx.float32), world.rank + 1, group=world.group,
+                                    stream=mx.cpu))
+    mine = dict(out.captures)
+    if last and out.logits is not None:
+        mine["__logits__"] = out.logits
+    parts = world.gather_bytes(_pack(mine))
+    if not world.root:
+        return None
+    merged: dict[str, mx.array] = {}
+    for p in parts:
+        merged.update(_unpack(p))
+    out_logits = merged.pop("__logits__", None)
+    return ForwardOutput(out_logits, merged, None)
