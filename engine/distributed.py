@@ -96,7 +96,7 @@ class World:
         return self.size > 1
 
     # -- collectives (run on the engine thread, inside a job) ------------------------------------
-    def _meet(self) -> None:
+    def meet(self) -> None:
         """Wait (sleeping) for the ranks on this host before an exchange; see engine/distributed_local.py."""
         if self.meeting is None:
             return
@@ -129,7 +129,7 @@ class World:
             return [payload]
         import mlx.core as mx
 
-        self._meet()
+        self.meet()
         lengths = [int(x) for x in self._all_gather(mx.array([len(payload)], dtype=mx.int64)).tolist()]
         return self._gather_padded(payload, lengths)
 
@@ -234,7 +234,7 @@ class World:
             body = _frames(finished)
             import mlx.core as mx
 
-            self._meet()
+            self.meet()
             head = self._all_gather(mx.array([status, len(body), len(error)], dtype=mx.int64))
             heads = [tuple(int(v) for v in row) for row in head.reshape(self.size, 3).tolist()]
             blobs = self._gather_padded(body + error, [a + b for _, a, b in heads])

@@ -84,14 +84,14 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
     h_in = None
     if world.rank > 0:
         shape = (batch.ids.shape[0], batch.ids.shape[1], hm.lm.info.hidden_size)
-        world._meet()
+        world.meet()
         h_in = mx.distributed.recv(shape, mx.float32, world.rank - 1, group=world.group, stream=mx.cpu)
         mx.eval(h_in)
         h_in = h_in.astype(_compute_dtype(hm))
     out = hm.forward(batch, capture=capture, interventions=own, start_layer=start, h=h_in,
                      stop_layer=None if last else stop, logits=logits if last else "none")  # type: ignore[arg-type]
     if not last:
-        world._meet()
+        world.meet()
         mx.eval(mx.distributed.send(out.resid.astype(mx.float32), world.rank + 1, group=world.group,
                                     stream=mx.cpu))
     mine = dict(out.captures)
