@@ -1,8 +1,9 @@
 """A model's layers split across distributed ranks: the hooked forward as a pipeline (a first step).
 
-Rank ``k`` of ``size`` keeps the contiguous layers of its *stage* (rank 0 the first ones) and frees
-the weights of every other block (embedding, final norm and unembedding stay on every rank), so a
-model too large for one machine fits on several. :func:`pipelined_forward` runs one hooked forward
+Rank ``k`` of ``size`` loads the contiguous layers of its *stage* only (rank 0 the first ones;
+``engine.models.load(spec, stage=(rank, size))``: the other blocks' weights are never read), and
+keeps the embedding, final norm and unembedding, so a model too large for one machine fits on
+several. :func:`pipelined_forward` runs one hooked forward
 through the stages: rank 0 embeds and runs its layers, sends the residual to rank 1
 (``mx.distributed.send``), which runs its layers from there (``HookedModel.forward(start_layer=,
 h=)``), and so on; the last rank unembeds. Each rank captures the sites of its own layers and
@@ -11,14 +12,14 @@ so rank 0 holds what one process's forward returns, and the logit lens of any ca
 (``adapter.lens_logits``) is computed there as one process computes it.
 
 Not yet: the KV cache across stages (generation), micro-batching (a stage waits while the others
-work), loading only the local weights from disk (the whole checkpoint is read, then the other
-blocks are freed). See docs/distributed.md.
+work), batch commands on top. See docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -26,25 +27,25 @@ from mlx.utils import tree_flatten, tree_map
 
 from engine.distributed import World
 from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention
-from engine.models import LoadedModel
 
 
-def stage(n_layers: int, rank: int, size: int) -> tuple[int, int]:
+def stage_layers(n_layers: int, rank: int, size: int) -> tuple[int, int]:
     """Layers ``[start, stop)`` of rank ``rank``: contiguous, as even as possible, rank 0 first."""
     base, extra = divmod(n_layers, size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
 
 
-def keep_stage(lm: LoadedModel, start: int, stop: int) -> int:
-    """Free the weights of every block outside ``[start, stop)``; returns the bytes freed."""
+def keep_stage(model: Any, adapter: Any, start: int, stop: int) -> int:
+    """Drop the weights of every block outside ``[start, stop)`` (zero-size arrays in their place);
+    returns the bytes they held. Called by ``engine.models.load(stage=...)`` before the weights are
+    evaluated, so the dropped ones are never read from disk."""
     freed = 0
-    for i, block in enumerate(lm.adapter.blocks(lm.model)):
+    for i, block in enumerate(adapter.blocks(model)):
         if start <= i < stop:
             continue
         freed += sum(v.nbytes for _, v in tree_flatten(block.parameters()))
         block.update(tree_map(lambda v: mx.zeros((0,), dtype=v.dtype), block.parameters()))
-    mx.clear_cache()
     return freed
 
 
@@ -78,7 +79,7 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
                       interventions: Sequence[Intervention] = (), logits: str = "last") -> ForwardOutput | None:
     """One hooked forward through the ranks' stages (see the module doc). Rank 0 returns the whole
     ``ForwardOutput`` (captures and logits float32); the other ranks return ``None``."""
-    start, stop = stage(hm.n_layers, world.rank, world.size)
+    start, stop = stage_layers(hm.n_layers, world.rank, world.size)
     last = world.rank == world.size - 1
     own = [iv for iv in interventions if start <= iv.site.layer < stop]
     h_in = None
