@@ -11,7 +11,8 @@ applies the interventions at its own layers; at the end every capture and the lo
 so rank 0 holds what one process's forward returns, and the logit lens of any captured residual
 (``adapter.lens_logits``) is computed there as one process computes it.
 
-Not yet: the KV cache across stages (generation), micro-batching (a stage waits while the others
+:func:`pipelined_generate` decodes through the stages (each keeps its layers' KV cache; the last
+picks the token and every rank gets it). Not yet: micro-batching (a stage waits while the others
 work), batch commands on top. See docs/distributed.md.
 """
 
@@ -25,8 +26,10 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from engine.distributed import World
-from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention
+from engine.distributed import World, pack, unpack
+from engine.errors import InputError
+from engine.generate import RowOutput, collect_step
+from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention, KVState
 
 
 def stage_layers(n_layers: int, rank: int, size: int) -> tuple[int, int]:
@@ -75,6 +78,19 @@ def _compute_dtype(hm: HookedModel) -> mx.Dtype:
     return getattr(mx, name) if name in ("float32", "float16", "bfloat16") else mx.float32
 
 
+def _recv_residual(hm: HookedModel, world: World, rows: int, width: int) -> mx.array:
+    world.meet()
+    h = mx.distributed.recv((rows, width, hm.lm.info.hidden_size), mx.float32, world.rank - 1, group=world.group,
+                            stream=mx.cpu)
+    mx.eval(h)
+    return h.astype(_compute_dtype(hm))
+
+
+def _send_residual(world: World, h: mx.array) -> None:
+    world.meet()
+    mx.eval(mx.distributed.send(h.astype(mx.float32), world.rank + 1, group=world.group, stream=mx.cpu))
+
+
 def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: CaptureSpec | None = None,
                       interventions: Sequence[Intervention] = (), logits: str = "last") -> ForwardOutput | None:
     """One hooked forward through the ranks' stages (see the module doc). Rank 0 returns the whole
@@ -82,19 +98,11 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
     start, stop = stage_layers(hm.n_layers, world.rank, world.size)
     last = world.rank == world.size - 1
     own = [iv for iv in interventions if start <= iv.site.layer < stop]
-    h_in = None
-    if world.rank > 0:
-        shape = (batch.ids.shape[0], batch.ids.shape[1], hm.lm.info.hidden_size)
-        world.meet()
-        h_in = mx.distributed.recv(shape, mx.float32, world.rank - 1, group=world.group, stream=mx.cpu)
-        mx.eval(h_in)
-        h_in = h_in.astype(_compute_dtype(hm))
+    h_in = _recv_residual(hm, world, *batch.ids.shape) if world.rank > 0 else None
     out = hm.forward(batch, capture=capture, interventions=own, start_layer=start, h=h_in,
                      stop_layer=None if last else stop, logits=logits if last else "none")  # type: ignore[arg-type]
     if not last:
-        world.meet()
-        mx.eval(mx.distributed.send(out.resid.astype(mx.float32), world.rank + 1, group=world.group,
-                                    stream=mx.cpu))
+        _send_residual(world, out.resid)
     mine = dict(out.captures)
     if last and out.logits is not None:
         mine["__logits__"] = out.logits
@@ -106,3 +114,46 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
         merged.update(_unpack(p))
     out_logits = merged.pop("__logits__", None)
     return ForwardOutput(out_logits, merged, None)
+
+
+def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_tokens: int, world: World, *,
+                       interventions: Sequence[Intervention] = (), temperature: float = 0.0, seed: int = 0,
+                       stop_ids: Sequence[int] = ()) -> list[RowOutput] | None:
+    """``engine.generate.generate_ids`` through the stages: each rank keeps the KV cache of its own
+    layers; the last rank picks each token (greedy, or sampled with the same random stream) and every
+    rank receives it for the next step. Rank 0 returns the outputs; the other ranks ``None``."""
+    if max_new_tokens < 1:
+        raise InputError("max tokens must be at least 1")
+    start, stop = stage_layers(hm.n_layers, world.rank, world.size)
+    last = world.rank == world.size - 1
+    own = [iv for iv in interventions if start <= iv.site.layer < stop]
+    batch = Batch.from_lists(rows, hm.lm.tokenizer.pad_id or 0)
+    kv = KVState(hm.n_layers, batch.pad)
+    key = mx.random.key(seed)
+    stops = set(stop_ids)
+    outs = [RowOutput([], "max_tokens") for _ in rows]
+    done = [False] * len(rows)
+    step_batch = batch
+    for step in range(max_new_tokens):
+        h_in = _recv_residual(hm, world, *step_batch.ids.shape) if world.rank > 0 else None
+        offset = kv.offset
+        out = hm.forward(step_batch, interventions=own, kv=kv, start_layer=start, h=h_in,
+                         stop_layer=None if last else stop, logits="last" if last else "none")
+        payload = b""
+        if last:
+            logits = out.logits[:, -1, :]
+            if temperature > 0:
+                key, sub = mx.random.split(key)
+                nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
+            else:
+                nxt = mx.argmax(logits, axis=-1)
+            payload = pack([int(t) for t in nxt.tolist()])
+        else:
+            kv.offset = offset + step_batch.ids.shape[1]  # the forward advances it only at the last layer
+            _send_residual(world, out.resid)
+        toks = unpack(world.gather_bytes(payload)[-1])
+        collect_step(outs, done, toks, stops)
+        if all(done) or step == max_new_tokens - 1:
+            break
+        step_batch = Batch(mx.array(toks, dtype=mx.int32)[:, None], kv.pad, batch.lengths)
+    return outs if world.root else None

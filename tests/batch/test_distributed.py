@@ -235,7 +235,7 @@ import mlx.core as mx
 from engine.distributed import world
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import load
-from engine.pipeline import pipelined_forward
+from engine.pipeline import pipelined_forward, pipelined_generate
 from mlx.utils import tree_flatten
 
 w = world()
@@ -247,16 +247,20 @@ batch = Batch.from_lists(rows, 0)
 ivs = [Intervention(site=Site(layer=lm.num_layers - 1, kind=SiteKind.mlp_out), op="scale", factor=0.5)]
 out = pipelined_forward(hm, batch, w, capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.attn_out)),
                         interventions=ivs, logits="all")
+gen = pipelined_generate(hm, rows, 6, w, interventions=ivs)
+sampled = pipelined_generate(hm, rows, 6, w, temperature=0.8, seed=3)
 if w.root:
     lens = {f"lens.{k}": np.array(lm.adapter.lens_logits(lm.model, v)) for k, v in out.captures.items()
             if k.endswith("resid_post")}
     np.savez(sys.argv[2], logits=np.array(out.logits), empty=np.array(empty),
+             gen=np.array([o.ids for o in gen]), sampled=np.array([o.ids for o in sampled]),
              **{k: np.array(v) for k, v in out.captures.items()}, **lens)
 '''
 
 
 def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
-    """Layers split over 2 ranks (each loads only its own blocks): same logits, captures and lens."""
+    """Layers split over 2 ranks (each loads only its own blocks): same logits, captures and lens, and
+    the same greedy and sampled generations (KV cache per stage)."""
     from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
     from engine.models import load
     from tests.families.factory import save_tiny_dir
@@ -276,6 +280,10 @@ def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
     ref = hm.forward(Batch.from_lists(rows, 0), capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.attn_out)),
                      interventions=ivs, logits="all")
     assert got["empty"].tolist() == list(range(lm.num_layers // 2, lm.num_layers))  # rank 0 holds the first half
+    from engine.generate import generate_ids
+
+    assert got["gen"].tolist() == [o.ids for o in generate_ids(hm, rows, 6, interventions=ivs)]
+    assert got["sampled"].tolist() == [o.ids for o in generate_ids(hm, rows, 6, temperature=0.8, seed=3)]
     assert sorted(k for k in got.files if k.startswith("blocks.")) == sorted(ref.captures)
     scale = float(np.abs(np.array(ref.logits)).max())
     np.testing.assert_allclose(got["logits"], np.array(ref.logits), rtol=0, atol=1e-5 * scale)
