@@ -19,7 +19,7 @@ work), batch commands on top. See docs/distributed.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -27,7 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from engine.distributed import World, pack, unpack
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step
 from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention, KVState
 
@@ -78,6 +78,9 @@ def _compute_dtype(hm: HookedModel) -> mx.Dtype:
     return getattr(mx, name) if name in ("float32", "float16", "bfloat16") else mx.float32
 
 
+_CANCEL = b"!"
+
+
 def _recv_residual(hm: HookedModel, world: World, rows: int, width: int) -> mx.array:
     world.meet()
     h = mx.distributed.recv((rows, width, hm.lm.info.hidden_size), mx.float32, world.rank - 1, group=world.group,
@@ -118,7 +121,8 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
 
 def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_tokens: int, world: World, *,
                        interventions: Sequence[Intervention] = (), temperature: float = 0.0, seed: int = 0,
-                       stop_ids: Sequence[int] = ()) -> list[RowOutput] | None:
+                       stop_ids: Sequence[int] = (), cancel: Callable[[], bool] | None = None
+                       ) -> list[RowOutput] | None:
     """``engine.generate.generate_ids`` through the stages: each rank keeps the KV cache of its own
     layers; the last rank picks each token (greedy, or sampled with the same random stream) and every
     rank receives it for the next step. Rank 0 returns the outputs; the other ranks ``None``."""
@@ -151,7 +155,12 @@ def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_t
         else:
             kv.offset = offset + step_batch.ids.shape[1]  # the forward advances it only at the last layer
             _send_residual(world, out.resid)
-        toks = unpack(world.gather_bytes(payload)[-1])
+        if cancel is not None and cancel():  # every rank checks here, so all stop at the same step
+            payload = _CANCEL
+        got = world.gather_bytes(payload)
+        if _CANCEL in got:
+            raise Cancelled("cancelled")
+        toks = unpack(got[-1])
         collect_step(outs, done, toks, stops)
         if all(done) or step == max_new_tokens - 1:
             break
