@@ -73,7 +73,8 @@ def _unpack(payload: bytes) -> dict[str, mx.array]:
             for name, (shape, off, size) in header.items()}
 
 
-def _compute_dtype(hm: HookedModel) -> mx.Dtype:
+def compute_dtype(hm: HookedModel) -> mx.Dtype:
+    """The dtype the residual stream runs in (residuals travel between stages in it)."""
     name = hm.lm.info.dtype
     return getattr(mx, name) if name in ("float32", "float16", "bfloat16") else mx.float32
 
@@ -82,20 +83,32 @@ _CANCEL = b"!"
 
 
 def _recv_residual(hm: HookedModel, world: World, rows: int, width: int) -> mx.array:
+    """The residual entering this stage, in the model's own dtype (bit for bit what the previous stage had)."""
     world.meet()
-    h = mx.distributed.recv((rows, width, hm.lm.info.hidden_size), mx.float32, world.rank - 1, group=world.group,
-                            stream=mx.cpu)
+    h = mx.distributed.recv((rows, width, hm.lm.info.hidden_size), compute_dtype(hm), world.rank - 1,
+                            group=world.group, stream=mx.cpu)
     mx.eval(h)
-    return h.astype(_compute_dtype(hm))
+    return h
 
 
-def _send_residual(world: World, h: mx.array) -> None:
+def _send_residual(hm: HookedModel, world: World, h: mx.array) -> None:
     world.meet()
-    mx.eval(mx.distributed.send(h.astype(mx.float32), world.rank + 1, group=world.group, stream=mx.cpu))
+    mx.eval(mx.distributed.send(h.astype(compute_dtype(hm)), world.rank + 1, group=world.group, stream=mx.cpu))
+
+
+def pipeline_world() -> World:
+    """The job whose ranks hold one stage each (``--pipeline``); refuses a run without a launcher."""
+    from engine.distributed import launched, world
+
+    if not launched():
+        raise InputError("--pipeline splits the model's layers across the ranks of a distributed launcher: "
+                         "run it under lazarus-launch -n N (docs/distributed.md)")
+    return world()
 
 
 def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: CaptureSpec | None = None,
-                      interventions: Sequence[Intervention] = (), logits: str = "last") -> ForwardOutput | None:
+                      interventions: Sequence[Intervention] = (), logits: str = "last",
+                      embedding_scale: float | None = None) -> ForwardOutput | None:
     """One hooked forward through the ranks' stages (see the module doc). Rank 0 returns the whole
     ``ForwardOutput`` (captures and logits float32); the other ranks return ``None``."""
     start, stop = stage_layers(hm.n_layers, world.rank, world.size)
@@ -103,9 +116,10 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
     own = [iv for iv in interventions if start <= iv.site.layer < stop]
     h_in = _recv_residual(hm, world, *batch.ids.shape) if world.rank > 0 else None
     out = hm.forward(batch, capture=capture, interventions=own, start_layer=start, h=h_in,
-                     stop_layer=None if last else stop, logits=logits if last else "none")  # type: ignore[arg-type]
+                     stop_layer=None if last else stop, logits=logits if last else "none",  # type: ignore[arg-type]
+                     embedding_scale=embedding_scale)
     if not last:
-        _send_residual(world, out.resid)
+        _send_residual(hm, world, out.resid)
     mine = dict(out.captures)
     if last and out.logits is not None:
         mine["__logits__"] = out.logits
@@ -154,7 +168,7 @@ def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_t
             payload = pack([int(t) for t in nxt.tolist()])
         else:
             kv.offset = offset + step_batch.ids.shape[1]  # the forward advances it only at the last layer
-            _send_residual(world, out.resid)
+            _send_residual(hm, world, out.resid)
         if cancel is not None and cancel():  # every rank checks here, so all stop at the same step
             payload = _CANCEL
         got = world.gather_bytes(payload)

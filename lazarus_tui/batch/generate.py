@@ -39,12 +39,9 @@ def main(argv: list[str]) -> int:
     runner = JobRunner(args.model, args.dtype)
     stage = None
     if args.pipeline:
-        from engine.distributed import launched, world
+        from engine.pipeline import pipeline_world
 
-        if not launched():
-            raise InputError("--pipeline splits the model across the ranks of a distributed launcher: "
-                             "run it under lazarus-launch -n N (docs/distributed.md)")
-        stage = world()
+        stage = pipeline_world()
 
     def job(ctx):
         if stage is None:

@@ -284,8 +284,14 @@ def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
 
     assert got["gen"].tolist() == [o.ids for o in generate_ids(hm, rows, 6, interventions=ivs)]
     assert got["sampled"].tolist() == [o.ids for o in generate_ids(hm, rows, 6, temperature=0.8, seed=3)]
-    # the batch door: generate --pipeline under the launcher prints what one process prints
+    # the batch door: generate and analyze --pipeline under the launcher print what one process prints
     args = ("generate", "-m", str(model_dir), "-p", "the cat|a b c d", "-n", "5", "--raw", "--json")
+    one = subprocess.run(_cli(*args), capture_output=True, text=True, check=False, cwd=ROOT, env=_env())
+    two = subprocess.run(_launch(*args, "--pipeline"), capture_output=True, text=True, check=False, cwd=ROOT,
+                         env=_env())
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    assert json.loads(two.stdout) == json.loads(one.stdout)
+    args = ("analyze", "-m", str(model_dir), "-p", "the cat sat on the", "--all-layers", "--json")
     one = subprocess.run(_cli(*args), capture_output=True, text=True, check=False, cwd=ROOT, env=_env())
     two = subprocess.run(_launch(*args, "--pipeline"), capture_output=True, text=True, check=False, cwd=ROOT,
                          env=_env())
