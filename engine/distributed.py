@@ -311,7 +311,10 @@ def world() -> World:
             group = mx.distributed.init()
             _WORLD = World(group.rank(), group.size(), group)
             if _WORLD.active:
+                import atexit
+
                 _WORLD.meeting = LocalMeeting.for_job(_WORLD.rank)
+                atexit.register(finish)
     return _WORLD
 
 
