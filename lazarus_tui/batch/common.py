@@ -139,6 +139,7 @@ class JobRunner:
         self.console = err
         if launched() and env_rank() == 0 and os.environ.get("COLUMNS", "0").strip() not in ("", "0"):
             self.console = Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=True)
+        self.rank = env_rank()  # under a distributed launcher only rank 0 narrates
         self.quiet = (quiet or env_rank() != 0
                       or self.console is err and not sys.stderr.isatty()
                       and os.environ.get("LAZARUS_PROGRESS") != "1")
@@ -165,7 +166,8 @@ class JobRunner:
             if asked:
                 from engine.session import leave_now
 
-                err.print("interrupted", markup=False)
+                if self.rank == 0:
+                    err.print("interrupted", markup=False)
                 leave_now(130)
             asked.append(time.monotonic())
             job.cancel()
@@ -177,7 +179,7 @@ class JobRunner:
                     try:
                         return job.result(timeout=0.1)
                     except TimeoutError:
-                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0:
+                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0 and self.rank == 0:
                             asked.append(0.0)  # say it once
                             err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
         finally:

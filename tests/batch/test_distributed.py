@@ -25,6 +25,7 @@ from tests.batch.helpers import ROOT
 N_PROMPTS = 120
 BATCH = 8
 CPU_RATIO = 1.4
+STOPPING = "stopping after the current step (Ctrl-C again to stop now)"  # rank 0, when the stop takes > 1 s
 
 
 def _free_port() -> int:
@@ -151,7 +152,8 @@ def test_interrupted_two_rank_collect_resumes_with_one_rank(work):
     launcher.send_signal(signal.SIGINT)
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 130, stderr
-    assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    assert lines[-1] == "interrupted" and set(lines[:-1]) <= {STOPPING}, stderr  # rank 0 only
     assert not Path(str(out) + ".safetensors").exists()
     done = len(list(parts.glob("batch_*.safetensors")))
     assert 3 <= done < N_PROMPTS // BATCH
