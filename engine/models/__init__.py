@@ -9,7 +9,6 @@ network). On the CPU backend weights are dequantized to float32 unless
 from __future__ import annotations
 
 import importlib
-import json
 import time
 import weakref
 from collections.abc import Callable
@@ -205,14 +204,8 @@ def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scal
         from engine.models import gguf_loader
 
         assert path is not None
-        gguf_loader.check_header(path)
-        conv = registry.models_dir() / "converted" / gguf_loader.cache_key(path)
-        if not (conv / "model.safetensors").exists():
-            gguf_loader.convert(path, conv, progress)
-        config = json.loads((conv / "config.json").read_text())
-        weights = mx.load(str(conv / "model.safetensors"))
+        config, weights, tokenizer = gguf_loader.load(path, progress)
         model = _build(config, weights)
-        tokenizer = Tokenizer.load_saved(conv)
         source = str(path)
     else:
         if path is None:

@@ -1,0 +1,402 @@
+"""What each GGUF architecture means as an mlx-lm model: its config, and what llama.cpp did to its tensors.
+
+One ``Family`` per ``general.architecture`` that lazarus opens. Each family turns the
+file's metadata into the config.json mlx-lm's ``ModelArgs`` of that ``model_type``
+expects, reading every hyper-parameter from the metadata and, where llama.cpp itself
+falls back to a built-in value when a key is absent (Gemma 3's local RoPE base and
+sliding pattern, Gemma's query scale), the same value llama.cpp uses. Every metadata
+key under ``<arch>.`` must be read by the family (``Meta`` records which were);
+a key nobody read might change the computation, so the file is refused rather than
+loaded without it.
+
+Tensor names are not renamed here: ``gguf_loader`` maps each parameter of the mlx-lm
+model onto llama.cpp's name with gguf-py's ``TensorNameMap`` (the table llama.cpp's
+converters use). What stays per family is what the converter did to the values:
+- ``permute_qk``: LlamaModel.permute, applied by llama.cpp's converters for
+  ``llama`` and ``granite`` (its subclass), reordered Q and K rows (and biases) for
+  ggml's interleaved RoPE; mlx-lm rotates halves, so the rows are put back.
+- ``norm_shift``: Gemma's converters store RMSNorm weights with +1 folded in
+  (``name.endswith("norm.weight")``); mlx-lm's Gemma norms add 1 themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ModelLoadError, UnsupportedArchitecture
+
+# Keys under "<arch>." that describe the file or the runtime, not the computation.
+_INFORMATIONAL = ("rope.scaling.finetuned",)
+
+
+class Meta:
+    """The file's metadata for one architecture; records which ``<arch>.`` keys were read."""
+
+    def __init__(self, meta: dict[str, Any], arch: str, source: str) -> None:
+        self.meta, self.arch, self.source = meta, arch, source
+        self.read: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return f"{self.arch}.{key}" in self.meta
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        full = f"{self.arch}.{key}"
+        self.read.add(full)
+        return self.meta.get(full, default)
+
+    def req(self, key: str) -> Any:
+        full = f"{self.arch}.{key}"
+        self.read.add(full)
+        if full not in self.meta:
+            raise ModelLoadError(f"{self.source}: GGUF metadata lacks {full} (needed for architecture {self.arch})")
+        return self.meta[full]
+
+    def scalar(self, key: str, default: Any = None, kind: type = int) -> Any:
+        value = self.req(key) if default is None else self.opt(key, default)
+        if isinstance(value, list):
+            if len(set(value)) != 1:
+                raise UnsupportedArchitecture(f"{self.source}: per-layer {self.arch}.{key} ({value[:4]}…) is not supported")
+            value = value[0]
+        return kind(value)
+
+    def refuse(self, key: str, why: str) -> None:
+        raise UnsupportedArchitecture(f"{self.source}: {self.arch}.{key} = {self.meta.get(f'{self.arch}.{key}')!r}: {why}")
+
+    def unread(self) -> list[str]:
+        prefix = f"{self.arch}."
+        return sorted(k for k in self.meta if k.startswith(prefix) and k not in self.read
+                      and k[len(prefix):] not in _INFORMATIONAL)
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """What the config needs from the tensor list: names and (rows, cols…) shapes in NumPy order."""
+
+    shapes: dict[str, tuple[int, ...]]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.shapes
+
+    def rows(self, name: str) -> int:
+        return self.shapes[name][0]
+
+
+@dataclass(frozen=True)
+class Family:
+    arch: str
+    model_type: str
+    config: Callable[[Meta, Tensors], dict[str, Any]]
+    permute_qk: bool = False
+    norm_shift: float = 0.0
+    rope_freqs: bool = False  # llama.cpp's rope_freqs tensor (Llama 3.x) becomes a llama3 rope_scaling
+    output_tied_copy: bool = False  # an output.weight equal to token_embd is the tied head, not a separate one
+
+
+# -- shared pieces -------------------------------------------------------------------------
+
+def _attention(m: Meta, t: Tensors, *, rotary_may_be_partial: bool = False) -> dict[str, Any]:
+    hidden = m.scalar("embedding_length")
+    n_head = m.scalar("attention.head_count")
+    n_kv = m.scalar("attention.head_count_kv", n_head)
+    head_dim = m.scalar("attention.key_length", hidden // n_head)
+    if m.scalar("attention.value_length", head_dim) != head_dim:
+        m.refuse("attention.value_length", f"differs from the key length {head_dim}")
+    rope_dim = m.scalar("rope.dimension_count", head_dim)
+    if rope_dim != head_dim and not rotary_may_be_partial:
+        m.refuse("rope.dimension_count", f"partial rotary ({rope_dim} of {head_dim}) is not supported for {m.arch}")
+    if not m.opt("attention.causal", True):
+        m.refuse("attention.causal", "non-causal attention is not a language model")
+    return {
+        "hidden_size": hidden,
+        "num_hidden_layers": m.scalar("block_count"),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": n_kv,
+        "head_dim": head_dim,
+        "vocab_size": t.rows("token_embd.weight"),
+        "max_position_embeddings": m.scalar("context_length", 4096),
+        "tie_word_embeddings": "output.weight" not in t,
+    }
+
+
+def _vocab_size_check(m: Meta, t: Tensors) -> None:
+    if m.has("vocab_size") and m.scalar("vocab_size") != t.rows("token_embd.weight"):
+        m.refuse("vocab_size", f"differs from token_embd's {t.rows('token_embd.weight')} rows")
+    m.opt("vocab_size")
+
+
+def _rope(m: Meta, *, default_base: float = 10000.0) -> dict[str, Any]:
+    """rope_theta and rope_scaling as llama.cpp reads them (a factor without a type means linear)."""
+    out: dict[str, Any] = {"rope_theta": m.scalar("rope.freq_base", default_base, float)}
+    factor = float(m.opt("rope.scaling.factor", 0.0) or m.opt("rope.scale_linear", 0.0) or 0.0)
+    kind = m.opt("rope.scaling.type", "linear" if factor else "none")
+    m.opt("rope.scaling.original_context_length")  # only meaningful for yarn/longrope, refused below
+    if kind == "none" or (kind == "linear" and factor in (0.0, 1.0)):
+        pass
+    elif kind == "linear":
+        out["rope_scaling"] = {"type": "linear", "rope_type": "linear", "factor": factor}
+    else:
+        m.refuse("rope.scaling.type", "only linear RoPE scaling is supported from GGUF")
+    attn_factor = m.opt("rope.scaling.attn_factor")
+    if attn_factor not in (None, 1.0):
+        m.refuse("rope.scaling.attn_factor", "RoPE attention scaling is not supported")
+    return out
+
+
+def _no_experts(m: Meta) -> None:
+    for key in ("expert_count", "expert_used_count"):
+        if m.scalar(key, 0) != 0:
+            m.refuse(key, f"mixture-of-experts {m.arch} GGUFs are not supported")
+
+
+def _gemma_query_scalar(m: Meta, cfg: dict[str, Any], big_layers: int) -> float:
+    """query_pre_attn_scalar: the file's attention.scale, else llama.cpp's rule (27B scales by hidden/heads)."""
+    scale = m.opt("attention.scale")
+    if scale is not None:
+        return 1.0 / float(scale) ** 2
+    if cfg["num_hidden_layers"] == big_layers:
+        return float(cfg["hidden_size"] // cfg["num_attention_heads"])
+    return float(cfg["head_dim"])
+
+
+# -- the families ---------------------------------------------------------------------------
+
+def _llama_like(model_type: str, default_base: float = 10000.0) -> Callable[[Meta, Tensors], dict[str, Any]]:
+    def build(m: Meta, t: Tensors) -> dict[str, Any]:
+        cfg = _attention(m, t)
+        _vocab_size_check(m, t)
+        _no_experts(m)
+        cfg.update(model_type=model_type, intermediate_size=m.scalar("feed_forward_length"),
+                   rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **_rope(m, default_base=default_base))
+        if model_type in ("llama", "granite", "olmo2"):
+            cfg["attention_bias"] = "blk.0.attn_q.bias" in t
+            cfg["mlp_bias"] = "blk.0.ffn_up.bias" in t
+        return cfg
+    return build
+
+
+def _granite(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _llama_like("granite")(m, t)
+    cfg.pop("head_dim")  # mlx-lm's granite derives it from hidden/heads, as llama.cpp's converter does
+    if cfg["hidden_size"] // cfg["num_attention_heads"] != m.scalar("attention.key_length", cfg["hidden_size"] // cfg["num_attention_heads"]):
+        m.refuse("attention.key_length", "granite head size must be hidden/heads")
+    cfg.update(attention_multiplier=m.scalar("attention.scale", kind=float),
+               embedding_multiplier=m.scalar("embedding_scale", kind=float),
+               residual_multiplier=m.scalar("residual_scale", kind=float),
+               logits_scaling=m.scalar("logit_scale", kind=float))
+    return cfg
+
+
+def _olmo2(m: Meta, t: Tensors) -> dict[str, Any]:
+    if m.opt("attention.sliding_window") is not None or m.opt("attention.sliding_window_pattern") is not None:
+        m.refuse("attention.sliding_window", "sliding-window OLMo (OLMo 3) is not supported from GGUF")
+    return _llama_like("olmo2")(m, t)
+
+
+def _qwen3moe(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t)
+    _vocab_size_check(m, t)
+    n_layers = cfg["num_hidden_layers"]
+    gating = m.opt("expert_gating_func")
+    if gating not in (None, 1):  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
+        m.refuse("expert_gating_func", "only softmax expert gating is supported")
+    if m.scalar("expert_shared_count", 0) or m.scalar("expert_shared_feed_forward_length", 0):
+        m.refuse("expert_shared_count", "shared experts are not part of qwen3moe")
+    weights_scale = m.opt("expert_weights_scale")
+    if weights_scale not in (None, 1.0):
+        m.refuse("expert_weights_scale", "scaled expert weights are not part of qwen3moe")
+    cfg.update(
+        model_type="qwen3_moe", rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
+        intermediate_size=m.scalar("feed_forward_length", 0),
+        num_experts=m.scalar("expert_count"), num_experts_per_tok=m.scalar("expert_used_count"),
+        moe_intermediate_size=m.scalar("expert_feed_forward_length"),
+        norm_topk_prob=bool(m.opt("expert_weights_norm", True)),  # llama.cpp's qwen3moe always normalises
+        decoder_sparse_step=1,
+        mlp_only_layers=[i for i in range(n_layers) if f"blk.{i}.ffn_gate_inp.weight" not in t],
+        **_rope(m, default_base=10000.0),
+    )
+    return cfg
+
+
+def _gemma(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _llama_like("gemma")(m, t)
+    cfg.pop("tie_word_embeddings")
+    return cfg
+
+
+def _gemma2(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _gemma(m, t)
+    cfg.update(model_type="gemma2",
+               attn_logit_softcapping=m.scalar("attn_logit_softcapping", 50.0, float),  # llama.cpp's defaults
+               final_logit_softcapping=m.scalar("final_logit_softcapping", 30.0, float),
+               query_pre_attn_scalar=_gemma_query_scalar(m, cfg, big_layers=46),
+               # mlx-lm's gemma2 attends globally: identical up to the window, as for HF checkpoints
+               sliding_window=m.scalar("attention.sliding_window", 4096))
+    return cfg
+
+
+def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t)
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    if m.opt("attn_logit_softcapping") is not None:
+        m.refuse("attn_logit_softcapping", "Gemma 3 has no attention soft-capping in mlx-lm")
+    window = m.opt("attention.sliding_window")
+    pattern_value = m.opt("attention.sliding_window_pattern")
+    n_layers = cfg["num_hidden_layers"]
+    if window is None:
+        pattern = 1  # llama.cpp: no window key means every layer is global
+    elif pattern_value is None:
+        pattern = 6  # llama.cpp's built-in Gemma 3 pattern: five local layers, then a global one
+    elif isinstance(pattern_value, list):
+        periods = [p for p in range(1, n_layers + 1)
+                   if [bool(v) for v in pattern_value] == [(i + 1) % p != 0 for i in range(n_layers)]]
+        if not periods:
+            m.refuse("attention.sliding_window_pattern", "only periodic patterns (n-1 local, 1 global) are supported")
+        pattern = periods[0]
+    else:
+        pattern = int(pattern_value)
+    cfg.pop("tie_word_embeddings")
+    rope = _rope(m, default_base=1_000_000.0)
+    if "rope_scaling" in rope:
+        rope["rope_scaling"] = {"rope_type": "linear", "factor": rope["rope_scaling"]["factor"]}
+    cfg.update(model_type="gemma3_text", intermediate_size=m.scalar("feed_forward_length"),
+               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
+               rope_local_base_freq=m.scalar("rope.freq_base_swa", 10_000.0, float),  # llama.cpp's default
+               query_pre_attn_scalar=_gemma_query_scalar(m, cfg, big_layers=62),
+               sliding_window=int(window) if window is not None else cfg["max_position_embeddings"],
+               sliding_window_pattern=pattern, **rope)
+    softcap = m.opt("final_logit_softcapping")
+    if softcap is not None:
+        cfg["final_logit_softcapping"] = float(softcap)
+    return cfg
+
+
+def _phi3(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t, rotary_may_be_partial=True)
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    if "rope_factors_long.weight" in t or "rope_factors_short.weight" in t:
+        raise UnsupportedArchitecture(f"{m.source}: LongRoPE factors (rope_factors_long/short, Phi-3 128k) are not supported")
+    rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
+    original = m.scalar("rope.scaling.original_context_length", cfg["max_position_embeddings"])
+    cfg.update(model_type="phi3", intermediate_size=m.scalar("feed_forward_length"),
+               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
+               partial_rotary_factor=rope_dim / cfg["head_dim"], original_max_position_embeddings=original,
+               # mlx-lm's phi3 attends globally: identical up to the window, as for HF checkpoints
+               sliding_window=m.scalar("attention.sliding_window", 0) or None, **_rope(m))
+    return cfg
+
+
+def _gpt2(m: Meta, t: Tensors) -> dict[str, Any]:
+    hidden = m.scalar("embedding_length")
+    n_head = m.scalar("attention.head_count")
+    if m.scalar("attention.head_count_kv", n_head) != n_head:
+        m.refuse("attention.head_count_kv", "GPT-2 has no grouped-query attention")
+    if m.scalar("feed_forward_length", 4 * hidden) != 4 * hidden:
+        m.refuse("feed_forward_length", "mlx-lm's gpt2 MLP is 4 x embedding_length")
+    if "position_embd.weight" not in t:
+        raise ModelLoadError(f"{m.source}: GGUF lacks tensor position_embd.weight (needed for gpt2)")
+    _no_experts(m)
+    m.opt("vocab_size")
+    return {"model_type": "gpt2", "n_embd": hidden, "n_head": n_head, "n_layer": m.scalar("block_count"),
+            "n_ctx": m.scalar("context_length", t.rows("position_embd.weight")),
+            "n_positions": t.rows("position_embd.weight"),
+            "layer_norm_epsilon": m.scalar("attention.layer_norm_epsilon", kind=float),
+            "vocab_size": t.rows("token_embd.weight"), "num_key_value_heads": n_head}
+
+
+def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t)
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    if cfg.pop("head_dim") != cfg["hidden_size"] // cfg["num_attention_heads"]:
+        m.refuse("attention.key_length", "starcoder2 head size must be hidden/heads")
+    cfg.update(model_type="starcoder2", intermediate_size=m.scalar("feed_forward_length"),
+               norm_epsilon=m.scalar("attention.layer_norm_epsilon", kind=float), **_rope(m))
+    if "rope_scaling" in cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's starcoder2 has no RoPE scaling")
+    return cfg
+
+
+FAMILIES: dict[str, Family] = {f.arch: f for f in (
+    Family("llama", "llama", _llama_like("llama"), permute_qk=True, rope_freqs=True),  # Llama 1-3, Mistral, SmolLM
+    Family("granite", "granite", _granite, permute_qk=True),
+    Family("qwen2", "qwen2", _llama_like("qwen2", 1_000_000.0)),
+    Family("qwen3", "qwen3", _llama_like("qwen3", 1_000_000.0)),
+    Family("qwen3moe", "qwen3_moe", _qwen3moe),
+    Family("olmo2", "olmo2", _olmo2),
+    Family("gemma", "gemma", _gemma, norm_shift=1.0),
+    Family("gemma2", "gemma2", _gemma2, norm_shift=1.0),
+    Family("gemma3", "gemma3_text", _gemma3, norm_shift=1.0),
+    Family("phi3", "phi3", _phi3),
+    Family("gpt2", "gpt2", _gpt2, output_tied_copy=True),
+    Family("starcoder2", "starcoder2", _starcoder2),
+)}
+
+
+# -- value transforms -----------------------------------------------------------------------
+
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of llama.cpp's ``LlamaModel.permute`` (rows of Q or K, weight or bias)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_factors(base: float, dim: int, factor: float, low: float, high: float, original: float) -> np.ndarray:
+    """The ``rope_freqs`` llama.cpp's converter writes for a llama3 rope_scaling (LlamaModel.generate_extra_tensors)."""
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    wavelen = 2 * math.pi / freqs
+    smooth = (original / wavelen - low) / (high - low)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < original / high, 1.0, np.where(wavelen > original / low, factor, mid))
+
+
+def llama3_scaling(rope_freqs: np.ndarray, base: float, dim: int, source: str) -> dict[str, Any] | None:
+    """mlx-lm's llama3 rope_scaling that reproduces a file's ``rope_freqs`` tensor, or a refusal.
+
+    Only the ratios original/low and original/high enter the computation, so the original
+    context is fixed at Llama 3's 8192 and the two factors are solved from the tensor.
+    """
+    rf = np.asarray(rope_freqs, dtype=np.float64).reshape(-1)
+    if rf.shape[0] != dim // 2:
+        raise UnsupportedArchitecture(f"{source}: rope_freqs has {rf.shape[0]} entries, expected {dim // 2}")
+    if np.allclose(rf, 1.0, rtol=0, atol=1e-7):
+        return None
+    original = 8192.0
+    factor = float(rf.max())
+    wavelen = 2 * math.pi * base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    tol = 1e-6 * factor
+    ones, full = np.abs(rf - 1.0) <= tol, np.abs(rf - factor) <= tol
+    mid = ~(ones | full)
+    fail = UnsupportedArchitecture(f"{source}: the rope_freqs tensor is not a llama3 RoPE scaling lazarus can reconstruct")
+    if factor <= 1.0:
+        raise fail
+    inv_w = 1.0 / wavelen
+    smooth = (1.0 / rf - 1.0 / factor) / (1.0 - 1.0 / factor)
+    hi_edge = wavelen[ones].max() if ones.any() else 0.0  # longest wavelength left unscaled
+    lo_edge = wavelen[full].min() if full.any() else np.inf  # shortest wavelength fully scaled
+    # smooth = (1/w - a) / (b - a) with a = low/original, b = high/original
+    if mid.sum() >= 2:
+        slope, intercept = np.polyfit(inv_w[mid], smooth[mid], 1)
+        a = -intercept / slope
+        b = a + 1.0 / slope
+    elif mid.sum() == 1:  # one point: put the upper edge between it and the last unscaled wavelength
+        w_m, s_m = wavelen[mid][0], smooth[mid][0]
+        b = 1.0 / (np.sqrt(hi_edge * w_m) if hi_edge else w_m / 2)
+        a = (1.0 / w_m - s_m * b) / (1.0 - s_m)
+    else:  # a step: both edges between the last unscaled and the first scaled wavelength
+        g = np.sqrt(hi_edge * lo_edge) if hi_edge else lo_edge / 4
+        b, a = 1.0 / g, 1.0 / np.sqrt(g * lo_edge)
+    if not (0 < a < b):
+        raise fail
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(a * original),
+               "high_freq_factor": float(b * original), "original_max_position_embeddings": int(original)}
+    again = llama3_factors(base, dim, factor, a * original, b * original, original)
+    if not np.allclose(again, rf, rtol=1e-5, atol=0):
+        raise fail
+    return scaling
