@@ -144,7 +144,8 @@ def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"mlx-lm has no model class for {model_type!r}") from exc
     model = mod.Model(mod.ModelArgs.from_dict(config))
-    weights = model.sanitize(weights)
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as exc:

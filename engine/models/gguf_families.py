@@ -223,9 +223,7 @@ def _qwen3moe(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _gemma(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _llama_like("gemma")(m, t)
-    cfg.pop("tie_word_embeddings")
-    return cfg
+    return _llama_like("gemma")(m, t)
 
 
 def _gemma2(m: Meta, t: Tensors) -> dict[str, Any]:
@@ -260,7 +258,6 @@ def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
         pattern = periods[0]
     else:
         pattern = int(pattern_value)
-    cfg.pop("tie_word_embeddings")
     rope = _rope(m, default_base=1_000_000.0)
     if "rope_scaling" in rope:
         rope["rope_scaling"] = {"rope_type": "linear", "factor": rope["rope_scaling"]["factor"]}
