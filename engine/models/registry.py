@@ -235,7 +235,7 @@ def cache_listing() -> list[dict]:
     conv = models_dir() / "converted"
     if conv.exists():
         for d in sorted(conv.iterdir()):
-            if d.is_dir():
+            if d.is_dir() and not d.name.startswith("."):  # not a conversion still being written
                 size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
                 rows.append({"name": d.name, "kind": "converted", "present": True, "verified": None,
                              "size_mb": round(size / 2**20, 1), "path": str(d), "description":

@@ -59,7 +59,16 @@ def _vocab() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
+def _spm_vocab() -> tuple[list[str], list[int]]:
+    """A llama SentencePiece vocabulary: specials, the 256 byte tokens, a few pieces."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += ["▁", "t", "h", "e", "c", "a", "▁t", "he", "▁the", "▁c", "at", "▁cat"]
+    types = [2, 3, 3] + [6] * 256 + [1] * 12
+    return tokens, types
+
+
 VOCAB = len(_vocab()[0])
+SPM_VOCAB = len(_spm_vocab()[0])
 
 
 @dataclass
@@ -191,15 +200,22 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
 
 def write_gguf(t: Tiny, path: Path, qtype: gguf.GGMLQuantizationType | None = None,
                extra_tensors: dict[str, np.ndarray] | None = None, skip_keys: tuple[str, ...] = (),
-               extra_keys: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+               extra_keys: dict[str, Any] | None = None, tokenizer: str = "gpt2") -> dict[str, np.ndarray]:
     """Write ``t`` as llama.cpp would; returns the GGUF tensors as a reader will dequantize them."""
     tensors = {**_converter_tensors(t), **(extra_tensors or {})}
     w = gguf.GGUFWriter(str(path), t.arch)
     _metadata(w, t)
-    tokens, types, merges = _vocab()
-    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(merges)
-    w.add_eos_token_id(len(tokens) - 1); w.add_bos_token_id(len(tokens) - 1)
+    if tokenizer == "spm":  # as _set_vocab_sentencepiece writes it (no add_space_prefix: llama.cpp's default)
+        tokens, types = _spm_vocab()
+        w.add_tokenizer_model("llama"); w.add_tokenizer_pre("default")
+        w.add_token_list(tokens); w.add_token_types(types)
+        w.add_token_scores([-float(i) for i in range(len(tokens))])
+        w.add_unk_token_id(0); w.add_bos_token_id(1); w.add_eos_token_id(2)
+    else:
+        tokens, types, merges = _vocab()
+        w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("gpt-2")
+        w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(merges)
+        w.add_eos_token_id(len(tokens) - 1); w.add_bos_token_id(len(tokens) - 1)
     for key, value in (extra_keys or {}).items():
         if isinstance(value, bool):
             w.add_bool(key, value)

@@ -9,7 +9,7 @@ import gguf
 import mlx.core as mx
 import numpy as np
 import pytest
-from tests.engine.gguf_fixtures import FAMILIES, VOCAB, permute, reference_from_stored, tiny_family, write_gguf
+from tests.engine.gguf_fixtures import FAMILIES, SPM_VOCAB, VOCAB, permute, reference_from_stored, tiny_family, write_gguf
 
 from engine.errors import ModelLoadError, UnsupportedArchitecture
 from engine.models import load
@@ -164,3 +164,15 @@ def test_load_opens_a_converted_gguf(model_type, tmp_path):
     lm = load(str(path), fresh=True)
     assert lm.info.source_format == "gguf" and lm.info.num_layers == t.config["num_hidden_layers"]
     np.testing.assert_allclose(_logits(lm.model), _logits(t.model), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["phi3", "gemma"])
+def test_sentencepiece_vocabulary(model_type, tmp_path):
+    t = tiny_family(model_type, vocab_size=SPM_VOCAB)
+    path = tmp_path / "spm.gguf"
+    write_gguf(t, path, tokenizer="spm")
+    _, model, tok = open_gguf(path)
+    ids = tok.encode("the cat")
+    assert ids == [1, SPM_VOCAB - 4, SPM_VOCAB - 1]  # <s> ▁the ▁cat: llama.cpp prefixes a space by default
+    assert tok.decode(ids[1:]) == "the cat" and tok.decode(tok.encode("héllo", add_bos=False)) == "héllo"
+    np.testing.assert_allclose(_logits(model), _logits(t.model), rtol=0, atol=1e-5)
