@@ -9,11 +9,19 @@ import gguf
 import mlx.core as mx
 import numpy as np
 import pytest
-from tests.engine.gguf_fixtures import FAMILIES, SPM_VOCAB, VOCAB, permute, reference_from_stored, tiny_family, write_gguf
 
 from engine.errors import ModelLoadError, UnsupportedArchitecture
 from engine.models import load
 from engine.models.gguf_families import llama3_factors, llama3_scaling, unpermute
+from tests.engine.gguf_fixtures import (
+    FAMILIES,
+    SPM_VOCAB,
+    VOCAB,
+    permute,
+    reference_from_stored,
+    tiny_family,
+    write_gguf,
+)
 
 IDS = [[262, 200, 258, 77, 261, 68, 69, 70, 71, 72, 73, 74, 75, 76, 3, 9]]  # past Gemma 3's tiny window of 4
 
