@@ -184,3 +184,28 @@ def test_sentencepiece_vocabulary(model_type, tmp_path):
     assert ids == [1, SPM_VOCAB - 4, SPM_VOCAB - 1]  # <s> ▁the ▁cat: llama.cpp prefixes a space by default
     assert tok.decode(ids[1:]) == "the cat" and tok.decode(tok.encode("héllo", add_bos=False)) == "héllo"
     np.testing.assert_allclose(_logits(model), _logits(t.model), rtol=0, atol=1e-5)
+
+
+def test_every_gguf_family_has_a_round_trip():
+    from engine.models.gguf_families import FAMILIES as LOADER_FAMILIES
+
+    assert {arch for arch, _ in FAMILIES.values()} == set(LOADER_FAMILIES)
+    assert all(LOADER_FAMILIES[arch].model_type == mt for mt, (arch, _) in FAMILIES.items())
+
+
+@pytest.mark.parametrize("arch, layers, scalar", [
+    ("gemma2", 42, 256.0), ("gemma2", 46, 4608 / 32), ("gemma3", 34, 256.0), ("gemma3", 62, 5376 / 32),
+])
+def test_gemma_query_scale_follows_llama_cpp(arch, layers, scalar):
+    """Without attention.scale llama.cpp scales queries by 1/sqrt(head_dim), except the 27B (hidden/heads)."""
+    from engine.models.gguf_families import FAMILIES as LOADER_FAMILIES
+    from engine.models.gguf_families import Meta, Tensors
+
+    hidden = 4608 if arch == "gemma2" else 5376
+    meta = {f"{arch}.{k}": v for k, v in {
+        "block_count": layers, "embedding_length": hidden, "feed_forward_length": 4 * hidden,
+        "attention.head_count": 32, "attention.head_count_kv": 16, "attention.key_length": 256,
+        "attention.value_length": 256, "attention.layer_norm_rms_epsilon": 1e-6,
+        "attention.sliding_window": 4096, "context_length": 8192}.items()}
+    cfg = LOADER_FAMILIES[arch].config(Meta(meta, arch, "x.gguf"), Tensors({"token_embd.weight": (256, hidden)}))
+    assert cfg["query_pre_attn_scalar"] == pytest.approx(scalar)
