@@ -391,9 +391,10 @@ def llama3_scaling(rope_freqs: np.ndarray, base: float, dim: int, source: str) -
         b, a = 1.0 / g, 1.0 / np.sqrt(g * lo_edge)
     if not (0 < a < b):
         raise fail
-    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(a * original),
-               "high_freq_factor": float(b * original), "original_max_position_embeddings": int(original)}
-    again = llama3_factors(base, dim, factor, a * original, b * original, original)
+    low, high = (float(np.round(x * original, 6)) for x in (a, b))  # 0.99999998 -> 1.0 when the check allows
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+               "high_freq_factor": high, "original_max_position_embeddings": int(original)}
+    again = llama3_factors(base, dim, factor, low, high, original)
     if not np.allclose(again, rf, rtol=1e-5, atol=0):
         raise fail
     return scaling
