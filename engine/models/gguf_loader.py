@@ -109,6 +109,9 @@ class _Damaged(Exception):
 def _read_converted(conv: Path) -> tuple[dict[str, Any], dict[str, Any], Tokenizer]:
     import mlx.core as mx
 
+    missing = [name for name in ("config.json", *_FILES) if not (conv / name).is_file()]
+    if missing:
+        raise _Damaged(f"{missing[0]} is missing")
     try:
         config = json.loads((conv / "config.json").read_text())
         info = config.get("lazarus") or {}
@@ -124,8 +127,8 @@ def _read_converted(conv: Path) -> tuple[dict[str, Any], dict[str, Any], Tokeniz
     except _Damaged:
         raise
     except Exception as exc:  # a missing, truncated or garbled file, whatever library reads it
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise _Damaged(f"{type(exc).__name__}: {reason}"[:200]) from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Damaged(f"unreadable: {reason}"[:200]) from exc
     return config, weights, tokenizer
 
 
