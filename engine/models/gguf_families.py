@@ -179,6 +179,27 @@ def _llama_like(model_type: str, default_base: float = 10000.0) -> Callable[[Met
     return build
 
 
+def _llama(m: Meta, t: Tensors) -> dict[str, Any]:
+    """Llama 1-3.x, Mistral, SmolLM; with experts (``llama.expert_count``, merged ``ffn_*_exps``) Mixtral."""
+    experts = m.scalar("expert_count", 0)
+    if not experts:
+        return _llama_like("llama")(m, t)
+    cfg = _attention(m, t)
+    _vocab_size_check(m, t)
+    if "blk.0.attn_q.bias" in t:
+        raise UnsupportedArchitecture(f"{m.source}: attention biases are not part of mlx-lm's mixtral")
+    weights_scale = m.opt("expert_weights_scale")
+    if weights_scale not in (None, 1.0) or m.opt("expert_gating_func") not in (None, 1):
+        m.refuse("expert_gating_func", "only Mixtral's softmax top-k routing is supported")
+    ff = m.scalar("feed_forward_length")
+    if m.scalar("expert_feed_forward_length", ff) != ff:
+        m.refuse("expert_feed_forward_length", "mlx-lm's mixtral experts are feed_forward_length wide")
+    cfg.update(model_type="mixtral", intermediate_size=ff, num_local_experts=experts,
+               num_experts_per_tok=m.scalar("expert_used_count"),
+               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **_rope(m))
+    return cfg
+
+
 def _granite(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg = _llama_like("granite")(m, t)
     cfg.pop("head_dim")  # mlx-lm's granite derives it from hidden/heads, as llama.cpp's converter does
@@ -321,7 +342,7 @@ def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 FAMILIES: dict[str, Family] = {f.arch: f for f in (
-    Family("llama", "llama", _llama_like("llama"), permute_qk=True, rope_freqs=True),  # Llama 1-3, Mistral, SmolLM
+    Family("llama", "llama", _llama, permute_qk=True, rope_freqs=True),  # model_type mixtral with experts
     Family("granite", "granite", _granite, permute_qk=True),
     Family("qwen2", "qwen2", _llama_like("qwen2", 1_000_000.0)),
     Family("qwen3", "qwen3", _llama_like("qwen3", 1_000_000.0)),

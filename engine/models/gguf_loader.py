@@ -156,7 +156,11 @@ def _dequantize(path: Path, t: Any) -> np.ndarray:
 def _candidate_names(name: str) -> list[str]:
     """The Hugging Face names an mlx-lm parameter may go by in gguf-py's table."""
     bare = name.removeprefix("model.")
-    return [name, bare, f"transformer.{bare}", name.replace(".switch_mlp.", ".experts.")]
+    merged = name.replace(".switch_mlp.", ".experts.")  # mlx-lm's stacked experts = llama.cpp's merged ones
+    for mlx_name, mixtral_name in ((".gate_proj", ".w1"), (".down_proj", ".w2"), (".up_proj", ".w3")):
+        if ".block_sparse_moe.experts." in merged:
+            merged = merged.replace(mlx_name, mixtral_name)
+    return [name, bare, f"transformer.{bare}", merged]
 
 
 def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple]]:
@@ -164,11 +168,12 @@ def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) 
     import gguf
     from mlx.utils import tree_flatten
 
-    mod = importlib.import_module(f"mlx_lm.models.{family.model_type}")
+    model_type = config["model_type"]
+    mod = importlib.import_module(f"mlx_lm.models.{model_type}")
     try:
         model = mod.Model(mod.ModelArgs.from_dict(config))  # parameters stay lazy: nothing is computed
     except Exception as exc:
-        raise ModelLoadError(f"{source}: mlx-lm's {family.model_type} cannot be built from this file's metadata ({exc})") from exc
+        raise ModelLoadError(f"{source}: mlx-lm's {model_type} cannot be built from this file's metadata ({exc})") from exc
     shapes = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == family.arch)
     n_layers = int(config.get("num_hidden_layers") or config["n_layer"])
@@ -178,7 +183,7 @@ def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) 
     for param in shapes:
         gname = next((g for c in _candidate_names(param) if (g := table.get_name(c, try_suffixes=(".weight", ".bias")))), None)
         if gname is None:
-            raise UnsupportedArchitecture(f"{source}: mlx-lm's {family.model_type} parameter {param} has no llama.cpp tensor name")
+            raise UnsupportedArchitecture(f"{source}: mlx-lm's {model_type} parameter {param} has no llama.cpp tensor name")
         if gname not in names:
             if gname == "output.weight" and tied:
                 continue  # the tied head: mlx-lm unembeds with token_embd
@@ -226,10 +231,10 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
         handled.add("output.weight")
         if not np.array_equal(_dequantize(path, tensors["output.weight"]), _dequantize(path, tensors["token_embd.weight"])):
             raise UnsupportedArchitecture(f"{path.name}: output.weight differs from token_embd.weight, "
-                                          f"but mlx-lm's {family.model_type} ties them")
+                                          f"but mlx-lm's {config['model_type']} ties them")
     stray = sorted(set(tensors) - set(plan.values()) - handled)
     if stray:
-        raise UnsupportedArchitecture(f"{path.name}: tensor {stray[0]} has no place in mlx-lm's {family.model_type} model; "
+        raise UnsupportedArchitecture(f"{path.name}: tensor {stray[0]} has no place in mlx-lm's {config['model_type']} model; "
                                       "refusing rather than dropping it")
 
     n_head, n_kv = config.get("num_attention_heads"), config.get("num_key_value_heads")
@@ -244,7 +249,7 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
             arr = arr - np.float32(family.norm_shift)
         if arr.shape != param_shapes[param]:
             raise ModelLoadError(f"{path.name}: tensor {gname} has shape {arr.shape}, "
-                                 f"mlx-lm's {family.model_type} expects {param_shapes[param]} for {param}")
+                                 f"mlx-lm's {config['model_type']} expects {param_shapes[param]} for {param}")
         weights[param] = mx.array(arr)
         if progress and (i % 16 == 0 or i == len(plan) - 1):
             progress(f"dequantizing {path.name}", i + 1, len(plan))

@@ -27,6 +27,7 @@ BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_atte
 # model_type -> (GGUF architecture, extra HF config)
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
+    "mixtral": ("llama", dict(num_local_experts=4, num_experts_per_tok=2, head_dim=None)),
     "qwen2": ("qwen2", {}),
     "qwen3": ("qwen3", {}),
     "qwen3_moe": ("qwen3moe", dict(num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
@@ -115,7 +116,10 @@ def _to_hf(model_type: str, config: dict[str, Any], weights: dict[str, np.ndarra
                 w = w.T.copy()  # Conv1D stores (in, out)
         if ".switch_mlp." in name:
             for e in range(w.shape[0]):
-                hf[name.replace(".switch_mlp.", f".experts.{e}.")] = w[e]
+                expert = name.replace(".switch_mlp.", f".experts.{e}.")
+                if ".block_sparse_moe." in name:  # Mixtral's checkpoint names its experts w1 (gate), w2 (down), w3 (up)
+                    expert = expert.replace("gate_proj", "w1").replace("down_proj", "w2").replace("up_proj", "w3")
+                hf[expert] = w[e]
             continue
         hf[name] = w
     return hf
@@ -133,11 +137,14 @@ def _converter_tensors(t: Tiny) -> dict[str, np.ndarray]:
     table = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch), n_layers)
     hf = dict(t.hf)
     experts: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for name in list(hf):  # Qwen2MoeModel: stack experts into model.layers.{bid}.mlp.experts.{w}.weight
-        if ".mlp.experts." in name:
-            head, rest = name.split(".mlp.experts.")
-            e, wname = rest.split(".", 1)
-            experts.setdefault(f"{head}.mlp.experts.{wname}", []).append((int(e), hf.pop(name)))
+    for name in list(hf):  # stack experts: Qwen2MoeModel into model.layers.{bid}.mlp.experts.{w}.weight,
+        for part in (".mlp.experts.", ".block_sparse_moe.experts."):  # LlamaModel into layers.{bid}.feed_forward.experts.{w}.weight
+            if part in name:
+                head, rest = name.split(part)
+                e, wname = rest.split(".", 1)
+                merged = f"{head}{part}{wname}" if part == ".mlp.experts." else \
+                    f"{head.removeprefix('model.')}.feed_forward.experts.{wname}"
+                experts.setdefault(merged, []).append((int(e), hf.pop(name)))
     for name, parts in experts.items():
         hf[name] = np.stack([w for _, w in sorted(parts, key=lambda p: p[0])])
     out = {}
@@ -182,6 +189,8 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
     if arch == "granite":
         w.add_attention_scale(c["attention_multiplier"]); w.add_embedding_scale(c["embedding_multiplier"])
         w.add_residual_scale(c["residual_multiplier"]); w.add_logit_scale(c["logits_scaling"])
+    if t.model_type == "mixtral":
+        w.add_expert_count(c["num_local_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
     if arch == "qwen3moe":
         w.add_expert_count(c["num_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
         w.add_expert_feed_forward_length(c["moe_intermediate_size"])
@@ -272,5 +281,8 @@ def tiny_weights_gguf_names(t: Tiny) -> dict[str, str]:
     out = {}
     for name, _ in tree_flatten(t.model.parameters()):
         hf = name.removeprefix("model.") if t.model_type == "gpt2" else name.replace(".switch_mlp.", ".experts.")
+        if ".block_sparse_moe.experts." in hf:  # the merged name Mixtral's converter maps
+            hf = hf.replace("model.", "", 1).replace("block_sparse_moe", "feed_forward")
+            hf = hf.replace("gate_proj", "w1").replace("down_proj", "w2").replace("up_proj", "w3")
         out[name] = table.get_name(hf, try_suffixes=(".weight", ".bias"))
     return out
