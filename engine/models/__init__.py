@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import engine  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx
 import mlx.nn as nn
 from pydantic import BaseModel, ConfigDict
 
+import engine  # noqa: F401  (loads the BLAS before mlx)
 from engine.errors import InputError, ModelLoadError
 from engine.models import registry
 from engine.models.adapter import Adapter, adapter_for

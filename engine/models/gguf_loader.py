@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LazarusError, ModelLoadError, UnsupportedArchitecture
-from engine.models.gguf_families import FAMILIES, Family, Meta, Tensors, llama3_scaling, unpermute
+from engine.models.gguf_families import FAMILIES, Family, Meta, Tensors
+from engine.models.gguf_transforms import llama3_scaling, unpermute
 from engine.models.tokenizer import Tokenizer, from_gguf_metadata
 
 SUPPORTED_ARCHITECTURES = tuple(FAMILIES)
@@ -206,6 +207,9 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
         raise UnsupportedArchitecture(
             f"unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
+    if int(meta.get("split.count", 1)) > 1:
+        raise ModelLoadError(f"{path.name} is part {int(meta.get('split.no', 0)) + 1} of a {meta['split.count']}-part "
+                             "split GGUF; merge it first (llama-gguf-split --merge)")
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ModelLoadError(f"{path}: GGUF lacks tensor token_embd.weight")

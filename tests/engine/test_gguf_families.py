@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import ModelLoadError, UnsupportedArchitecture
 from engine.models import load
-from engine.models.gguf_families import llama3_factors, llama3_scaling, unpermute
+from engine.models.gguf_transforms import llama3_factors, llama3_scaling, unpermute
 from tests.engine.gguf_fixtures import (
     FAMILIES,
     SPM_VOCAB,
@@ -211,3 +211,10 @@ def test_gemma_query_scale_follows_llama_cpp(arch, layers, scalar):
         "attention.sliding_window": 4096, "context_length": 8192}.items()}
     cfg = LOADER_FAMILIES[arch].config(Meta(meta, arch, "x.gguf"), Tensors({"token_embd.weight": (256, hidden)}))
     assert cfg["query_pre_attn_scalar"] == pytest.approx(scalar)
+
+
+def test_split_gguf_is_refused(tmp_path):
+    path = tmp_path / "model-00001-of-00002.gguf"
+    write_gguf(tiny_family("llama"), path, extra_keys={"split.count": 2, "split.no": 0})
+    with pytest.raises(ModelLoadError, match="part 1 of a 2-part split GGUF"):
+        open_gguf(path)
