@@ -325,6 +325,39 @@ def _gpt2(m: Meta, t: Tensors) -> dict[str, Any]:
             "vocab_size": t.rows("token_embd.weight"), "num_key_value_heads": n_head}
 
 
+def _phi2(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t, rotary_may_be_partial=True)
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
+    cfg.update(model_type="phi", intermediate_size=m.scalar("feed_forward_length"), tie_word_embeddings=False,
+               layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
+               partial_rotary_factor=rope_dim / cfg["head_dim"], **_rope(m))
+    if "rope_scaling" in cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's phi has no RoPE scaling")
+    return cfg
+
+
+def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
+    """StarCoder 1 / SantaCoder (GPTBigCode): multi-query attention, learned positions."""
+    hidden = m.scalar("embedding_length")
+    n_head = m.scalar("attention.head_count")
+    n_kv = m.scalar("attention.head_count_kv", n_head)
+    if n_kv not in (1, n_head):
+        m.refuse("attention.head_count_kv", "GPTBigCode is multi-query (1) or multi-head")
+    if "position_embd.weight" not in t:
+        raise ModelLoadError(f"{m.source}: GGUF lacks tensor position_embd.weight (needed for starcoder)")
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    m.opt("context_length")
+    return {"model_type": "gpt_bigcode", "n_embd": hidden, "n_layer": m.scalar("block_count"), "n_head": n_head,
+            "n_inner": m.scalar("feed_forward_length", 4 * hidden), "n_positions": t.rows("position_embd.weight"),
+            "layer_norm_epsilon": m.scalar("attention.layer_norm_epsilon", kind=float),
+            "vocab_size": t.rows("token_embd.weight"), "multi_query": n_kv == 1, "num_key_value_heads": n_kv,
+            "tie_word_embeddings": "output.weight" not in t,
+            "attention_bias": "blk.0.attn_qkv.bias" in t, "mlp_bias": "blk.0.ffn_up.bias" in t}
+
+
 def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg = _attention(m, t)
     _vocab_size_check(m, t)
@@ -351,4 +384,6 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("phi3", "phi3", _phi3),
     Family("gpt2", "gpt2", _gpt2, output_tied_copy=True),
     Family("starcoder2", "starcoder2", _starcoder2),
+    Family("starcoder", "gpt_bigcode", _starcoder),
+    Family("phi2", "phi", _phi2),
 )}

@@ -40,6 +40,10 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                    num_hidden_layers=6)),
     "phi3": ("phi3", dict(head_dim=None, num_key_value_heads=4, partial_rotary_factor=0.5,
                           original_max_position_embeddings=256)),
+    "phi": ("phi2", dict(partial_rotary_factor=0.5, layer_norm_eps=1e-5, num_key_value_heads=4, head_dim=None,
+                         intermediate_size=256)),
+    "gpt_bigcode": ("starcoder", dict(n_embd=64, n_layer=2, n_inner=256, n_head=4, n_positions=256,
+                                      layer_norm_epsilon=1e-5, multi_query=True, tie_word_embeddings=True)),
     "gpt2": ("gpt2", dict(n_ctx=256, n_embd=64, n_head=4, n_layer=2, n_positions=256, layer_norm_epsilon=1e-5)),
     "olmo2": ("olmo2", {}),
     "granite": ("granite", dict(logits_scaling=2.0, attention_multiplier=0.2, embedding_multiplier=3.0,
@@ -171,6 +175,19 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_block_count(c["n_layer"]); w.add_context_length(c["n_ctx"]); w.add_embedding_length(c["n_embd"])
         w.add_feed_forward_length(4 * c["n_embd"]); w.add_head_count(c["n_head"])
         w.add_layer_norm_eps(c["layer_norm_epsilon"])
+        return
+    if arch == "starcoder":  # StarCoderModel.set_gguf_parameters
+        w.add_context_length(c["n_positions"]); w.add_embedding_length(c["n_embd"])
+        w.add_feed_forward_length(4 * c["n_embd"]); w.add_block_count(c["n_layer"]); w.add_head_count(c["n_head"])
+        w.add_head_count_kv(1); w.add_layer_norm_eps(c["layer_norm_epsilon"])
+        return
+    if arch == "phi2":  # Phi2Model.set_gguf_parameters
+        w.add_context_length(c["max_position_embeddings"]); w.add_embedding_length(c["hidden_size"])
+        w.add_feed_forward_length(4 * c["hidden_size"]); w.add_block_count(c["num_hidden_layers"])
+        w.add_head_count(c["num_attention_heads"]); w.add_head_count_kv(c["num_attention_heads"])
+        w.add_layer_norm_eps(c["layer_norm_eps"])
+        w.add_rope_dimension_count(int(c["partial_rotary_factor"] * c["hidden_size"]) // c["num_attention_heads"])
+        w.add_add_bos_token(False)
         return
     # TextModel.set_gguf_parameters
     w.add_block_count(c["num_hidden_layers"]); w.add_context_length(c["max_position_embeddings"])
