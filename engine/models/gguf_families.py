@@ -338,6 +338,24 @@ def _phi2(m: Meta, t: Tensors) -> dict[str, Any]:
     return cfg
 
 
+def _stablelm(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _attention(m, t, rotary_may_be_partial=True)
+    _vocab_size_check(m, t)
+    _no_experts(m)
+    rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
+    # llama.cpp runs attention and MLP in parallel exactly when a block has no ffn_norm
+    parallel = bool(m.opt("use_parallel_residual", "blk.0.ffn_norm.weight" not in t))
+    if parallel != ("blk.0.ffn_norm.weight" not in t):
+        m.refuse("use_parallel_residual", "disagrees with the blocks' ffn_norm tensors")
+    cfg.update(model_type="stablelm", intermediate_size=m.scalar("feed_forward_length"), tie_word_embeddings=False,
+               layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
+               partial_rotary_factor=rope_dim / cfg["head_dim"], use_qkv_bias="blk.0.attn_q.bias" in t,
+               use_parallel_residual=parallel, **_rope(m))
+    if "rope_scaling" in cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's stablelm has no RoPE scaling")
+    return cfg
+
+
 def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
     """StarCoder 1 / SantaCoder (GPTBigCode): multi-query attention, learned positions."""
     hidden = m.scalar("embedding_length")
@@ -386,4 +404,5 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("starcoder2", "starcoder2", _starcoder2),
     Family("starcoder", "gpt_bigcode", _starcoder),
     Family("phi2", "phi", _phi2),
+    Family("stablelm", "stablelm", _stablelm),
 )}

@@ -44,6 +44,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                          intermediate_size=256)),
     "gpt_bigcode": ("starcoder", dict(n_embd=64, n_layer=2, n_inner=256, n_head=4, n_positions=256,
                                       layer_norm_epsilon=1e-5, multi_query=True, tie_word_embeddings=True)),
+    "stablelm": ("stablelm", dict(partial_rotary_factor=0.25, layer_norm_eps=1e-5, use_qkv_bias=True,
+                                  use_parallel_residual=False, head_dim=None)),
     "gpt2": ("gpt2", dict(n_ctx=256, n_embd=64, n_head=4, n_layer=2, n_positions=256, layer_norm_epsilon=1e-5)),
     "olmo2": ("olmo2", {}),
     "granite": ("granite", dict(logits_scaling=2.0, attention_multiplier=0.2, embedding_multiplier=3.0,
@@ -196,6 +198,9 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
     w.add_rope_freq_base(c["rope_theta"])
     if arch == "starcoder2":
         w.add_layer_norm_eps(c["norm_epsilon"])
+    elif arch == "stablelm":  # StableLMModel.set_gguf_parameters
+        w.add_layer_norm_eps(c["layer_norm_eps"]); w.add_parallel_residual(c["use_parallel_residual"])
+        w.add_rope_dimension_count(int(c["partial_rotary_factor"] * 16))
     else:
         w.add_layer_norm_rms_eps(c["rms_norm_eps"])
     if "head_dim" in c and arch not in ("granite",):

@@ -218,3 +218,12 @@ def test_split_gguf_is_refused(tmp_path):
     write_gguf(tiny_family("llama"), path, extra_keys={"split.count": 2, "split.no": 0})
     with pytest.raises(ModelLoadError, match="part 1 of a 2-part split GGUF"):
         open_gguf(path)
+
+
+def test_stablelm_parallel_residual_follows_the_tensors(tmp_path):
+    t = tiny_family("stablelm", use_parallel_residual=True)
+    path = tmp_path / "stablelm-parallel.gguf"
+    write_gguf(t, path)
+    config, model, _ = open_gguf(path)
+    assert config["use_parallel_residual"] is True
+    np.testing.assert_allclose(_logits(model), _logits(t.model), rtol=0, atol=1e-5)
