@@ -129,7 +129,11 @@ def _vocab_size_check(m: Meta, t: Tensors) -> None:
 def _rope(m: Meta, *, default_base: float = 10000.0) -> dict[str, Any]:
     """rope_theta and rope_scaling as llama.cpp reads them (a factor without a type means linear)."""
     out: dict[str, Any] = {"rope_theta": m.scalar("rope.freq_base", default_base, float)}
-    factor = float(m.opt("rope.scaling.factor", 0.0) or m.opt("rope.scale_linear", 0.0) or 0.0)
+    factor = float(m.opt("rope.scaling.factor") or 0.0)
+    legacy = float(m.opt("rope.scale_linear") or 0.0)  # the key older llama.cpp files use
+    if legacy and factor and legacy != factor:
+        m.refuse("rope.scale_linear", f"disagrees with rope.scaling.factor {factor}")
+    factor = factor or legacy
     kind = m.opt("rope.scaling.type", "linear" if factor else "none")
     m.opt("rope.scaling.original_context_length")  # only meaningful for yarn/longrope, refused below
     if kind == "none" or (kind == "linear" and factor in (0.0, 1.0)):
@@ -241,7 +245,10 @@ def _qwen3moe(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _gemma(m: Meta, t: Tensors) -> dict[str, Any]:
-    return _llama_like("gemma")(m, t)
+    cfg = _llama_like("gemma")(m, t)
+    if "rope_scaling" in cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's gemma and gemma2 have no RoPE scaling")
+    return cfg
 
 
 def _gemma2(m: Meta, t: Tensors) -> dict[str, Any]:

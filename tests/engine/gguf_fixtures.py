@@ -196,6 +196,8 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
     w.add_embedding_length(c["hidden_size"]); w.add_feed_forward_length(c["intermediate_size"])
     w.add_head_count(c["num_attention_heads"]); w.add_head_count_kv(c["num_key_value_heads"])
     w.add_rope_freq_base(c["rope_theta"])
+    if (c.get("rope_scaling") or {}).get("type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(c["rope_scaling"]["factor"])
     if arch == "starcoder2":
         w.add_layer_norm_eps(c["norm_epsilon"])
     elif arch == "stablelm":  # StableLMModel.set_gguf_parameters

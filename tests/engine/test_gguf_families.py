@@ -227,3 +227,18 @@ def test_stablelm_parallel_residual_follows_the_tensors(tmp_path):
     config, model, _ = open_gguf(path)
     assert config["use_parallel_residual"] is True
     np.testing.assert_allclose(_logits(model), _logits(t.model), rtol=0, atol=1e-5)
+
+
+def test_linear_rope_scaling_is_kept_or_refused(tmp_path):
+    t = tiny_family("llama", rope_scaling={"type": "linear", "factor": 4.0})
+    path = tmp_path / "linear.gguf"
+    write_gguf(t, path)
+    config, model, _ = open_gguf(path)
+    assert config["rope_scaling"]["factor"] == 4.0
+    ids = mx.array([list(range(1, 60))])
+    np.testing.assert_allclose(np.array(model(ids)), np.array(t.model(ids)), rtol=0, atol=1e-5)
+    g2 = tmp_path / "gemma2-linear.gguf"
+    write_gguf(tiny_family("gemma2"), g2, extra_keys={"gemma2.rope.scaling.type": "linear",
+                                                      "gemma2.rope.scaling.factor": 4.0})
+    with pytest.raises(UnsupportedArchitecture, match="no RoPE scaling"):
+        open_gguf(g2)
