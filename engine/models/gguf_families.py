@@ -13,7 +13,7 @@ Tensor names are not renamed here: ``gguf_loader`` maps each parameter of the ml
 model onto llama.cpp's name with gguf-py's ``TensorNameMap`` (the table llama.cpp's
 converters use). What stays per family is what the converter did to the values:
 - ``permute_qk``: LlamaModel.permute, applied by llama.cpp's converters for
-  ``llama`` and ``granite`` (its subclass), reordered Q and K rows (and biases) for
+  ``llama``, ``granite`` and ``granitemoe`` (its subclasses), reordered Q and K rows (and biases) for
   ggml's interleaved RoPE; mlx-lm rotates halves, so the rows are put back.
 - ``norm_shift``: Gemma's converters store RMSNorm weights with +1 folded in
   (``name.endswith("norm.weight")``); mlx-lm's Gemma norms add 1 themselves.
@@ -22,157 +22,30 @@ converters use). What stays per family is what the converter did to the values:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ModelLoadError, UnsupportedArchitecture
-
-# Keys under "<arch>." that describe the file or the runtime, not the computation.
-_INFORMATIONAL = ("rope.scaling.finetuned",)
-
-
-class Meta:
-    """The file's metadata for one architecture; records which ``<arch>.`` keys were read."""
-
-    def __init__(self, meta: dict[str, Any], arch: str, source: str) -> None:
-        self.meta, self.arch, self.source = meta, arch, source
-        self.read: set[str] = set()
-
-    def has(self, key: str) -> bool:
-        return f"{self.arch}.{key}" in self.meta
-
-    def opt(self, key: str, default: Any = None) -> Any:
-        full = f"{self.arch}.{key}"
-        self.read.add(full)
-        return self.meta.get(full, default)
-
-    def req(self, key: str) -> Any:
-        full = f"{self.arch}.{key}"
-        self.read.add(full)
-        if full not in self.meta:
-            raise ModelLoadError(f"{self.source}: GGUF metadata lacks {full} (needed for architecture {self.arch})")
-        return self.meta[full]
-
-    def scalar(self, key: str, default: Any = None, kind: type = int) -> Any:
-        value = self.req(key) if default is None else self.opt(key, default)
-        if isinstance(value, list):
-            if len(set(value)) != 1:
-                raise UnsupportedArchitecture(f"{self.source}: per-layer {self.arch}.{key} ({value[:4]}…) is not supported")
-            value = value[0]
-        return kind(value)
-
-    def refuse(self, key: str, why: str) -> None:
-        raise UnsupportedArchitecture(f"{self.source}: {self.arch}.{key} = {self.meta.get(f'{self.arch}.{key}')!r}: {why}")
-
-    def unread(self) -> list[str]:
-        prefix = f"{self.arch}."
-        return sorted(k for k in self.meta if k.startswith(prefix) and k not in self.read
-                      and k[len(prefix):] not in _INFORMATIONAL)
-
-
-@dataclass(frozen=True)
-class Tensors:
-    """What the config needs from the tensor list: names and (rows, cols…) shapes in NumPy order."""
-
-    shapes: dict[str, tuple[int, ...]]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.shapes
-
-    def rows(self, name: str) -> int:
-        return self.shapes[name][0]
-
-
-@dataclass(frozen=True)
-class Family:
-    arch: str
-    model_type: str
-    config: Callable[[Meta, Tensors], dict[str, Any]]
-    permute_qk: bool = False
-    norm_shift: float = 0.0
-    rope_freqs: bool = False  # llama.cpp's rope_freqs tensor (Llama 3.x) becomes a llama3 rope_scaling
-    output_tied_copy: bool = False  # an output.weight equal to token_embd is the tied head, not a separate one
-
-
-# -- shared pieces -------------------------------------------------------------------------
-
-def _attention(m: Meta, t: Tensors, *, rotary_may_be_partial: bool = False) -> dict[str, Any]:
-    hidden = m.scalar("embedding_length")
-    n_head = m.scalar("attention.head_count")
-    n_kv = m.scalar("attention.head_count_kv", n_head)
-    head_dim = m.scalar("attention.key_length", hidden // n_head)
-    if m.scalar("attention.value_length", head_dim) != head_dim:
-        m.refuse("attention.value_length", f"differs from the key length {head_dim}")
-    rope_dim = m.scalar("rope.dimension_count", head_dim)
-    if rope_dim != head_dim and not rotary_may_be_partial:
-        m.refuse("rope.dimension_count", f"partial rotary ({rope_dim} of {head_dim}) is not supported for {m.arch}")
-    if not m.opt("attention.causal", True):
-        m.refuse("attention.causal", "non-causal attention is not a language model")
-    return {
-        "hidden_size": hidden,
-        "num_hidden_layers": m.scalar("block_count"),
-        "num_attention_heads": n_head,
-        "num_key_value_heads": n_kv,
-        "head_dim": head_dim,
-        "vocab_size": t.rows("token_embd.weight"),
-        "max_position_embeddings": m.scalar("context_length", 4096),
-        "tie_word_embeddings": "output.weight" not in t,
-    }
-
-
-def _vocab_size_check(m: Meta, t: Tensors) -> None:
-    if m.has("vocab_size") and m.scalar("vocab_size") != t.rows("token_embd.weight"):
-        m.refuse("vocab_size", f"differs from token_embd's {t.rows('token_embd.weight')} rows")
-    m.opt("vocab_size")
-
-
-def _rope(m: Meta, *, default_base: float = 10000.0) -> dict[str, Any]:
-    """rope_theta and rope_scaling as llama.cpp reads them (a factor without a type means linear)."""
-    out: dict[str, Any] = {"rope_theta": m.scalar("rope.freq_base", default_base, float)}
-    factor = float(m.opt("rope.scaling.factor") or 0.0)
-    legacy = float(m.opt("rope.scale_linear") or 0.0)  # the key older llama.cpp files use
-    if legacy and factor and legacy != factor:
-        m.refuse("rope.scale_linear", f"disagrees with rope.scaling.factor {factor}")
-    factor = factor or legacy
-    kind = m.opt("rope.scaling.type", "linear" if factor else "none")
-    m.opt("rope.scaling.original_context_length")  # only meaningful for yarn/longrope, refused below
-    if kind == "none" or (kind == "linear" and factor in (0.0, 1.0)):
-        pass
-    elif kind == "linear":
-        out["rope_scaling"] = {"type": "linear", "rope_type": "linear", "factor": factor}
-    else:
-        m.refuse("rope.scaling.type", "only linear RoPE scaling is supported from GGUF")
-    attn_factor = m.opt("rope.scaling.attn_factor")
-    if attn_factor not in (None, 1.0):
-        m.refuse("rope.scaling.attn_factor", "RoPE attention scaling is not supported")
-    return out
-
-
-def _no_experts(m: Meta) -> None:
-    for key in ("expert_count", "expert_used_count"):
-        if m.scalar(key, 0) != 0:
-            m.refuse(key, f"mixture-of-experts {m.arch} GGUFs are not supported")
-
-
-def _gemma_query_scalar(m: Meta, cfg: dict[str, Any], big_layers: int) -> float:
-    """query_pre_attn_scalar: the file's attention.scale, else llama.cpp's rule (27B scales by hidden/heads)."""
-    scale = m.opt("attention.scale")
-    if scale is not None:
-        return 1.0 / float(scale) ** 2
-    if cfg["num_hidden_layers"] == big_layers:
-        return float(cfg["hidden_size"] // cfg["num_attention_heads"])
-    return float(cfg["head_dim"])
-
+from engine.models.gguf_meta import (
+    Family,
+    Meta,
+    Tensors,
+    attention,
+    gemma_query_scalar,
+    no_experts,
+    rope,
+    routing,
+    vocab_size_check,
+)
 
 # -- the families ---------------------------------------------------------------------------
 
 def _llama_like(model_type: str, default_base: float = 10000.0) -> Callable[[Meta, Tensors], dict[str, Any]]:
     def build(m: Meta, t: Tensors) -> dict[str, Any]:
-        cfg = _attention(m, t)
-        _vocab_size_check(m, t)
-        _no_experts(m)
+        cfg = attention(m, t)
+        vocab_size_check(m, t)
+        no_experts(m)
         cfg.update(model_type=model_type, intermediate_size=m.scalar("feed_forward_length"),
-                   rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **_rope(m, default_base=default_base))
+                   rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m, default_base=default_base))
         if model_type in ("llama", "granite", "olmo2"):
             cfg["attention_bias"] = "blk.0.attn_q.bias" in t
             cfg["mlp_bias"] = "blk.0.ffn_up.bias" in t
@@ -185,8 +58,8 @@ def _llama(m: Meta, t: Tensors) -> dict[str, Any]:
     experts = m.scalar("expert_count", 0)
     if not experts:
         return _llama_like("llama")(m, t)
-    cfg = _attention(m, t)
-    _vocab_size_check(m, t)
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
     if "blk.0.attn_q.bias" in t:
         raise UnsupportedArchitecture(f"{m.source}: attention biases are not part of mlx-lm's mixtral")
     weights_scale = m.opt("expert_weights_scale")
@@ -197,19 +70,36 @@ def _llama(m: Meta, t: Tensors) -> dict[str, Any]:
         m.refuse("expert_feed_forward_length", "mlx-lm's mixtral experts are feed_forward_length wide")
     cfg.update(model_type="mixtral", intermediate_size=ff, num_local_experts=experts,
                num_experts_per_tok=m.scalar("expert_used_count"),
-               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **_rope(m))
+               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m))
     return cfg
 
 
-def _granite(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _llama_like("granite")(m, t)
-    cfg.pop("head_dim")  # mlx-lm's granite derives it from hidden/heads, as llama.cpp's converter does
-    if cfg["hidden_size"] // cfg["num_attention_heads"] != m.scalar("attention.key_length", cfg["hidden_size"] // cfg["num_attention_heads"]):
+def _granite_scales(m: Meta, cfg: dict[str, Any]) -> None:
+    if cfg.pop("head_dim") != cfg["hidden_size"] // cfg["num_attention_heads"]:  # mlx-lm derives hidden/heads
         m.refuse("attention.key_length", "granite head size must be hidden/heads")
     cfg.update(attention_multiplier=m.scalar("attention.scale", kind=float),
                embedding_multiplier=m.scalar("embedding_scale", kind=float),
                residual_multiplier=m.scalar("residual_scale", kind=float),
                logits_scaling=m.scalar("logit_scale", kind=float))
+
+
+def _granite(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _llama_like("granite")(m, t)
+    _granite_scales(m, cfg)
+    return cfg
+
+
+def _granitemoe(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    r = routing(m)
+    ff = m.scalar("feed_forward_length")
+    if m.scalar("expert_feed_forward_length", ff) != ff:
+        m.refuse("expert_feed_forward_length", "mlx-lm's granitemoe experts are feed_forward_length wide")
+    cfg.update(model_type="granitemoe", intermediate_size=ff, num_local_experts=r["experts"],
+               num_experts_per_tok=r["used"], attention_bias="blk.0.attn_q.bias" in t,
+               rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m))
+    _granite_scales(m, cfg)
     return cfg
 
 
@@ -220,27 +110,60 @@ def _olmo2(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _qwen3moe(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t)
-    _vocab_size_check(m, t)
-    n_layers = cfg["num_hidden_layers"]
-    gating = m.opt("expert_gating_func")
-    if gating not in (None, 1):  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
-        m.refuse("expert_gating_func", "only softmax expert gating is supported")
-    if m.scalar("expert_shared_count", 0) or m.scalar("expert_shared_feed_forward_length", 0):
-        m.refuse("expert_shared_count", "shared experts are not part of qwen3moe")
-    weights_scale = m.opt("expert_weights_scale")
-    if weights_scale not in (None, 1.0):
-        m.refuse("expert_weights_scale", "scaled expert weights are not part of qwen3moe")
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    r = routing(m)
     cfg.update(
         model_type="qwen3_moe", rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
-        intermediate_size=m.scalar("feed_forward_length", 0),
-        num_experts=m.scalar("expert_count"), num_experts_per_tok=m.scalar("expert_used_count"),
+        intermediate_size=m.scalar("feed_forward_length", 0), num_experts=r["experts"], num_experts_per_tok=r["used"],
         moe_intermediate_size=m.scalar("expert_feed_forward_length"),
         norm_topk_prob=bool(m.opt("expert_weights_norm", True)),  # llama.cpp's qwen3moe always normalises
         decoder_sparse_step=1,
-        mlp_only_layers=[i for i in range(n_layers) if f"blk.{i}.ffn_gate_inp.weight" not in t],
-        **_rope(m, default_base=10000.0),
+        mlp_only_layers=[i for i in range(cfg["num_hidden_layers"]) if f"blk.{i}.ffn_gate_inp.weight" not in t],
+        **rope(m, default_base=10000.0),
     )
+    return cfg
+
+
+def _qwen2moe(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    r = routing(m, shared=True)
+    if m.opt("expert_weights_norm", False):
+        m.refuse("expert_weights_norm", "mlx-lm's qwen2_moe does not renormalise the top-k weights")
+    m.scalar("expert_shared_count", 1)
+    cfg.update(model_type="qwen2_moe", rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
+               intermediate_size=m.scalar("feed_forward_length", 0), num_experts=r["experts"],
+               num_experts_per_tok=r["used"], moe_intermediate_size=m.scalar("expert_feed_forward_length"),
+               shared_expert_intermediate_size=m.scalar("expert_shared_feed_forward_length"),
+               **rope(m, default_base=10000.0))
+    return cfg
+
+
+def _olmoe(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    r = routing(m)
+    ff = m.scalar("feed_forward_length")
+    if m.scalar("expert_feed_forward_length", ff) != ff:
+        m.refuse("expert_feed_forward_length", "mlx-lm's olmoe experts are feed_forward_length wide")
+    cfg.update(model_type="olmoe", rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
+               intermediate_size=ff, num_experts=r["experts"], num_experts_per_tok=r["used"],
+               norm_topk_prob=bool(m.opt("expert_weights_norm", False)), **rope(m))  # llama.cpp: no renormalising
+    return cfg
+
+
+def _cohere(m: Meta, t: Tensors) -> dict[str, Any]:
+    """Command R: parallel attention and MLP on one LayerNorm, interleaved RoPE (no permutation), scaled logits."""
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    no_experts(m)
+    cfg.update(model_type="cohere", intermediate_size=m.scalar("feed_forward_length"),
+               layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
+               logit_scale=m.scalar("logit_scale", kind=float), use_qk_norm="blk.0.attn_q_norm.weight" in t,
+               layer_norm_bias="blk.0.attn_norm.bias" in t, attention_bias="blk.0.attn_q.bias" in t, **rope(m))
+    if "rope_scaling" in cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's cohere has no RoPE scaling")
     return cfg
 
 
@@ -256,16 +179,16 @@ def _gemma2(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg.update(model_type="gemma2",
                attn_logit_softcapping=m.scalar("attn_logit_softcapping", 50.0, float),  # llama.cpp's defaults
                final_logit_softcapping=m.scalar("final_logit_softcapping", 30.0, float),
-               query_pre_attn_scalar=_gemma_query_scalar(m, cfg, big_layers=46),
+               query_pre_attn_scalar=gemma_query_scalar(m, cfg, big_layers=46),
                # mlx-lm's gemma2 attends globally: identical up to the window, as for HF checkpoints
                sliding_window=m.scalar("attention.sliding_window", 4096))
     return cfg
 
 
 def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t)
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    no_experts(m)
     if m.opt("attn_logit_softcapping") is not None:
         m.refuse("attn_logit_softcapping", "Gemma 3 has no attention soft-capping in mlx-lm")
     window = m.opt("attention.sliding_window")
@@ -283,15 +206,15 @@ def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
         pattern = periods[0]
     else:
         pattern = int(pattern_value)
-    rope = _rope(m, default_base=1_000_000.0)
-    if "rope_scaling" in rope:
-        rope["rope_scaling"] = {"rope_type": "linear", "factor": rope["rope_scaling"]["factor"]}
+    rope_cfg = rope(m, default_base=1_000_000.0)
+    if "rope_scaling" in rope_cfg:
+        rope_cfg["rope_scaling"] = {"rope_type": "linear", "factor": rope_cfg["rope_scaling"]["factor"]}
     cfg.update(model_type="gemma3_text", intermediate_size=m.scalar("feed_forward_length"),
                rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
                rope_local_base_freq=m.scalar("rope.freq_base_swa", 10_000.0, float),  # llama.cpp's default
-               query_pre_attn_scalar=_gemma_query_scalar(m, cfg, big_layers=62),
+               query_pre_attn_scalar=gemma_query_scalar(m, cfg, big_layers=62),
                sliding_window=int(window) if window is not None else cfg["max_position_embeddings"],
-               sliding_window_pattern=pattern, **rope)
+               sliding_window_pattern=pattern, **rope_cfg)
     softcap = m.opt("final_logit_softcapping")
     if softcap is not None:
         cfg["final_logit_softcapping"] = float(softcap)
@@ -299,9 +222,9 @@ def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _phi3(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t, rotary_may_be_partial=True)
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    cfg = attention(m, t, rotary_may_be_partial=True)
+    vocab_size_check(m, t)
+    no_experts(m)
     if "rope_factors_long.weight" in t or "rope_factors_short.weight" in t:
         raise UnsupportedArchitecture(f"{m.source}: LongRoPE factors (rope_factors_long/short, Phi-3 128k) are not supported")
     rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
@@ -310,7 +233,7 @@ def _phi3(m: Meta, t: Tensors) -> dict[str, Any]:
                rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
                partial_rotary_factor=rope_dim / cfg["head_dim"], original_max_position_embeddings=original,
                # mlx-lm's phi3 attends globally: identical up to the window, as for HF checkpoints
-               sliding_window=m.scalar("attention.sliding_window", 0) or None, **_rope(m))
+               sliding_window=m.scalar("attention.sliding_window", 0) or None, **rope(m))
     return cfg
 
 
@@ -323,7 +246,7 @@ def _gpt2(m: Meta, t: Tensors) -> dict[str, Any]:
         m.refuse("feed_forward_length", "mlx-lm's gpt2 MLP is 4 x embedding_length")
     if "position_embd.weight" not in t:
         raise ModelLoadError(f"{m.source}: GGUF lacks tensor position_embd.weight (needed for gpt2)")
-    _no_experts(m)
+    no_experts(m)
     m.opt("vocab_size")
     return {"model_type": "gpt2", "n_embd": hidden, "n_head": n_head, "n_layer": m.scalar("block_count"),
             "n_ctx": m.scalar("context_length", t.rows("position_embd.weight")),
@@ -333,22 +256,22 @@ def _gpt2(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _phi2(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t, rotary_may_be_partial=True)
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    cfg = attention(m, t, rotary_may_be_partial=True)
+    vocab_size_check(m, t)
+    no_experts(m)
     rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
     cfg.update(model_type="phi", intermediate_size=m.scalar("feed_forward_length"), tie_word_embeddings=False,
                layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
-               partial_rotary_factor=rope_dim / cfg["head_dim"], **_rope(m))
+               partial_rotary_factor=rope_dim / cfg["head_dim"], **rope(m))
     if "rope_scaling" in cfg:
         m.refuse("rope.scaling.type", "mlx-lm's phi has no RoPE scaling")
     return cfg
 
 
 def _stablelm(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t, rotary_may_be_partial=True)
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    cfg = attention(m, t, rotary_may_be_partial=True)
+    vocab_size_check(m, t)
+    no_experts(m)
     rope_dim = m.scalar("rope.dimension_count", cfg["head_dim"])
     # llama.cpp runs attention and MLP in parallel exactly when a block has no ffn_norm
     parallel = bool(m.opt("use_parallel_residual", "blk.0.ffn_norm.weight" not in t))
@@ -357,7 +280,7 @@ def _stablelm(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg.update(model_type="stablelm", intermediate_size=m.scalar("feed_forward_length"), tie_word_embeddings=False,
                layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
                partial_rotary_factor=rope_dim / cfg["head_dim"], use_qkv_bias="blk.0.attn_q.bias" in t,
-               use_parallel_residual=parallel, **_rope(m))
+               use_parallel_residual=parallel, **rope(m))
     if "rope_scaling" in cfg:
         m.refuse("rope.scaling.type", "mlx-lm's stablelm has no RoPE scaling")
     return cfg
@@ -372,8 +295,8 @@ def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
         m.refuse("attention.head_count_kv", "GPTBigCode is multi-query (1) or multi-head")
     if "position_embd.weight" not in t:
         raise ModelLoadError(f"{m.source}: GGUF lacks tensor position_embd.weight (needed for starcoder)")
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    vocab_size_check(m, t)
+    no_experts(m)
     m.opt("context_length")
     return {"model_type": "gpt_bigcode", "n_embd": hidden, "n_layer": m.scalar("block_count"), "n_head": n_head,
             "n_inner": m.scalar("feed_forward_length", 4 * hidden), "n_positions": t.rows("position_embd.weight"),
@@ -384,13 +307,13 @@ def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = _attention(m, t)
-    _vocab_size_check(m, t)
-    _no_experts(m)
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    no_experts(m)
     if cfg.pop("head_dim") != cfg["hidden_size"] // cfg["num_attention_heads"]:
         m.refuse("attention.key_length", "starcoder2 head size must be hidden/heads")
     cfg.update(model_type="starcoder2", intermediate_size=m.scalar("feed_forward_length"),
-               norm_epsilon=m.scalar("attention.layer_norm_epsilon", kind=float), **_rope(m))
+               norm_epsilon=m.scalar("attention.layer_norm_epsilon", kind=float), **rope(m))
     if "rope_scaling" in cfg:
         m.refuse("rope.scaling.type", "mlx-lm's starcoder2 has no RoPE scaling")
     return cfg
@@ -399,9 +322,13 @@ def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
 FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("llama", "llama", _llama, permute_qk=True, rope_freqs=True),  # model_type mixtral with experts
     Family("granite", "granite", _granite, permute_qk=True),
+    Family("granitemoe", "granitemoe", _granitemoe, permute_qk=True),  # GraniteMoeModel is a LlamaModel too
     Family("qwen2", "qwen2", _llama_like("qwen2", 1_000_000.0)),
     Family("qwen3", "qwen3", _llama_like("qwen3", 1_000_000.0)),
     Family("qwen3moe", "qwen3_moe", _qwen3moe),
+    Family("qwen2moe", "qwen2_moe", _qwen2moe),
+    Family("olmoe", "olmoe", _olmoe),
+    Family("command-r", "cohere", _cohere),
     Family("olmo2", "olmo2", _olmo2),
     Family("gemma", "gemma", _gemma, norm_shift=1.0),
     Family("gemma2", "gemma2", _gemma2, norm_shift=1.0),

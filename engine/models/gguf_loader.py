@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LazarusError, ModelLoadError, UnsupportedArchitecture
-from engine.models.gguf_families import FAMILIES, Family, Meta, Tensors
+from engine.models.gguf_families import FAMILIES
+from engine.models.gguf_meta import Family, Meta, Tensors
 from engine.models.gguf_transforms import llama3_scaling, unpermute
 from engine.models.tokenizer import Tokenizer, from_gguf_metadata
 

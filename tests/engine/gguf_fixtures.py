@@ -29,6 +29,14 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
     "mixtral": ("llama", dict(num_local_experts=4, num_experts_per_tok=2, head_dim=None)),
     "qwen2": ("qwen2", {}),
+    "qwen2_moe": ("qwen2moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                   shared_expert_intermediate_size=64)),
+    "olmoe": ("olmoe", dict(num_experts=4, num_experts_per_tok=2)),
+    "granitemoe": ("granitemoe", dict(logits_scaling=2.0, attention_multiplier=0.2, embedding_multiplier=3.0,
+                                      residual_multiplier=0.5, attention_bias=False, head_dim=None,
+                                      num_local_experts=4, num_experts_per_tok=2)),
+    "cohere": ("command-r", dict(layer_norm_eps=1e-5, logit_scale=0.5, use_qk_norm=False, head_dim=None,
+                                 tie_word_embeddings=True, rms_norm_eps=None)),
     "qwen3": ("qwen3", {}),
     "qwen3_moe": ("qwen3moe", dict(num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
                                    moe_intermediate_size=32, norm_topk_prob=True)),
@@ -52,7 +60,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                 residual_multiplier=0.5, attention_bias=False, mlp_bias=False, head_dim=None)),
     "starcoder2": ("starcoder2", dict(norm_epsilon=1e-5, head_dim=None)),
 }
-PERMUTED = ("llama", "granite")  # LlamaModel and its subclasses
+PERMUTED = ("llama", "granite", "granitemoe")  # LlamaModel and its subclasses
 GEMMAS = ("gemma", "gemma2", "gemma3")
 
 
@@ -120,6 +128,13 @@ def _to_hf(model_type: str, config: dict[str, Any], weights: dict[str, np.ndarra
             name = name.removeprefix("model.")
             if name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
                 w = w.T.copy()  # Conv1D stores (in, out)
+        if model_type == "granitemoe" and ".switch_mlp." in name:
+            if name.endswith("gate_proj.weight"):
+                up = weights[name.replace("gate_proj", "up_proj")]
+                hf[name.replace("switch_mlp.gate_proj", "input_linear")] = np.concatenate([w, up], axis=1)
+            elif name.endswith("down_proj.weight"):
+                hf[name.replace("switch_mlp.down_proj", "output_linear")] = w
+            continue
         if ".switch_mlp." in name:
             for e in range(w.shape[0]):
                 expert = name.replace(".switch_mlp.", f".experts.{e}.")
@@ -154,6 +169,11 @@ def _converter_tensors(t: Tiny) -> dict[str, np.ndarray]:
     for name, parts in experts.items():
         hf[name] = np.stack([w for _, w in sorted(parts, key=lambda p: p[0])])
     out = {}
+    for name in list(hf):  # GraniteMoeModel.modify_tensors: input_linear split into gate and up experts
+        if name.endswith("block_sparse_moe.input_linear.weight"):
+            bid = int(name.split(".")[2])
+            gate, up = np.split(hf.pop(name), 2, axis=-2)
+            out[f"blk.{bid}.ffn_gate_exps.weight"], out[f"blk.{bid}.ffn_up_exps.weight"] = gate, up
     for name, w in hf.items():
         if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
             w = w.T.copy()
@@ -200,21 +220,31 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(c["rope_scaling"]["factor"])
     if arch == "starcoder2":
         w.add_layer_norm_eps(c["norm_epsilon"])
+    elif arch == "command-r":
+        w.add_layer_norm_eps(c["layer_norm_eps"])
     elif arch == "stablelm":  # StableLMModel.set_gguf_parameters
         w.add_layer_norm_eps(c["layer_norm_eps"]); w.add_parallel_residual(c["use_parallel_residual"])
         w.add_rope_dimension_count(int(c["partial_rotary_factor"] * 16))
     else:
         w.add_layer_norm_rms_eps(c["rms_norm_eps"])
-    if "head_dim" in c and arch not in ("granite",):
+    if "head_dim" in c and arch not in PERMUTED[1:]:
         w.add_key_length(c["head_dim"]); w.add_value_length(c["head_dim"])
-    if arch in ("llama", "granite"):  # LlamaModel
+    if arch in PERMUTED:  # LlamaModel
         w.add_vocab_size(c["vocab_size"])
         w.add_rope_dimension_count(c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"])
-    if arch == "granite":
+    if arch in ("granite", "granitemoe"):
         w.add_attention_scale(c["attention_multiplier"]); w.add_embedding_scale(c["embedding_multiplier"])
         w.add_residual_scale(c["residual_multiplier"]); w.add_logit_scale(c["logits_scaling"])
     if t.model_type == "mixtral":
         w.add_expert_count(c["num_local_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
+    if arch in ("olmoe", "granitemoe"):
+        w.add_expert_count(c.get("num_experts") or c["num_local_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
+    if arch == "qwen2moe":
+        w.add_expert_count(c["num_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(c["moe_intermediate_size"])
+        w.add_expert_shared_feed_forward_length(c["shared_expert_intermediate_size"])
+    if arch == "command-r":
+        w.add_logit_scale(c["logit_scale"]); w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
     if arch == "qwen3moe":
         w.add_expert_count(c["num_experts"]); w.add_expert_used_count(c["num_experts_per_tok"])
         w.add_expert_feed_forward_length(c["moe_intermediate_size"])
@@ -305,6 +335,11 @@ def tiny_weights_gguf_names(t: Tiny) -> dict[str, str]:
     out = {}
     for name, _ in tree_flatten(t.model.parameters()):
         hf = name.removeprefix("model.") if t.model_type == "gpt2" else name.replace(".switch_mlp.", ".experts.")
+        if t.model_type == "granitemoe" and ".switch_mlp." in name:
+            bid = name.split(".")[2]
+            part = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
+            out[name] = f"blk.{bid}.{part[name.split('.')[-2]]}.weight"
+            continue
         if ".block_sparse_moe.experts." in hf:  # the merged name Mixtral's converter maps
             hf = hf.replace("model.", "", 1).replace("block_sparse_moe", "feed_forward")
             hf = hf.replace("gate_proj", "w1").replace("down_proj", "w2").replace("up_proj", "w3")

@@ -201,7 +201,7 @@ def test_every_gguf_family_has_a_round_trip():
 def test_gemma_query_scale_follows_llama_cpp(arch, layers, scalar):
     """Without attention.scale llama.cpp scales queries by 1/sqrt(head_dim), except the 27B (hidden/heads)."""
     from engine.models.gguf_families import FAMILIES as LOADER_FAMILIES
-    from engine.models.gguf_families import Meta, Tensors
+    from engine.models.gguf_meta import Meta, Tensors
 
     hidden = 4608 if arch == "gemma2" else 5376
     meta = {f"{arch}.{k}": v for k, v in {
