@@ -248,11 +248,11 @@ def _gpt2(m: Meta, t: Tensors) -> dict[str, Any]:
         raise ModelLoadError(f"{m.source}: GGUF lacks tensor position_embd.weight (needed for gpt2)")
     no_experts(m)
     m.opt("vocab_size")
-    return {"model_type": "gpt2", "n_embd": hidden, "n_head": n_head, "n_layer": m.scalar("block_count"),
+    return _hf_aliases({"model_type": "gpt2", "n_embd": hidden, "n_head": n_head, "n_layer": m.scalar("block_count"),
             "n_ctx": m.scalar("context_length", t.rows("position_embd.weight")),
             "n_positions": t.rows("position_embd.weight"),
             "layer_norm_epsilon": m.scalar("attention.layer_norm_epsilon", kind=float),
-            "vocab_size": t.rows("token_embd.weight"), "num_key_value_heads": n_head}
+            "vocab_size": t.rows("token_embd.weight"), "num_key_value_heads": n_head, "n_inner": 4 * hidden})
 
 
 def _phi2(m: Meta, t: Tensors) -> dict[str, Any]:
@@ -298,12 +298,18 @@ def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
     vocab_size_check(m, t)
     no_experts(m)
     m.opt("context_length")
-    return {"model_type": "gpt_bigcode", "n_embd": hidden, "n_layer": m.scalar("block_count"), "n_head": n_head,
+    return _hf_aliases({"model_type": "gpt_bigcode", "n_embd": hidden, "n_layer": m.scalar("block_count"), "n_head": n_head,
             "n_inner": m.scalar("feed_forward_length", 4 * hidden), "n_positions": t.rows("position_embd.weight"),
             "layer_norm_epsilon": m.scalar("attention.layer_norm_epsilon", kind=float),
             "vocab_size": t.rows("token_embd.weight"), "multi_query": n_kv == 1, "num_key_value_heads": n_kv,
             "tie_word_embeddings": "output.weight" not in t,
-            "attention_bias": "blk.0.attn_qkv.bias" in t, "mlp_bias": "blk.0.ffn_up.bias" in t}
+            "attention_bias": "blk.0.attn_qkv.bias" in t, "mlp_bias": "blk.0.ffn_up.bias" in t})
+
+
+def _hf_aliases(cfg: dict[str, Any]) -> dict[str, Any]:
+    """GPT-2-style configs also under the common names (as transformers' attribute_map gives them)."""
+    return {**cfg, "num_hidden_layers": cfg["n_layer"], "hidden_size": cfg["n_embd"],
+            "num_attention_heads": cfg["n_head"], "intermediate_size": cfg["n_inner"]}
 
 
 def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
