@@ -191,6 +191,9 @@ def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) 
                 continue  # the tied head: mlx-lm unembeds with token_embd
             raise ModelLoadError(f"{source}: GGUF lacks tensor {gname} (needed for {family.arch})")
         plan[param] = gname
+    if len(set(plan.values())) != len(plan):
+        twice = sorted(g for g in set(plan.values()) if list(plan.values()).count(g) > 1)
+        raise UnsupportedArchitecture(f"{source}: tensor {twice[0]} would fill two parameters of mlx-lm's {model_type}")
     return plan, shapes
 
 
