@@ -13,7 +13,7 @@ Tensor names are not renamed here: ``gguf_loader`` maps each parameter of the ml
 model onto llama.cpp's name with gguf-py's ``TensorNameMap`` (the table llama.cpp's
 converters use). What stays per family is what the converter did to the values:
 - ``permute_qk``: LlamaModel.permute, applied by llama.cpp's converters for
-  ``llama``, ``granite`` and ``granitemoe`` (its subclasses), reordered Q and K rows (and biases) for
+  ``llama``, ``smollm3``, ``granite`` and ``granitemoe`` (its subclasses), reordered Q and K rows (and biases) for
   ggml's interleaved RoPE; mlx-lm rotates halves, so the rows are put back.
 - ``norm_shift``: Gemma's converters store RMSNorm weights with +1 folded in
   (``name.endswith("norm.weight")``); mlx-lm's Gemma norms add 1 themselves.
@@ -46,7 +46,7 @@ def _llama_like(model_type: str, default_base: float = 10000.0) -> Callable[[Met
         no_experts(m)
         cfg.update(model_type=model_type, intermediate_size=m.scalar("feed_forward_length"),
                    rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m, default_base=default_base))
-        if model_type in ("llama", "granite", "olmo2"):
+        if model_type in ("llama", "granite", "olmo2", "smollm3"):
             cfg["attention_bias"] = "blk.0.attn_q.bias" in t
             cfg["mlp_bias"] = "blk.0.ffn_up.bias" in t
         return cfg
@@ -71,6 +71,13 @@ def _llama(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg.update(model_type="mixtral", intermediate_size=ff, num_local_experts=experts,
                num_experts_per_tok=m.scalar("expert_used_count"),
                rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m))
+    return cfg
+
+
+def _smollm3(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = _llama_like("smollm3")(m, t)
+    # llama.cpp: every no_rope_layer_step-th layer (built in: 4) attends without RoPE
+    cfg["no_rope_layer_interval"] = m.scalar("no_rope_layer_step", 4)
     return cfg
 
 
@@ -327,6 +334,7 @@ def _starcoder2(m: Meta, t: Tensors) -> dict[str, Any]:
 
 FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("llama", "llama", _llama, permute_qk=True, rope_freqs=True),  # model_type mixtral with experts
+    Family("smollm3", "smollm3", _smollm3, permute_qk=True),  # SmolLM3Model is a LlamaModel
     Family("granite", "granite", _granite, permute_qk=True),
     Family("granitemoe", "granitemoe", _granitemoe, permute_qk=True),  # GraniteMoeModel is a LlamaModel too
     Family("qwen2", "qwen2", _llama_like("qwen2", 1_000_000.0)),

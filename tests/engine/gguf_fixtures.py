@@ -28,6 +28,7 @@ BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_atte
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
     "mixtral": ("llama", dict(num_local_experts=4, num_experts_per_tok=2, head_dim=None)),
+    "smollm3": ("smollm3", dict(num_hidden_layers=4, no_rope_layer_interval=4)),
     "qwen2": ("qwen2", {}),
     "qwen2_moe": ("qwen2moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                                    shared_expert_intermediate_size=64)),
@@ -60,7 +61,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                 residual_multiplier=0.5, attention_bias=False, mlp_bias=False, head_dim=None)),
     "starcoder2": ("starcoder2", dict(norm_epsilon=1e-5, head_dim=None)),
 }
-PERMUTED = ("llama", "granite", "granitemoe")  # LlamaModel and its subclasses
+PERMUTED = ("llama", "granite", "granitemoe", "smollm3")  # LlamaModel and its subclasses
 GEMMAS = ("gemma", "gemma2", "gemma3")
 
 
@@ -227,7 +228,7 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_rope_dimension_count(int(c["partial_rotary_factor"] * 16))
     else:
         w.add_layer_norm_rms_eps(c["rms_norm_eps"])
-    if "head_dim" in c and arch not in PERMUTED[1:]:
+    if "head_dim" in c and arch not in ("granite", "granitemoe"):
         w.add_key_length(c["head_dim"]); w.add_value_length(c["head_dim"])
     if arch in PERMUTED:  # LlamaModel
         w.add_vocab_size(c["vocab_size"])
