@@ -76,8 +76,8 @@ def _llama(m: Meta, t: Tensors) -> dict[str, Any]:
 
 def _smollm3(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg = _llama_like("smollm3")(m, t)
-    # llama.cpp: every no_rope_layer_step-th layer (built in: 4) attends without RoPE
-    cfg["no_rope_layer_interval"] = m.scalar("no_rope_layer_step", 4)
+    # llama.cpp hard-codes n_no_rope_layer_step = 4 (no GGUF key): every 4th layer attends without RoPE
+    cfg["no_rope_layer_interval"] = 4
     return cfg
 
 
