@@ -293,6 +293,25 @@ def _stablelm(m: Meta, t: Tensors) -> dict[str, Any]:
     return cfg
 
 
+def _gptneox(m: Meta, t: Tensors) -> dict[str, Any]:
+    """GPT-NeoX / Pythia: parallel residual (unless the file says otherwise), partial rotary, fused qkv."""
+    cfg = attention(m, t, rotary_may_be_partial=True)
+    vocab_size_check(m, t)
+    no_experts(m)
+    if cfg["num_key_value_heads"] != cfg["num_attention_heads"]:
+        m.refuse("attention.head_count_kv", "GPT-NeoX has no grouped-query attention")
+    if m.scalar("feed_forward_length", 4 * cfg["hidden_size"]) != 4 * cfg["hidden_size"]:
+        m.refuse("feed_forward_length", "mlx-lm's gpt_neox MLP is 4 x embedding_length")
+    rope_cfg = rope(m)
+    if "rope_scaling" in rope_cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's gpt_neox has no RoPE scaling")
+    cfg.update(model_type="gpt_neox", layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
+               rotary_emb_base=rope_cfg["rope_theta"], intermediate_size=4 * cfg["hidden_size"],
+               rotary_pct=m.scalar("rope.dimension_count", cfg["head_dim"]) / cfg["head_dim"],
+               use_parallel_residual=bool(m.opt("use_parallel_residual", True)), tie_word_embeddings=False)
+    return cfg
+
+
 def _starcoder(m: Meta, t: Tensors) -> dict[str, Any]:
     """StarCoder 1 / SantaCoder (GPTBigCode): multi-query attention, learned positions."""
     hidden = m.scalar("embedding_length")
@@ -353,4 +372,5 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("starcoder", "gpt_bigcode", _starcoder),
     Family("phi2", "phi", _phi2),
     Family("stablelm", "stablelm", _stablelm),
+    Family("gptneox", "gpt_neox", _gptneox, interleave_qkv=True),
 )}

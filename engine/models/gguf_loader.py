@@ -34,7 +34,7 @@ import numpy as np
 from engine.errors import LazarusError, ModelLoadError, UnsupportedArchitecture
 from engine.models.gguf_families import FAMILIES
 from engine.models.gguf_meta import Family, Meta, Tensors
-from engine.models.gguf_transforms import llama3_scaling, unpermute
+from engine.models.gguf_transforms import interleave_qkv, llama3_scaling, unpermute
 from engine.models.tokenizer import Tokenizer, from_gguf_metadata
 
 SUPPORTED_ARCHITECTURES = tuple(FAMILIES)
@@ -158,11 +158,12 @@ def _dequantize(path: Path, t: Any) -> np.ndarray:
 def _candidate_names(name: str) -> list[str]:
     """The Hugging Face names an mlx-lm parameter may go by in gguf-py's table."""
     bare = name.removeprefix("model.")
+    neox = "gpt_neox." + (f"layers.{bare[2:]}" if bare.startswith("h.") else bare)  # mlx-lm's gpt_neox renames
     merged = name.replace(".switch_mlp.", ".experts.")  # mlx-lm's stacked experts = llama.cpp's merged ones
     for mlx_name, mixtral_name in ((".gate_proj", ".w1"), (".down_proj", ".w2"), (".up_proj", ".w3")):
         if ".block_sparse_moe.experts." in merged:
             merged = merged.replace(mlx_name, mixtral_name)
-    return [name, bare, f"transformer.{bare}", merged]
+    return [name, bare, f"transformer.{bare}", merged, neox]
 
 
 def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple]]:
@@ -253,6 +254,8 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
             arr = unpermute(arr, n_head)
         elif family.permute_qk and re.fullmatch(r"blk\.\d+\.attn_k\.(weight|bias)", gname):
             arr = unpermute(arr, n_kv)
+        elif family.interleave_qkv and re.fullmatch(r"blk\.\d+\.attn_qkv\.(weight|bias)", gname):
+            arr = interleave_qkv(arr, n_head)
         if family.norm_shift and param.endswith("norm.weight"):
             arr = arr - np.float32(family.norm_shift)
         if arr.shape != param_shapes[param]:

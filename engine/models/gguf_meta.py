@@ -79,6 +79,7 @@ class Family:
     norm_shift: float = 0.0
     rope_freqs: bool = False  # llama.cpp's rope_freqs tensor (Llama 3.x) becomes a llama3 rope_scaling
     output_tied_copy: bool = False  # an output.weight equal to token_embd is the tied head, not a separate one
+    interleave_qkv: bool = False  # GPTNeoXModel split the per-head [q k v] rows of query_key_value into [Q; K; V]
 
 
 # -- shared pieces -------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 - ``unpermute``: the inverse of ``LlamaModel.permute``, which reorders Q and K rows for
   ggml's interleaved RoPE; mlx-lm rotates halves, so the rows go back to Hugging Face order.
+- ``interleave_qkv``: the inverse of GPTNeoXModel.modify_tensors, which turns GPT-NeoX's
+  per-head interleaved ``query_key_value`` rows into [Q; K; V] blocks.
 - ``llama3_scaling``: Llama 3.x's ``rope_freqs`` tensor (per-frequency divisors computed
   from the checkpoint's llama3 ``rope_scaling``) back to that ``rope_scaling``, checked
   against the tensor, for mlx-lm's ``Llama3RoPE``.
@@ -21,6 +23,11 @@ def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     """Inverse of llama.cpp's ``LlamaModel.permute`` (rows of Q or K, weight or bias)."""
     rows = w.shape[0]
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def interleave_qkv(w: np.ndarray, n_head: int) -> np.ndarray:
+    """[Q; K; V] row blocks (llama.cpp's gptneox) back to GPT-NeoX's per-head [q k v] rows."""
+    return w.reshape(3, n_head, w.shape[0] // 3 // n_head, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
 
 
 def llama3_factors(base: float, dim: int, factor: float, low: float, high: float, original: float) -> np.ndarray:

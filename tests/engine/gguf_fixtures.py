@@ -55,6 +55,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                       layer_norm_epsilon=1e-5, multi_query=True, tie_word_embeddings=True)),
     "stablelm": ("stablelm", dict(partial_rotary_factor=0.25, layer_norm_eps=1e-5, use_qkv_bias=True,
                                   use_parallel_residual=False, head_dim=None)),
+    "gpt_neox": ("gptneox", dict(layer_norm_eps=1e-5, rotary_emb_base=10000, rotary_pct=0.25, use_parallel_residual=True,
+                                 intermediate_size=256, num_key_value_heads=None, head_dim=None)),
     "gpt2": ("gpt2", dict(n_ctx=256, n_embd=64, n_head=4, n_layer=2, n_positions=256, layer_norm_epsilon=1e-5)),
     "olmo2": ("olmo2", {}),
     "granite": ("granite", dict(logits_scaling=2.0, attention_multiplier=0.2, embedding_multiplier=3.0,
@@ -125,6 +127,8 @@ def _to_hf(model_type: str, config: dict[str, Any], weights: dict[str, np.ndarra
     """mlx-lm's parameter names and layouts back to the checkpoint's (undoing mlx-lm's sanitize)."""
     hf: dict[str, np.ndarray] = {}
     for name, w in weights.items():
+        if model_type == "gpt_neox":
+            name = _neox_hf(name)
         if model_type == "gpt2":
             name = name.removeprefix("model.")
             if name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
@@ -145,6 +149,14 @@ def _to_hf(model_type: str, config: dict[str, Any], weights: dict[str, np.ndarra
             continue
         hf[name] = w
     return hf
+
+
+def _neox_hf(name: str) -> str:
+    """mlx-lm's gpt_neox parameter name → the checkpoint's (undoing its sanitize)."""
+    bare = name.removeprefix("model.")
+    if bare.startswith("embed_out"):
+        return bare
+    return "gpt_neox." + (f"layers.{bare[2:]}" if bare.startswith("h.") else bare)
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -176,6 +188,9 @@ def _converter_tensors(t: Tiny) -> dict[str, np.ndarray]:
             gate, up = np.split(hf.pop(name), 2, axis=-2)
             out[f"blk.{bid}.ffn_gate_exps.weight"], out[f"blk.{bid}.ffn_up_exps.weight"] = gate, up
     for name, w in hf.items():
+        if arch == "gptneox" and ".attention.query_key_value." in name:  # GPTNeoXModel: per-head qkv to [Q; K; V]
+            n_head, n_embd = cfg["num_attention_heads"], cfg["hidden_size"]
+            w = w.reshape(n_head, 3, n_embd // n_head, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
         if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
             w = w.T.copy()
         if arch in PERMUTED and name.endswith(("q_proj.weight", "q_proj.bias")):
@@ -198,6 +213,13 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_block_count(c["n_layer"]); w.add_context_length(c["n_ctx"]); w.add_embedding_length(c["n_embd"])
         w.add_feed_forward_length(4 * c["n_embd"]); w.add_head_count(c["n_head"])
         w.add_layer_norm_eps(c["layer_norm_epsilon"])
+        return
+    if arch == "gptneox":  # GPTNeoXModel.set_gguf_parameters
+        w.add_context_length(c["max_position_embeddings"]); w.add_embedding_length(c["hidden_size"])
+        w.add_block_count(c["num_hidden_layers"]); w.add_feed_forward_length(c["intermediate_size"])
+        w.add_rope_dimension_count(int(c["rotary_pct"] * (c["hidden_size"] // c["num_attention_heads"])))
+        w.add_head_count(c["num_attention_heads"]); w.add_parallel_residual(c["use_parallel_residual"])
+        w.add_layer_norm_eps(c["layer_norm_eps"])
         return
     if arch == "starcoder":  # StarCoderModel.set_gguf_parameters
         w.add_context_length(c["n_positions"]); w.add_embedding_length(c["n_embd"])
@@ -316,6 +338,9 @@ def reference_from_stored(t: Tiny, stored: dict[str, np.ndarray]) -> Any:
             g = _unpermute(g, cfg["num_key_value_heads"])
         if t.arch in GEMMAS and name.endswith("norm.weight"):
             g = g - 1
+        if t.arch == "gptneox" and ".attn_qkv." in w:
+            n_head = cfg["num_attention_heads"]
+            g = g.reshape(3, n_head, g.shape[0] // 3 // n_head, *g.shape[1:]).swapaxes(0, 1).reshape(g.shape)
         inv[name] = mx.array(np.ascontiguousarray(g, dtype=np.float32))
     mod = importlib.import_module(f"mlx_lm.models.{t.model_type}")
     model = mod.Model(mod.ModelArgs.from_dict(cfg))
@@ -336,6 +361,8 @@ def tiny_weights_gguf_names(t: Tiny) -> dict[str, str]:
     out = {}
     for name, _ in tree_flatten(t.model.parameters()):
         hf = name.removeprefix("model.") if t.model_type == "gpt2" else name.replace(".switch_mlp.", ".experts.")
+        if t.model_type == "gpt_neox":
+            hf = _neox_hf(name)
         if t.model_type == "granitemoe" and ".switch_mlp." in name:
             bid = name.split(".")[2]
             part = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
