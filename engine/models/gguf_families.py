@@ -81,6 +81,22 @@ def _smollm3(m: Meta, t: Tensors) -> dict[str, Any]:
     return cfg
 
 
+def _exaone(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    no_experts(m)
+    # EXAONE's RMSNorm epsilon is `layer_norm_epsilon`: converters wrote it under either key
+    rms, plain = m.opt("attention.layer_norm_rms_epsilon"), m.opt("attention.layer_norm_epsilon")
+    if rms is None and plain is None:
+        raise ModelLoadError(f"{m.source}: GGUF metadata lacks exaone.attention.layer_norm_rms_epsilon")
+    if rms is not None and plain is not None and float(rms) != float(plain):
+        m.refuse("attention.layer_norm_epsilon", f"disagrees with attention.layer_norm_rms_epsilon {rms}")
+    cfg.update(model_type="exaone", num_layers=cfg["num_hidden_layers"], intermediate_size=m.scalar("feed_forward_length"),
+               layer_norm_epsilon=float(rms if rms is not None else plain), attention_bias="blk.0.attn_q.bias" in t,
+               mlp_bias="blk.0.ffn_up.bias" in t, **rope(m))
+    return cfg
+
+
 def _granite_scales(m: Meta, cfg: dict[str, Any]) -> None:
     if cfg.pop("head_dim") != cfg["hidden_size"] // cfg["num_attention_heads"]:  # mlx-lm derives hidden/heads
         m.refuse("attention.key_length", "granite head size must be hidden/heads")
@@ -373,4 +389,5 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("phi2", "phi", _phi2),
     Family("stablelm", "stablelm", _stablelm),
     Family("gptneox", "gpt_neox", _gptneox, interleave_qkv=True),
+    Family("exaone", "exaone", _exaone, rope_freqs=True),  # ExaoneModel writes llama3 rope_freqs too
 )}

@@ -57,6 +57,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                   use_parallel_residual=False, head_dim=None)),
     "gpt_neox": ("gptneox", dict(layer_norm_eps=1e-5, rotary_emb_base=10000, rotary_pct=0.25, use_parallel_residual=True,
                                  intermediate_size=256, num_key_value_heads=None, head_dim=None)),
+    "exaone": ("exaone", dict(num_layers=2, layer_norm_epsilon=1e-5, rms_norm_eps=None)),
     "gpt2": ("gpt2", dict(n_ctx=256, n_embd=64, n_head=4, n_layer=2, n_positions=256, layer_norm_epsilon=1e-5)),
     "olmo2": ("olmo2", {}),
     "granite": ("granite", dict(logits_scaling=2.0, attention_multiplier=0.2, embedding_multiplier=3.0,
@@ -235,7 +236,7 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_add_bos_token(False)
         return
     # TextModel.set_gguf_parameters
-    w.add_block_count(c["num_hidden_layers"]); w.add_context_length(c["max_position_embeddings"])
+    w.add_block_count(c.get("num_layers") or c["num_hidden_layers"]); w.add_context_length(c["max_position_embeddings"])
     w.add_embedding_length(c["hidden_size"]); w.add_feed_forward_length(c["intermediate_size"])
     w.add_head_count(c["num_attention_heads"]); w.add_head_count_kv(c["num_key_value_heads"])
     w.add_rope_freq_base(c["rope_theta"])
@@ -243,6 +244,8 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(c["rope_scaling"]["factor"])
     if arch == "starcoder2":
         w.add_layer_norm_eps(c["norm_epsilon"])
+    elif arch == "exaone":  # ExaoneModel: TextModel writes layer_norm_epsilon as the plain LayerNorm key
+        w.add_layer_norm_eps(c["layer_norm_epsilon"]); w.add_rope_dimension_count(c["head_dim"])
     elif arch == "command-r":
         w.add_layer_norm_eps(c["layer_norm_eps"])
     elif arch == "stablelm":  # StableLMModel.set_gguf_parameters
