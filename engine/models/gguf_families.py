@@ -34,6 +34,7 @@ from engine.models.gguf_meta import (
     no_experts,
     rope,
     routing,
+    swa_period,
     vocab_size_check,
 )
 
@@ -94,6 +95,22 @@ def _exaone(m: Meta, t: Tensors) -> dict[str, Any]:
     cfg.update(model_type="exaone", num_layers=cfg["num_hidden_layers"], intermediate_size=m.scalar("feed_forward_length"),
                layer_norm_epsilon=float(rms if rms is not None else plain), attention_bias="blk.0.attn_q.bias" in t,
                mlp_bias="blk.0.ffn_up.bias" in t, **rope(m))
+    return cfg
+
+
+def _cohere2(m: Meta, t: Tensors) -> dict[str, Any]:
+    """Command R7B: sliding-window layers with RoPE, every 4th layer global without RoPE (llama.cpp's pattern)."""
+    cfg = attention(m, t)
+    vocab_size_check(m, t)
+    no_experts(m)
+    rope_cfg = rope(m)
+    if "rope_scaling" in rope_cfg:
+        m.refuse("rope.scaling.type", "mlx-lm's cohere2 has no RoPE scaling")
+    cfg.update(model_type="cohere2", intermediate_size=m.scalar("feed_forward_length"),
+               layer_norm_eps=m.scalar("attention.layer_norm_epsilon", kind=float),
+               logit_scale=m.scalar("logit_scale", kind=float), sliding_window=m.scalar("attention.sliding_window"),
+               sliding_window_pattern=swa_period(m, cfg["num_hidden_layers"], default=4),
+               rope_theta=rope_cfg["rope_theta"])
     return cfg
 
 
@@ -215,20 +232,8 @@ def _gemma3(m: Meta, t: Tensors) -> dict[str, Any]:
     if m.opt("attn_logit_softcapping") is not None:
         m.refuse("attn_logit_softcapping", "Gemma 3 has no attention soft-capping in mlx-lm")
     window = m.opt("attention.sliding_window")
-    pattern_value = m.opt("attention.sliding_window_pattern")
-    n_layers = cfg["num_hidden_layers"]
-    if window is None:
-        pattern = 1  # llama.cpp: no window key means every layer is global
-    elif pattern_value is None:
-        pattern = 6  # llama.cpp's built-in Gemma 3 pattern: five local layers, then a global one
-    elif isinstance(pattern_value, list):
-        periods = [p for p in range(1, n_layers + 1)
-                   if [bool(v) for v in pattern_value] == [(i + 1) % p != 0 for i in range(n_layers)]]
-        if not periods:
-            m.refuse("attention.sliding_window_pattern", "only periodic patterns (n-1 local, 1 global) are supported")
-        pattern = periods[0]
-    else:
-        pattern = int(pattern_value)
+    # no window key: every layer global (llama.cpp); else five local layers then a global one unless the file says
+    pattern = swa_period(m, cfg["num_hidden_layers"], default=6) if window is not None else 1
     rope_cfg = rope(m, default_base=1_000_000.0)
     if "rope_scaling" in rope_cfg:
         rope_cfg["rope_scaling"] = {"rope_type": "linear", "factor": rope_cfg["rope_scaling"]["factor"]}
@@ -378,6 +383,7 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("qwen2moe", "qwen2_moe", _qwen2moe),
     Family("olmoe", "olmoe", _olmoe),
     Family("command-r", "cohere", _cohere),
+    Family("cohere2", "cohere2", _cohere2),
     Family("olmo2", "olmo2", _olmo2),
     Family("gemma", "gemma", _gemma, norm_shift=1.0),
     Family("gemma2", "gemma2", _gemma2, norm_shift=1.0),

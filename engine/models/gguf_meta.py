@@ -161,3 +161,21 @@ def routing(m: Meta, *, shared: bool = False) -> dict[str, Any]:
     if not shared and (m.scalar("expert_shared_count", 0) or m.scalar("expert_shared_feed_forward_length", 0)):
         m.refuse("expert_shared_feed_forward_length", f"shared experts are not part of mlx-lm's {m.arch}")
     return {"experts": m.scalar("expert_count"), "used": m.scalar("expert_used_count")}
+
+
+def swa_period(m: Meta, n_layers: int, default: int) -> int:
+    """The local/global period p (layer i is global when (i + 1) % p == 0) of ``attention.sliding_window_pattern``.
+
+    llama.cpp stores it as a per-layer bool array (true = sliding) or an int, and has a
+    built-in ``default`` per architecture when the key is absent.
+    """
+    value = m.opt("attention.sliding_window_pattern")
+    if value is None:
+        return default
+    if not isinstance(value, list):
+        return int(value)
+    periods = [p for p in range(1, n_layers + 1)
+               if [bool(v) for v in value] == [(i + 1) % p != 0 for i in range(n_layers)]]
+    if not periods:
+        m.refuse("attention.sliding_window_pattern", "only periodic patterns (p-1 local, 1 global) are supported")
+    return periods[0]

@@ -58,6 +58,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt_neox": ("gptneox", {"layer_norm_eps": 1e-5, "rotary_emb_base": 10000, "rotary_pct": 0.25, "use_parallel_residual": True,
                                  "intermediate_size": 256, "num_key_value_heads": None, "head_dim": None}),
     "exaone": ("exaone", {"num_layers": 2, "layer_norm_epsilon": 1e-5, "rms_norm_eps": None}),
+    "cohere2": ("cohere2", dict(layer_norm_eps=1e-5, logit_scale=0.5, sliding_window=4, sliding_window_pattern=4,
+                                num_hidden_layers=4, tie_word_embeddings=True, rms_norm_eps=None)),
     "gpt2": ("gpt2", {"n_ctx": 256, "n_embd": 64, "n_head": 4, "n_layer": 2, "n_positions": 256, "layer_norm_epsilon": 1e-5}),
     "olmo2": ("olmo2", {}),
     "granite": ("granite", {"logits_scaling": 2.0, "attention_multiplier": 0.2, "embedding_multiplier": 3.0,
@@ -248,6 +250,10 @@ def _metadata(w: gguf.GGUFWriter, t: Tiny) -> None:
         w.add_layer_norm_eps(c["layer_norm_epsilon"]); w.add_rope_dimension_count(c["head_dim"])
     elif arch == "command-r":
         w.add_layer_norm_eps(c["layer_norm_eps"])
+    elif arch == "cohere2":  # Cohere2Model.set_gguf_parameters (its zero biases are dropped: it has none here)
+        w.add_layer_norm_eps(c["layer_norm_eps"]); w.add_logit_scale(c["logit_scale"])
+        w.add_sliding_window(c["sliding_window"]); w.add_vocab_size(c["vocab_size"])
+        w.add_rope_dimension_count(c["head_dim"]); w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
     elif arch == "stablelm":  # StableLMModel.set_gguf_parameters
         w.add_layer_norm_eps(c["layer_norm_eps"]); w.add_parallel_residual(c["use_parallel_residual"])
         w.add_rope_dimension_count(int(c["partial_rotary_factor"] * 16))
