@@ -313,7 +313,8 @@ def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
 def test_analysis_commands_two_ranks_equal_one_process(tmp_path):
     """probe, layer, format-sensitivity, neurons (with --steer) and activation-diff share their forward
     batches (16 prompts each) among the ranks: with more than 16 prompts each rank runs a batch, padded
-    as in one process, so the JSON is identical, float for float."""
+    as in one process, so the JSON is identical, float for float. A sampled steer grid (-t > 0) splits
+    its settings and samples what one process samples."""
     from tests.families.factory import save_tiny_dir
 
     a, b = save_tiny_dir("llama", tmp_path / "a"), save_tiny_dir("llama", tmp_path / "b", seed=1)
@@ -333,6 +334,8 @@ def test_analysis_commands_two_ranks_equal_one_process(tmp_path):
         ("neurons", "-m", str(a), "-p", f"@{tmp_path / 'all.txt'}", "--layers", "1,3", "-n", "0,5",
          "--steer", f"{direction}:4"),
         ("activation-diff", "-b", str(a), "-f", str(b), "-p", f"@{tmp_path / 'all.txt'}"),
+        ("steer", "-m", str(a), "--neuron", "3", "-p", "the cat|a dog", "--layers", "1,2", "--compare=-8,0,8",
+         "-n", "4", "--raw", "-t", "1.5", "--seed", "7"),
     ]
     for args in runs:
         extra = ("--save-direction", str(direction)) if args[0] == "probe" else ()
@@ -345,6 +348,9 @@ def test_analysis_commands_two_ranks_equal_one_process(tmp_path):
         stats = [line for line in two.stderr.splitlines() if line.startswith("rank 1: ")]
         assert len(stats) == 1 and not stats[0].startswith("rank 1: 0 collectives"), (args[0], two.stderr)
         got, want = json.loads(two.stdout), json.loads(one.stdout)
-        want.pop("saved_to", None), got.pop("saved_to", None)
+        for key in ("saved_to", "generation_seconds"):
+            want.pop(key, None), got.pop(key, None)
         assert got == want, args[0]
-    assert want["prompts"][0]["cosine_by_layer"]["1"] < 1.0  # activation-diff: two different models
+        if args[0] == "activation-diff":
+            assert want["prompts"][0]["cosine_by_layer"]["1"] < 1.0  # two different models
+    assert len({tuple(o["token_ids"]) for o in want["outputs"]}) > 1  # steer: sampled, and different
