@@ -33,6 +33,7 @@ def _clip(text: str, width: int = 400) -> str:
 
 class AblationScreen(WorkbenchScreen):
     TITLE = "Ablation"
+    HOME = "#grid"
     HELP = """\
 # Ablation
 
@@ -226,7 +227,7 @@ cache, every position), and compare with the un-ablated baseline.
             return
         if ev.stage == "sweep" and ev.payload:
             self._apply_points(ev.payload, None)
-        self.app.engine_status = f"ablate: {ev.message.removeprefix('ablate: ')} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"ablate: {ev.message.removeprefix('ablate: ')} {ev.done}/{ev.total}"
 
     def _apply_points(self, points: list[Any], set_cells: list[Cell] | None) -> None:
         grid = self.query_one(AblationGrid)

@@ -1,9 +1,19 @@
 """The common frame of every workbench screen: model bar on top, body, footer.
 
-Screens subclass ``WorkbenchScreen``, set ``TITLE``/``HELP`` and implement
+Screens subclass ``WorkbenchScreen``, set ``TITLE``/``HELP``/``HOME`` and implement
 ``compose_body``. They compose and wire only: computation lives in ``engine/``
 and is reached through ``self.app.engine`` (an ``EngineClient``) as a ``Job``
 that ``run_job`` awaits inside a worker.
+
+The focus model (docs/tui.md, "Keys and focus") lives here, in one place:
+
+* a text field (``Input``) types every printable key; single-key actions (letters, digits,
+  ``/``, ``[``, ``?``) act only when focus is outside text fields, and the footer lists only
+  the keys that act where the focus is (Textual drops the bindings a focused field consumes);
+* ``esc`` in a text field leaves it for the screen's main view (``HOME``), so every action is
+  one ``esc`` away; ``esc`` outside text fields cancels the running request;
+* focusing a field never selects its text (the next key would erase it);
+* a finished run moves the focus only when the user is not typing in a field (``focus_view``).
 """
 
 from __future__ import annotations
@@ -13,8 +23,10 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widget import Widget
+from textual.widgets import Footer, Input, TextArea
 
 from engine.errors import Cancelled, LazarusError
 from engine.session import Job
@@ -22,10 +34,26 @@ from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.model_bar import ModelBar
 
 
+TEXT_FIELDS = (Input, TextArea)
+
+# Screen width / height classes for the layout rules in styles/app.tcss: `-narrow` below 120
+# columns (panes stack or switch), `-short` below 32 rows (charts shrink).
+WIDTH_CLASSES = [(0, "-narrow"), (120, "-wide")]
+HEIGHT_CLASSES = [(0, "-short"), (32, "-tall")]
+
+
 class WorkbenchScreen(Screen):
     TITLE = "lazarus"
-    HELP = ""  # markdown shown by `?`
-    BINDINGS = [Binding("escape", "cancel_job", "Cancel", show=True)]
+    HELP = ""  # markdown shown by `?` above the key tables generated from the bindings
+    HOME = ""  # selector of the main view: `esc` in a text field goes there
+    HORIZONTAL_BREAKPOINTS = WIDTH_CLASSES
+    VERTICAL_BREAKPOINTS = HEIGHT_CLASSES
+    BINDINGS = [
+        Binding("escape", "leave_field", "Leave field", tooltip="leave the text field for the main view"),
+        Binding("escape", "cancel_job", "Cancel", tooltip="cancel the running request"),
+    ]
+
+    status: reactive[str] = reactive("")  # this screen's engine work, shown in its model bar
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +67,48 @@ class WorkbenchScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    # -- focus -------------------------------------------------------------------------------
+    def in_text_field(self) -> bool:
+        return isinstance(self.focused, TEXT_FIELDS)
+
+    def set_focus(self, widget: Widget | None, scroll_visible: bool = True, from_app_focus: bool = False) -> None:
+        if isinstance(widget, Input):
+            widget.select_on_focus = False  # tabbing into a filled field must not arm it for erasure
+        super().set_focus(widget, scroll_visible, from_app_focus)
+
+    def home_view(self) -> Widget | None:
+        """The main view (``HOME``), or the first focusable widget that is not a text field."""
+        if self.HOME:
+            found = self.query(self.HOME)
+            if found and found.first().focusable:
+                return found.first()
+        return next((w for w in self.focus_chain if not isinstance(w, TEXT_FIELDS)), None)
+
+    def focus_view(self, widget: Widget) -> None:
+        """Move the focus to ``widget`` after a run, unless the user is typing in a text field."""
+        if not self.in_text_field():
+            widget.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_field":
+            return self.in_text_field()
+        if action == "cancel_job":
+            return False if self.in_text_field() else (True if self.jobs else None)
+        return True
+
+    def action_leave_field(self) -> None:
+        view = self.home_view()
+        if view is not None:
+            view.focus()
+        else:
+            self.set_focus(None)
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # the footer follows the focus (text field or view)
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
     # -- engine jobs -------------------------------------------------------------------------
     def progress_sink(self, group: str) -> Any:
         """An ``on_progress`` callback for the engine thread: posts coalescing messages."""
@@ -47,29 +117,30 @@ class WorkbenchScreen(Screen):
     async def run_job(self, group: str, job: Job[Any], label: str) -> Any | None:
         """Await ``job`` (call from an exclusive worker). Returns its result, or None when it
         failed or was cancelled; failures become notifications, never exceptions."""
-        app: Any = self.app
         self.jobs[group] = job
-        app.engine_status = f"{label}…"
+        self.refresh_bindings()
+        self.status = f"{label}…"
         try:
             result = await job
         except asyncio.CancelledError:  # superseded by a newer request (exclusive worker) or screen closed
             job.cancel()
             raise
         except Cancelled:
-            app.engine_status = f"{label}: cancelled"
+            self.status = f"{label}: cancelled"
             return None
         except LazarusError as exc:
-            app.engine_status = f"{label}: failed"
+            self.status = f"{label}: failed"
             self.notify(str(exc), title=label, severity="error")
             return None
         except Exception as exc:  # noqa: BLE001  (an engine bug must not crash the app)
-            app.engine_status = f"{label}: failed"
+            self.status = f"{label}: failed"
             self.notify(f"{type(exc).__name__}: {exc}", title=label, severity="error")
             return None
         finally:
             if self.jobs.get(group) is job:
                 del self.jobs[group]
-        app.engine_status = f"{label}: done"
+            self.refresh_bindings()
+        self.status = f"{label}: done"
         return result
 
     def action_cancel_job(self) -> None:

@@ -56,6 +56,7 @@ def _slug(text: str) -> str:
 
 class CircuitScreen(WorkbenchScreen):
     TITLE = "Circuit"
+    HOME = "#ci-table"
     HELP = """\
 # Circuit
 
@@ -287,7 +288,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         self.current_layer = r.best_layer if r.best_layer is not None else r.layers[0].layer
         self.show_layer(self.current_layer)
         self.query_one(GeometryTable).select_layer(self.current_layer)
-        self.query_one(GeometryTable).focus()
+        self.focus_view(self.query_one(GeometryTable))
         self.query_one("#ci-summary", Static).update(self.summary_text())
 
     def summary_text(self) -> str:
@@ -319,7 +320,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if message.group == "analyze" and ev.stage == "layer" and ev.payload and table.result is None:
             table.show_rows(ev.payload)  # the layers finished so far (a late event never hides the result)
         unit = {"batch": "batch", "layer": "layer"}.get(ev.stage, ev.message)
-        self.app.engine_status = f"{message.group}: {unit} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"{message.group}: {unit} {ev.done}/{ev.total}"
 
     # -- browsing ----------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#ci-table")

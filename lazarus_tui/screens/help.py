@@ -1,35 +1,77 @@
-"""``?``: the current screen's help and its keys, in a modal."""
+"""``?``: the current screen's help, with its key tables generated from the live bindings.
+
+The prose comes from the screen's ``HELP``; every key table is built here from the screen's
+and the app's ``BINDINGS`` and the screen list (``screen_entries``), so the help cannot drift
+from what the keys do.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.keys import key_to_character
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-GLOBAL_KEYS = """
-## Everywhere
 
-| key | action |
-|---|---|
-| `1`–`4` | switch screen (lens, tracking, ablation, steering) when no text field has focus |
-| `f1`–`f4` | switch screen, also while typing |
-| `ctrl+p` | command palette |
-| `m` | pick and load another model |
-| `?` | this help |
-| `esc` | cancel the running request |
-| `q` | quit |
-"""
+def _types_in_fields(key: str) -> bool:
+    """Whether a text field consumes ``key`` (a printable character): then it acts only outside fields."""
+    character = key_to_character(key)
+    return character is not None and character.isprintable()
+
+
+def where(binding: Binding) -> str:
+    if binding.priority or not _types_in_fields(binding.key):
+        return "everywhere"
+    return "outside text fields (`esc` first)"
+
+
+def _rows(app: Any, bindings: list[Binding]) -> list[str]:
+    rows: dict[str, tuple[list[str], str, str]] = {}
+    for b in bindings:
+        what = b.tooltip or b.description or b.action
+        if b.action.startswith("screen_key"):
+            continue
+        entry = rows.setdefault(f"{b.action}|{what}", ([], what, where(b)))
+        display = app.get_key_display(b)
+        if display not in entry[0]:
+            entry[0].append(display)
+        if entry[2] != where(b):  # several keys, some typed in fields (`c` and `ctrl+r`)
+            rows[f"{b.action}|{what}"] = (entry[0], what, "everywhere (the `ctrl` key) / outside text fields")
+    return [f"| {' '.join(f'`{k}`' for k in keys)} | {what} | {w} |" for keys, what, w in rows.values()]
+
+
+def keys_markdown(app: Any, screen: Any) -> str:
+    head = ["| key | action | works |", "|---|---|---|"]
+    parts: list[str] = []
+    screen_rows = _rows(app, [b for _, b in screen._bindings])  # noqa: SLF001  (the merged class BINDINGS)
+    if screen_rows:
+        parts += [f"## Keys on {getattr(screen, 'TITLE', 'this screen')}", "", *head, *screen_rows, ""]
+    entries = getattr(app, "entries", [])
+    everywhere = [f"| {' '.join(f'`{k}`' for k in (e.key, 'f' + e.key))} | {e.title} screen | "
+                  f"`f{e.key}` everywhere, `{e.key}` outside text fields |" for e in entries]
+    everywhere += _rows(app, [b for _, b in app._bindings])  # noqa: SLF001
+    everywhere += [
+        "| `ctrl+p` | command palette: every action of this screen, screens, model, screenshot | everywhere |",
+        "| `tab` `shift+tab` | move the focus | everywhere |",
+    ]
+    parts += ["## Everywhere", "", *head, *everywhere, "",
+              "A text field types every printable key; `esc` leaves it for the screen's main view, "
+              "where the single-key actions act. The footer lists the keys that act where the focus is."]
+    return "\n".join(parts)
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, keys: str = "") -> None:
         super().__init__()
         self.text = text
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Markdown(self.text + "\n" + GLOBAL_KEYS)
+            yield Markdown(self.text + "\n\n" + self.keys)

@@ -26,6 +26,7 @@ STRATEGIES = [("all layers", LayerStrategy.ALL.value), ("every 4th + last", Laye
 
 class LensScreen(WorkbenchScreen):
     TITLE = "Logit lens"
+    HOME = "#layers"
     HELP = """\
 # Logit lens
 
@@ -102,7 +103,6 @@ put through the model's final norm and unembedding. The table fills as layers fi
                         else exc.errors()[0]["msg"], title="bad request", severity="error")
             return
         self.run_analysis(req)
-        self.query_one(LayerTable).focus()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -125,7 +125,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
         table = self.query_one(LayerTable)
         if table.result is None and ev.payload:
             table.show_rows(ev.payload)  # the layers finished so far, with their real numbers
-        self.app.engine_status = f"analyze: layer {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"analyze: layer {ev.done}/{ev.total}"
 
     def show_result(self, result: Any, final_ranks: dict[int, int]) -> None:
         self.result, self.final_ranks = result, final_ranks

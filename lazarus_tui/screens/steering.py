@@ -63,6 +63,7 @@ def _submit(engine: Any, fn: Any, name: str, on_progress: Any = None) -> Job[Any
 
 class SteeringScreen(WorkbenchScreen):
     TITLE = "Steering"
+    HOME = "#strength"
     HELP = """\
 # Steering
 
@@ -191,7 +192,6 @@ class SteeringScreen(WorkbenchScreen):
         self.query_one("#live", Static).update(f"direction extracted at layer {d.layer} "
                                                f"({len(d.positive_prompts)} pairs, norm {d.norm:.2f}); "
                                                "type a prompt and press enter")
-        self.query_one("#prompt", PromptInput).focus()
         if self._prompt():
             self.regenerate()
 
@@ -201,7 +201,6 @@ class SteeringScreen(WorkbenchScreen):
         event.stop()
         self.query_one("#prompt", PromptInput).remember(self._prompt())
         self.regenerate()
-        self.query_one(StrengthBar).focus()
 
     def _request(self, coefficients: list[float]) -> Any:
         from engine.steering_results import SteerRequest
@@ -255,7 +254,7 @@ class SteeringScreen(WorkbenchScreen):
     def on_engine_progress(self, message: EngineProgress) -> None:
         if message.group == "live" and message.event.stage == "token":
             ev = message.event
-            self.app.engine_status = f"steer: token {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+            self.status = f"steer: token {ev.done}/{ev.total}"
 
     # -- compare -----------------------------------------------------------------------------
     def action_compare(self) -> None:

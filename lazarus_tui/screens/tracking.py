@@ -24,6 +24,7 @@ from lazarus_tui.widgets.rank_table import RankTable
 
 class TrackingScreen(WorkbenchScreen):
     TITLE = "Token tracking"
+    HOME = "#rank-table"
     HELP = """\
 # Token tracking
 
@@ -130,7 +131,6 @@ the layer from which it stays top-1).
         event.stop()
         self.query_one("#prompt", PromptInput).remember(event.value)
         self.run_lens()
-        self.query_one("#rank-table").focus()
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
@@ -187,4 +187,4 @@ the layer from which it stays top-1).
         ev = message.event
         what = {"tracking": "track", "generation": "generate+track"}.get(message.group)
         if what:
-            self.app.engine_status = f"{what}: {ev.stage} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+            self.status = f"{what}: {ev.stage} {ev.done}/{ev.total}"

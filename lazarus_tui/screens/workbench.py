@@ -28,6 +28,7 @@ from lazarus_tui.widgets.request_form import RequestForm
 
 class AnalysisWorkbenchScreen(WorkbenchScreen):
     TITLE = "Workbench"
+    HOME = "#wb-list"
     HELP = """\
 # Workbench
 
@@ -149,7 +150,7 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
         ev = message.event
         if message.group == "wb":
             total = f" {ev.done}/{ev.total}" if ev.total else ""
-            self.app.engine_status = f"{self.analysis.name}: {ev.message}{total}"  # type: ignore[attr-defined]
+            self.status = f"{self.analysis.name}: {ev.message}{total}"
 
     # -- batch twin --------------------------------------------------------------------------
     def action_twin(self) -> None:

@@ -17,7 +17,8 @@ def describe_model(info: Any, blas: str) -> str:
 
 
 class ModelBar(Horizontal):
-    """Reads ``app.model_info`` / ``app.engine_status`` (reactives on the app)."""
+    """Reads ``app.model_info`` / ``app.engine_status`` (model loading) and the screen's own
+    ``status`` (its requests): one screen's job never shows on another."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="model-title")
@@ -29,9 +30,14 @@ class ModelBar(Horizontal):
         self.query_one("#model-title", Static).update(f"[b]lazarus[/b] · {self.screen.TITLE}")  # type: ignore[attr-defined]
         self.watch(app, "model_info", self._info, init=True)
         self.watch(app, "engine_status", self._status, init=True)
+        if hasattr(self.screen, "status"):
+            self.watch(self.screen, "status", self._status, init=True)
 
     def _info(self, info: Any) -> None:
         self.query_one("#model-facts", Static).update(describe_model(info, getattr(self.app, "blas", "")))
 
-    def _status(self, status: str) -> None:
-        self.query_one("#engine-status", Static).update(status)
+    def _status(self, _: str = "") -> None:
+        app_status = getattr(self.app, "engine_status", "")
+        own = getattr(self.screen, "status", "")
+        loading = app_status.startswith(("loading", "load failed"))
+        self.query_one("#engine-status", Static).update(app_status if loading or not own else own)

@@ -73,5 +73,5 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         await pilot.press("escape")
         await settle(app, pilot)
         assert not screen.jobs
-        assert app.engine_status.endswith("cancelled")
+        assert app.screen.status.endswith("cancelled")
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
