@@ -46,11 +46,15 @@ class WorkbenchScreen(Screen):
     TITLE = "lazarus"
     HELP = ""  # markdown shown by `?` above the key tables generated from the bindings
     HOME = ""  # selector of the main view: `esc` in a text field goes there
+    # Side-by-side panes (selectors); below 120 columns one is shown at a time and `v` switches.
+    PANES: tuple[str, ...] = ()
     HORIZONTAL_BREAKPOINTS = WIDTH_CLASSES
     VERTICAL_BREAKPOINTS = HEIGHT_CLASSES
     BINDINGS = [
         Binding("escape", "leave_field", "Leave field", tooltip="leave the text field for the main view"),
         Binding("escape", "cancel_job", "Cancel", tooltip="cancel the running request"),
+        Binding("v", "switch_pane", "Switch view",
+                tooltip="narrow terminals (< 120 columns): show the next pane (table, chart, …)"),
     ]
 
     status: reactive[str] = reactive("")  # this screen's engine work, shown in its model bar
@@ -66,6 +70,48 @@ class WorkbenchScreen(Screen):
 
     def compose_body(self) -> ComposeResult:
         yield from ()
+
+    def _on_mount(self) -> None:
+        for i, selector in enumerate(self.PANES):
+            for w in self.query(selector):
+                w.add_class("pane")
+                w.set_class(i == 0, "-shown")
+
+    # -- panes (narrow terminals) ------------------------------------------------------------
+    def narrow(self) -> bool:
+        return self.has_class("-narrow")
+
+    def shown_pane(self) -> int:
+        return next((i for i, sel in enumerate(self.PANES) if self.query(sel) and
+                     self.query(sel).first().has_class("-shown")), 0)
+
+    def show_pane(self, index: int) -> None:
+        """Show pane ``index`` (narrow layout); the focus follows when its widget is hidden."""
+        for i, selector in enumerate(self.PANES):
+            for w in self.query(selector):
+                w.set_class(i == index, "-shown")
+        focused = self.focused
+        pane_of_focus = None if focused is None else next(
+            (a for a in focused.ancestors_with_self if a.has_class("pane")), None)
+        if self.narrow() and (focused is None or (pane_of_focus is not None and not pane_of_focus.has_class("-shown"))):
+            pane = self.query(self.PANES[index]).first()
+            target = pane if pane.focusable else next(
+                (w for w in pane.query("*") if w.focusable and not isinstance(w, TEXT_FIELDS)), None)
+            if target is not None:
+                target.focus()
+
+    def reveal(self, widget: Widget) -> None:
+        """Show the pane holding ``widget`` (narrow layout), so the focus never goes out of sight."""
+        for i, selector in enumerate(self.PANES):
+            for pane in self.query(selector):
+                if pane is widget or pane in widget.ancestors:
+                    if not pane.has_class("-shown"):
+                        self.show_pane(i)
+                    return
+
+    def action_switch_pane(self) -> None:
+        if self.PANES:
+            self.show_pane((self.shown_pane() + 1) % len(self.PANES))
 
     # -- focus -------------------------------------------------------------------------------
     def in_text_field(self) -> bool:
@@ -92,6 +138,8 @@ class WorkbenchScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "leave_field":
             return self.in_text_field()
+        if action == "switch_pane":
+            return bool(self.PANES) and self.narrow()
         if action == "cancel_job":
             return False if self.in_text_field() else (True if self.jobs else None)
         return True
@@ -99,6 +147,7 @@ class WorkbenchScreen(Screen):
     def action_leave_field(self) -> None:
         view = self.home_view()
         if view is not None:
+            self.reveal(view)
             view.focus()
         else:
             self.set_focus(None)

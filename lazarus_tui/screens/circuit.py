@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
@@ -57,6 +57,7 @@ def _slug(text: str) -> str:
 class CircuitScreen(WorkbenchScreen):
     TITLE = "Circuit"
     HOME = "#ci-table"
+    PANES = ("#ci-left", "#ci-bottom", "#ci-charts")
     HELP = """\
 # Circuit
 
@@ -110,12 +111,8 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
             yield Input("20-23", id="ci-list", classes="small")
             yield Select([("last", "last"), ("mean", "mean")], value="last", allow_blank=False,
                          id="ci-position")
-            yield Label("batch")
-            yield Input("16", type="integer", id="ci-batch", classes="small")
-            yield Label("out")
-            yield Input(id="ci-output")
         with Horizontal(classes="main"):
-            with Vertical(id="ci-left"):
+            with VerticalScroll(id="ci-left"):
                 yield OptionList(*(Option(title, id=key) for key, title in SOURCES), id="ci-sources")
                 with Horizontal(classes="ci-opts"):
                     yield Label("per-tool")
@@ -127,6 +124,11 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
                     yield Input("100", type="integer", id="ci-count", classes="small")
                     yield Label("seed")
                     yield Input("42", type="integer", id="ci-seed", classes="small")
+                with Horizontal(classes="ci-opts"):
+                    yield Label("batch")
+                    yield Input("16", type="integer", id="ci-batch", classes="small")
+                    yield Label("out")
+                    yield Input(id="ci-output")
                 yield DatasetCounts("pick a dataset: a generator (enter) or a file path", id="ci-counts")
                 yield ProgressBar(id="ci-progress", show_eta=False)
                 yield Button("Collect + analyze (c)", id="ci-collect", variant="primary")
@@ -140,7 +142,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
                         yield Static(id="ci-dims-legend", classes="ci-legend")
                 with Horizontal(id="ci-bottom"):
                     yield GeometryTable(id="ci-table")
-                    with Vertical(classes="ci-chart"):
+                    with Vertical(classes="ci-chart", id="ci-curve-box"):
                         yield PcaCurveChart(id="ci-curve")
                         yield Static(id="ci-curve-legend", classes="ci-legend")
         yield Static("", id="ci-summary")
@@ -288,6 +290,8 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         self.current_layer = r.best_layer if r.best_layer is not None else r.layers[0].layer
         self.show_layer(self.current_layer)
         self.query_one(GeometryTable).select_layer(self.current_layer)
+        if self.narrow():
+            self.show_pane(1)  # the whole view switches to the results (`v` goes back)
         self.focus_view(self.query_one(GeometryTable))
         self.query_one("#ci-summary", Static).update(self.summary_text())
 

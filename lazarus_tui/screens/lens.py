@@ -27,6 +27,7 @@ STRATEGIES = [("all layers", LayerStrategy.ALL.value), ("every 4th + last", Laye
 class LensScreen(WorkbenchScreen):
     TITLE = "Logit lens"
     HOME = "#layers"
+    PANES = ("#layers", ".side")
     HELP = """\
 # Logit lens
 

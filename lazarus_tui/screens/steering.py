@@ -44,6 +44,7 @@ class SeparationChart(LayerChart):
         plt.xlabel("layer")
         if self.separation:
             xs = [s.layer for s in self.separation]
+            self.layer_axis(xs)
             plt.plot(xs, [s.separation for s in self.separation], label="separation", marker="braille")
             cons = [s.consistency for s in self.separation]
             if all(c is not None for c in cons):
@@ -87,11 +88,12 @@ class SteeringScreen(WorkbenchScreen):
 | `esc` | cancel |
 """
     DEFAULT_CSS = """
-    SteeringScreen #sep-chart { height: 12; }
+    SteeringScreen #sep-chart { height: 1fr; min-height: 6; }
     SteeringScreen #live { height: auto; min-height: 3; border: round $accent; padding: 0 1; }
     SteeringScreen #strength { width: 26; padding: 1 1 0 1; }
     SteeringScreen #strength:focus { text-style: bold reverse; }
-    SteeringScreen #compare-out { height: auto; max-height: 16; }
+    SteeringScreen #compare-out { height: auto; }
+    SteeringScreen #steer-out { height: auto; max-height: 50%; }
     SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
     SteeringScreen #twin { height: auto; color: $text-muted; padding: 0 1; }
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
@@ -131,7 +133,7 @@ class SteeringScreen(WorkbenchScreen):
             yield Label("compare")
             yield Input("-0.3,0,0.3", id="compare", classes="medium")
         yield Static("extract a direction, then type a prompt", id="live")
-        with VerticalScroll():
+        with VerticalScroll(id="steer-out"):
             yield Horizontal(id="compare-out")
             yield Static("", id="twin")
 

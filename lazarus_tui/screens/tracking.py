@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -25,6 +25,7 @@ from lazarus_tui.widgets.rank_table import RankTable
 class TrackingScreen(WorkbenchScreen):
     TITLE = "Token tracking"
     HOME = "#rank-table"
+    PANES = ("#token-chart", "#rank-table", "#gen-box")
     HELP = """\
 # Token tracking
 
@@ -74,13 +75,16 @@ the layer from which it stays top-1).
             yield Label("N")
             yield Input("8", type="integer", id="gen-n", classes="small")
         with Horizontal(classes="main"):
-            with Vertical(classes="narrow"):
+            with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
                 yield Static(id="lookup-note")
-            yield TrackedTokenChart(id="token-chart")
-            yield RankTable(id="rank-table")
-        yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track", id="gen-summary")
-        yield GenerationGrid(id="gen-grid")
+            with Container(id="tt-right"):
+                yield TrackedTokenChart(id="token-chart")
+                yield RankTable(id="rank-table")
+                with Vertical(id="gen-box"):
+                    yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track",
+                                 id="gen-summary")
+                    yield GenerationGrid(id="gen-grid")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()

@@ -29,6 +29,7 @@ from lazarus_tui.widgets.request_form import RequestForm
 class AnalysisWorkbenchScreen(WorkbenchScreen):
     TITLE = "Workbench"
     HOME = "#wb-list"
+    PANES = ("#wb-left", "#wb-out")
     HELP = """\
 # Workbench
 
@@ -144,6 +145,8 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
         views = self.query_one("#wb-views", Vertical)
         await views.remove_children()
         await views.mount_all(views_for(result))
+        if self.narrow():
+            self.show_pane(1)  # the whole view switches to the result (`v` goes back to the form)
         self.query_one("#wb-summary", Static).update(f"[b]{analysis.name}[/b] · {summary_for(result)}")
 
     def on_engine_progress(self, message: EngineProgress) -> None:
