@@ -46,7 +46,7 @@ async def ablation(app: LazarusApp, pilot) -> None:
     screen.query_one("#prompt").value = PROMPT
     screen.query_one("#criterion").value = "Paris"
     screen.query_one("#tokens").value = "6"
-    screen.query_one("#raw").value = True
+    screen.query_one("#chat").value = False
     grid = screen.query_one("#grid")
     grid.focus()
     grid.move_cursor(row=0, column=0)
@@ -107,7 +107,7 @@ async def steering(app: LazarusApp, pilot) -> None:
     screen.query_one("#positive").value = f"@{data / 'steering_positive.txt'}"
     screen.query_one("#negative").value = f"@{data / 'steering_negative.txt'}"
     screen.query_one("#layer").value = "10"
-    screen.query_one("#raw").value = True
+    screen.query_one("#chat").value = False
     screen.query_one("#positive").focus()
     await pilot.press("enter")
     await settle(app, pilot)

@@ -34,6 +34,7 @@ def _clip(text: str, width: int = 400) -> str:
 class AblationScreen(WorkbenchScreen):
     TITLE = "Ablation"
     HOME = "#grid"
+    RESULTS = ("#grid", ".ablation-side")
     HELP = """\
 # Ablation
 
@@ -85,7 +86,7 @@ cache, every position), and compare with the un-ablated baseline.
             yield Input(placeholder="Paris | refusal | re:…", id="criterion", classes="medium")
             yield Label("tokens")
             yield Input("20", type="integer", id="tokens", classes="small")
-            yield Checkbox("raw", value=False, id="raw")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         with Horizontal(classes="controls"):
             yield Label("prompts with answers")
             yield Input(placeholder="difficulty gradient: 10 * 10 =:100|45 * 45 =:2025 (replaces prompt + criterion)",
@@ -145,7 +146,7 @@ cache, every position), and compare with the un-ablated baseline.
             model=getattr(info, "model_id", None), prompt=None if cases else prompt,
             criterion="" if cases else criterion,
             prompts=[PromptCase(prompt=p, expected=e) for p, e in cases] or None,
-            component=component, ablations=ablations, chat=not self.query_one("#raw", Checkbox).value,
+            component=component, ablations=ablations, chat=self.chat(),
             max_tokens=tokens)
 
     def set_request(self) -> AblationRequest:
@@ -218,6 +219,8 @@ cache, every position), and compare with the un-ablated baseline.
             self._summarise(None, label + ": stopped (cells done so far are kept)")
             return
         self.result, self.baseline = result, result.baseline
+        self.label_results(criterion=req.criterion or ("prompts with answers" if req.prompts else "none"),
+                           tokens=req.max_tokens)
         self._apply_points(result.points, cells)
         self._summarise(result, label)
 

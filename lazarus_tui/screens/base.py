@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, TextArea
+from textual.widgets import Checkbox, Footer, Input, Static, TextArea
 
 from engine.errors import Cancelled, LazarusError
 from engine.session import Job
@@ -48,6 +48,8 @@ class WorkbenchScreen(Screen):
     HOME = ""  # selector of the main view: `esc` in a text field goes there
     # Side-by-side panes (selectors); below 120 columns one is shown at a time and `v` switches.
     PANES: tuple[str, ...] = ()
+    # Selectors of the widgets showing results: dimmed when the results are stale.
+    RESULTS: tuple[str, ...] = ()
     HORIZONTAL_BREAKPOINTS = WIDTH_CLASSES
     VERTICAL_BREAKPOINTS = HEIGHT_CLASSES
     BINDINGS = [
@@ -62,20 +64,76 @@ class WorkbenchScreen(Screen):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.jobs: dict[str, Job[Any]] = {}  # group -> running engine job
+        self.provenance: dict[str, Any] = {}  # what the shown results were computed with
+        self.stale_reason: str | None = None
 
     def compose(self) -> ComposeResult:
         yield ModelBar()
         yield from self.compose_body()
+        yield Static(id="provenance")
         yield Footer()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
 
     def _on_mount(self) -> None:
+        self.watch(self.app, "model_info", self._model_for_results, init=False)
         for i, selector in enumerate(self.PANES):
             for w in self.query(selector):
                 w.add_class("pane")
                 w.set_class(i == 0, "-shown")
+
+    # -- results: where they came from, stale when that changes ------------------------------------
+    def chat(self) -> bool:
+        """The screen's *chat template* checkbox (off by default: the one rule, docs/tui.md)."""
+        found = self.query("#chat, #f-chat")
+        return bool(found and found.first().value)
+
+    def label_results(self, **settings: Any) -> None:
+        """Record and show what the results on screen were computed with (model, chat, layer…)."""
+        info = getattr(self.app, "model_info", None)
+        self.provenance = {"model": getattr(info, "model_id", "?"), "chat template": "on" if self.chat() else "off",
+                           **settings}
+        self.stale_reason = None
+        for selector in self.RESULTS:
+            for w in self.query(selector):
+                w.remove_class("-stale")
+        self._show_provenance()
+
+    def mark_stale(self, why: str) -> None:
+        """The shown results no longer match the screen's settings: dim them and say why."""
+        if not self.provenance:
+            return
+        self.stale_reason = why
+        for selector in self.RESULTS:
+            for w in self.query(selector):
+                w.add_class("-stale")
+        self._show_provenance()
+
+    def _show_provenance(self) -> None:
+        facts = " · ".join(f"{k} {v}" if k != "model" else str(v) for k, v in self.provenance.items()
+                           if v is not None and v != "")
+        line = self.query_one("#provenance", Static)
+        line.set_class(bool(self.provenance), "-shown")
+        line.set_class(self.stale_reason is not None, "-stale")
+        if self.stale_reason is not None:
+            line.update(f"[b]STALE[/b] ({self.stale_reason}) · results from {facts} · rerun to refresh")
+        else:
+            line.update(f"results from {facts}")
+
+    def _model_for_results(self, info: Any) -> None:
+        model = getattr(info, "model_id", None)
+        if self.provenance and model is not None and model != self.provenance.get("model"):
+            self.mark_stale(f"the model is now {model}")
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id in ("chat", "f-chat") and self.provenance:
+            state = "on" if event.value else "off"
+            if state != self.provenance.get("chat template"):
+                self.mark_stale(f"chat template now {state}")
+            elif self.stale_reason and self.stale_reason.startswith("chat template"):
+                self.label_results(**{k: v for k, v in self.provenance.items()
+                                      if k not in ("model", "chat template")})
 
     # -- panes (narrow terminals) ------------------------------------------------------------
     def narrow(self) -> bool:

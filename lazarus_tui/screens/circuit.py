@@ -58,6 +58,7 @@ class CircuitScreen(WorkbenchScreen):
     TITLE = "Circuit"
     HOME = "#ci-table"
     PANES = ("#ci-left", "#ci-bottom", "#ci-charts")
+    RESULTS = ("#ci-right",)
     HELP = """\
 # Circuit
 
@@ -286,6 +287,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if r is None:
             return
         self.result = r
+        self.label_results(activations=Path(r.activations_file).name, prompts=r.num_prompts)
         self.query_one(GeometryTable).show(r)
         self.current_layer = r.best_layer if r.best_layer is not None else r.layers[0].layer
         self.show_layer(self.current_layer)

@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Label, Select, Static
+from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from engine.results import AnalyzeRequest, LayerStrategy
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
@@ -28,6 +28,7 @@ class LensScreen(WorkbenchScreen):
     TITLE = "Logit lens"
     HOME = "#layers"
     PANES = ("#layers", ".side")
+    RESULTS = ("#layers", ".side", "#ranks", "#summary")
     HELP = """\
 # Logit lens
 
@@ -72,6 +73,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
             yield Input("5", type="integer", id="top-k", classes="small")
             yield Label("pos")
             yield Input("-1", type="integer", id="position", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         yield TokenStrip(id="tokens")
         with Horizontal(classes="main"):
             yield LayerTable(id="layers")
@@ -91,6 +93,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
             layer_strategy=self.query_one("#strategy", Select).value,
             top_k=int(self.query_one("#top-k", Input).value or 5),
             position=int(self.query_one("#position", Input).value or -1),
+            chat=self.chat(),
         )
 
     @on(Input.Submitted)
@@ -130,6 +133,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
 
     def show_result(self, result: Any, final_ranks: dict[int, int]) -> None:
         self.result, self.final_ranks = result, final_ranks
+        self.label_results(position=result.position, layers=result.request.layer_strategy.value)
         self.query_one(LayerTable).show(result)
         self.query_one(ProbabilityChart).show(result)
         self.query_one(RankStrip).show(result.predicted_token, final_ranks)

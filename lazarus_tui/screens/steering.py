@@ -65,6 +65,7 @@ def _submit(engine: Any, fn: Any, name: str, on_progress: Any = None) -> Job[Any
 class SteeringScreen(WorkbenchScreen):
     TITLE = "Steering"
     HOME = "#strength"
+    RESULTS = ("#sep-chart", "#live", "#compare-out")
     HELP = """\
 # Steering
 
@@ -123,7 +124,7 @@ class SteeringScreen(WorkbenchScreen):
             yield Label("layer")
             yield Input("", placeholder="mid", type="integer", id="layer", classes="small")
             yield Select([("mean", "mean"), ("pca", "pca")], value="mean", allow_blank=False, id="method")
-            yield Checkbox("raw", value=False, id="raw")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         yield SeparationChart(id="sep-chart")
         with Horizontal(classes="controls"):
             yield PromptInput(placeholder="prompt to steer (enter to generate)", id="prompt")
@@ -150,8 +151,6 @@ class SteeringScreen(WorkbenchScreen):
         except ValueError:
             return 16
 
-    def _raw(self) -> bool:
-        return self.query_one("#raw", Checkbox).value
 
     def _prompt(self) -> str:
         return self.query_one("#prompt", PromptInput).value
@@ -172,7 +171,7 @@ class SteeringScreen(WorkbenchScreen):
             neg = split_prompts(self.query_one("#negative", Input).value)
             layer_text = self.query_one("#layer", Input).value.strip()
             req = ExtractRequest(positive=pos, negative=neg, layer=int(layer_text) if layer_text else None,
-                                 method=self.query_one("#method", Select).value, chat=not self._raw())
+                                 method=self.query_one("#method", Select).value, chat=self.chat())
         except (InputError, ValueError) as exc:
             self.notify(str(exc).splitlines()[0], title="extract", severity="error")
             return
@@ -191,6 +190,7 @@ class SteeringScreen(WorkbenchScreen):
         self.direction, self.steer_layer = d, d.layer
         self.query_one("#layer", Input).value = str(d.layer)
         self.query_one(SeparationChart).show(d.layer_separation, d.layer)
+        self.label_results(layer=d.layer, pairs=len(d.positive_prompts))
         self.query_one("#live", Static).update(f"direction extracted at layer {d.layer} "
                                                f"({len(d.positive_prompts)} pairs, norm {d.norm:.2f}); "
                                                "type a prompt and press enter")
@@ -208,7 +208,7 @@ class SteeringScreen(WorkbenchScreen):
         from engine.steering_results import SteerRequest
 
         return SteerRequest(prompts=[self._prompt()], coefficients=coefficients, layers=[self.steer_layer],
-                            max_tokens=self._tokens(), chat=not self._raw())
+                            max_tokens=self._tokens(), chat=self.chat())
 
     def regenerate(self) -> None:
         if self.direction is None:
@@ -235,6 +235,7 @@ class SteeringScreen(WorkbenchScreen):
             return
         self.live_result = res
         o = res.outputs[0]
+        self.label_results(layer=o.layer, strength=f"{o.coefficient:+.2f}")
         self.query_one("#live", Static).update(
             f"[b]layer {o.layer} · strength {o.coefficient:+.2f}[/b] (s={o.scale:.1f}, |added|={o.added_norm:.1f}, "
             f"projection {o.mean_projection:+.2f})\n{o.text}")
@@ -251,6 +252,9 @@ class SteeringScreen(WorkbenchScreen):
         self.steer_layer = max(0, min(n - 1, self.steer_layer + step))
         self.query_one("#layer", Input).value = str(self.steer_layer)
         self.query_one(SeparationChart).show(self.direction.layer_separation, self.steer_layer)
+        if self.compare_result is not None:
+            self.mark_stale(f"layer now {self.steer_layer}: the side-by-side outputs are from layer "
+                            f"{self.compare_result.outputs[0].layer}")
         self.regenerate()
 
     def on_engine_progress(self, message: EngineProgress) -> None:
@@ -287,6 +291,7 @@ class SteeringScreen(WorkbenchScreen):
         if res is None:
             return
         self.compare_result = res
+        self.label_results(layer=res.outputs[0].layer, compare=",".join(f"{o.coefficient:g}" for o in res.outputs))
         box = self.query_one("#compare-out", Horizontal)
         await box.remove_children()
         await box.mount_all([
@@ -310,8 +315,8 @@ class SteeringScreen(WorkbenchScreen):
             parts += ["--compare", q(coefs)] if self.compare_result is not None and coefs else \
                 ["-c", f"{self.strength:g}"]
             parts += ["-n", str(self._tokens())]
-        if self._raw():
-            parts.append("--raw")
+        if self.chat():
+            parts.append("--chat")
         return " ".join(parts)
 
     def action_twin(self) -> None:

@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
-from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets import Checkbox, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.results import AnalyzeRequest, LayerStrategy
@@ -26,6 +26,7 @@ class TrackingScreen(WorkbenchScreen):
     TITLE = "Token tracking"
     HOME = "#rank-table"
     PANES = ("#token-chart", "#rank-table", "#gen-box")
+    RESULTS = ("#token-chart", "#rank-table", "#gen-box")
     HELP = """\
 # Token tracking
 
@@ -74,6 +75,7 @@ the layer from which it stays top-1).
             yield Input(placeholder='token, e.g. " Paris"', id="add-token", classes="medium")
             yield Label("N")
             yield Input("8", type="integer", id="gen-n", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         with Horizontal(classes="main"):
             with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
@@ -138,7 +140,7 @@ the layer from which it stays top-1).
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
-                             track_tokens=list(self.tracked), top_k=5)
+                             track_tokens=list(self.tracked), top_k=5, chat=self.chat())
         self.lens_worker(req)
 
     @work(exclusive=True, group="tracking")
@@ -148,6 +150,7 @@ the layer from which it stays top-1).
         if result is None:
             return
         self.result = result
+        self.label_results(tracked=", ".join(repr(t) for t in self.tracked) or "none")
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
         if not self.tracked:
@@ -166,7 +169,8 @@ the layer from which it stays top-1).
     def action_generate(self) -> None:
         try:
             req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
-                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8))
+                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8),
+                                         chat=self.chat())
         except (ValidationError, ValueError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             self.notify(f"N: {msg}", title="bad request", severity="error")
@@ -182,6 +186,7 @@ the layer from which it stays top-1).
             self.query_one("#gen-summary", Static).update("generation tracking: no result")
             return
         self.generation = res
+        self.label_results(generated=len(res.positions))
         self.query_one(GenerationGrid).show(res)
         self.query_one("#gen-summary", Static).update(
             f"generated {len(res.positions)} tokens ({res.stopped}): {res.text!r} · rows: generated tokens, "

@@ -30,6 +30,7 @@ class AnalysisWorkbenchScreen(WorkbenchScreen):
     TITLE = "Workbench"
     HOME = "#wb-list"
     PANES = ("#wb-left", "#wb-out")
+    RESULTS = ("#wb-views",)
     HELP = """\
 # Workbench
 
@@ -142,6 +143,7 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
             self.query_one("#wb-summary", Static).update(f"{analysis.name}: no result (see the notification)")
             return
         self.result = result
+        self.label_results(analysis=analysis.name, layers=",".join(map(str, getattr(req, "layers", None) or [])))
         views = self.query_one("#wb-views", Vertical)
         await views.remove_children()
         await views.mount_all(views_for(result))

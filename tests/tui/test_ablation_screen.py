@@ -35,7 +35,7 @@ async def open_screen(app, pilot, prompt: str = PROMPT, criterion: str = "Paris"
     screen.query_one("#prompt").value = prompt
     screen.query_one("#criterion").value = criterion
     screen.query_one("#tokens").value = tokens
-    screen.query_one("#raw").value = True
+    screen.query_one("#chat").value = False
     return screen
 
 

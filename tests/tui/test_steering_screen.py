@@ -26,7 +26,7 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         assert isinstance(screen, SteeringScreen)
 
         # extract: two pairs, raw prompts, layer 10
-        screen.query_one("#raw").value = True
+        screen.query_one("#chat").value = False
         screen.query_one("#positive").value = "I love this, it is wonderful.|What a fantastic day."
         screen.query_one("#negative").value = "I hate this, it is awful.|What a terrible day."
         screen.query_one("#layer").value = "10"
