@@ -19,7 +19,7 @@ from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
 from engine.ablation_results import AblationRequest, AblationSpec, PromptCase
 from engine.errors import InputError
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.ablation_grid import AblationGrid, Cell, ResultsTable
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -305,5 +305,4 @@ cache, every position), and compare with the un-ablated baseline.
             except (InputError, ValueError) as exc:
                 self._bad(exc, "batch twin")
                 return
-        self.twin = twin_command(req)
-        self.notify(self.twin, title="batch twin", timeout=15)
+        show_twin(self, [twin_command(req)])

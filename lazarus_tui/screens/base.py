@@ -259,11 +259,20 @@ class WorkbenchScreen(Screen):
         self.notify("cancelled", timeout=2)
 
 
-def notify_analyze_twin(screen: Any, result: Any) -> None:
-    """Show the `lazarus --batch analyze` line that makes ``result``'s request (the `b` key)."""
+def show_twin(screen: Any, lines: list[str]) -> None:
+    """The `b` key: the batch command lines that reproduce ``screen``, in the twin dialog."""
+    from lazarus_tui.screens.twin_dialog import TwinDialog
+
+    screen.twin = "\n".join(lines)
+    screen.app.push_screen(TwinDialog(lines, screen.TITLE))
+
+
+def notify_analyze_twin(screen: Any, result: Any, extra: list[str] | None = None) -> None:
+    """The `lazarus --batch analyze` line that makes ``result``'s request (plus ``extra`` lines)."""
     from lazarus_tui.batch.analyze import twin_command
 
-    if result is None:
+    lines = ([twin_command(result.request, result.model_id)] if result is not None else []) + list(extra or [])
+    if not lines:
         screen.notify("run a request first", title="batch twin", severity="warning")
         return
-    screen.notify(twin_command(result.request, result.model_id), title="batch twin", timeout=10)
+    show_twin(screen, lines)

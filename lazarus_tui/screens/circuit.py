@@ -25,7 +25,7 @@ from textual_plotext import PlotextPlot
 
 from engine.circuit.models import CollectRequest
 from engine.circuit.probe_data import BUILTIN
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.circuit_views import (
     DatasetCounts,
     GeometryTable,
@@ -361,5 +361,4 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if not lines:
             self.notify("pick a dataset first", title="batch twin", severity="warning")
             return
-        self.twin = "\n".join(lines)
-        self.notify(self.twin, title="batch twin", timeout=20)
+        show_twin(self, lines)

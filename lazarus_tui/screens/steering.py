@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from engine.session import Job
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.charts import LayerChart
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -96,7 +96,6 @@ class SteeringScreen(WorkbenchScreen):
     SteeringScreen #compare-out { height: auto; }
     SteeringScreen #steer-out { height: auto; max-height: 50%; }
     SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
-    SteeringScreen #twin { height: auto; color: $text-muted; padding: 0 1; }
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
     SteeringScreen #method { width: 14; }
     """
@@ -136,7 +135,6 @@ class SteeringScreen(WorkbenchScreen):
         yield Static("extract a direction, then type a prompt", id="live")
         with VerticalScroll(id="steer-out"):
             yield Horizontal(id="compare-out")
-            yield Static("", id="twin")
 
     def on_mount(self) -> None:
         self.query_one("#positive", Input).focus()
@@ -320,6 +318,4 @@ class SteeringScreen(WorkbenchScreen):
         return " ".join(parts)
 
     def action_twin(self) -> None:
-        cmd = self.twin_command()
-        self.query_one("#twin", Static).update(f"batch twin: {cmd}")
-        self.notify(cmd, title="batch twin", timeout=10)
+        show_twin(self, [self.twin_command()])

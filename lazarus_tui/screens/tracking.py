@@ -60,7 +60,11 @@ the layer from which it stays top-1).
     ]
 
     def action_twin(self) -> None:
-        notify_analyze_twin(self, self.result)
+        """The lens line (tracked tokens) and, when the grid shows one, the generate-and-track line."""
+        from lazarus_tui.batch.track_generation import twin_command
+
+        gen = self.generation
+        notify_analyze_twin(self, self.result, [twin_command(gen.request, gen.model_id)] if gen is not None else [])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 
 from engine.errors import InputError
 from lazarus_tui.analyses import ANALYSES, BY_NAME, Analysis, build_request, twin_command
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.analysis_views import summary_for, views_for
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.request_form import RequestForm
@@ -163,5 +163,4 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
         if req is None:
             return
         info = getattr(self.app, "model_info", None)
-        self.twin = twin_command(BY_NAME[req.kind], req, getattr(info, "model_id", None))
-        self.notify(self.twin, title="batch twin", timeout=15)
+        show_twin(self, [twin_command(BY_NAME[req.kind], req, getattr(info, "model_id", None))])
