@@ -35,6 +35,15 @@ from lazarus_tui.widgets.model_bar import ModelBar
 
 
 TEXT_FIELDS = (Input, TextArea)
+_NAMED_CHARACTERS = {"slash": "/", "minus": "-", "plus": "+"}  # names Textual's key_to_character misses
+
+
+def typed_in_fields(key: str) -> bool:
+    """Whether a text field types ``key`` (a printable character) rather than letting it act."""
+    from textual.keys import key_to_character
+
+    character = key_to_character(key) or _NAMED_CHARACTERS.get(key)
+    return character is not None and character.isprintable()
 
 # Screen width / height classes for the layout rules in styles/app.tcss: `-narrow` below 120
 # columns (panes stack or switch), `-short` below 32 rows (charts shrink).
@@ -193,7 +202,16 @@ class WorkbenchScreen(Screen):
         if not self.in_text_field():
             widget.focus()
 
+    def _typed_actions(self) -> set[str]:
+        """Actions whose every key is typed by a text field: they never act from one."""
+        keys: dict[str, list[bool]] = {}
+        for _, b in self._bindings:
+            keys.setdefault(b.action, []).append(typed_in_fields(b.key) and not b.priority)
+        return {a for a, typed in keys.items() if all(typed)}
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.in_text_field() and action in self._typed_actions():
+            return False  # the field types the key; the footer must not offer it
         if action == "leave_field":
             return self.in_text_field()
         if action == "switch_pane":

@@ -12,19 +12,18 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.keys import key_to_character
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
 
-def _types_in_fields(key: str) -> bool:
-    """Whether a text field consumes ``key`` (a printable character): then it acts only outside fields."""
-    character = key_to_character(key)
-    return character is not None and character.isprintable()
-
-
 def where(binding: Binding) -> str:
-    if binding.priority or not _types_in_fields(binding.key):
+    from lazarus_tui.screens.base import typed_in_fields
+
+    if binding.action == "leave_field":
+        return "in text fields"
+    if binding.action == "cancel_job":
+        return "outside text fields"
+    if binding.priority or not typed_in_fields(binding.key):
         return "everywhere"
     return "outside text fields (`esc` first)"
 
@@ -32,8 +31,8 @@ def where(binding: Binding) -> str:
 def _rows(app: Any, bindings: list[Binding]) -> list[str]:
     rows: dict[str, tuple[list[str], str, str]] = {}
     for b in bindings:
-        what = b.tooltip or b.description or b.action
-        if b.action.startswith("screen_key"):
+        what = ": ".join(x for x in (b.description, b.tooltip) if x) or b.action
+        if b.action.startswith("screen_key") or b.system or not b.description:
             continue
         entry = rows.setdefault(f"{b.action}|{what}", ([], what, where(b)))
         display = app.get_key_display(b)
@@ -54,10 +53,6 @@ def keys_markdown(app: Any, screen: Any) -> str:
     everywhere = [f"| {' '.join(f'`{k}`' for k in (e.key, 'f' + e.key))} | {e.title} screen | "
                   f"`f{e.key}` everywhere, `{e.key}` outside text fields |" for e in entries]
     everywhere += _rows(app, [b for _, b in app._bindings])  # noqa: SLF001
-    everywhere += [
-        "| `ctrl+p` | command palette: every action of this screen, screens, model, screenshot | everywhere |",
-        "| `tab` `shift+tab` | move the focus | everywhere |",
-    ]
     parts += ["## Everywhere", "", *head, *everywhere, "",
               "A text field types every printable key; `esc` leaves it for the screen's main view, "
               "where the single-key actions act. The footer lists the keys that act where the focus is."]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from engine.results import (
 )
 from engine.session import Job
 from engine.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import scenarios` (the screens driven to a result)
 
 PROMPT = "The capital of France is"
 N_LAYERS = 8

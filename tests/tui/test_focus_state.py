@@ -1,0 +1,215 @@
+"""The focus model, state labels, the chat-template rule and the twin dialog, on every screen
+(Pilot on the FakeEngine; docs/tui.md "Keys and focus")."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import pytest
+from textual.widgets import Input
+
+import scenarios
+from lazarus_tui.app import LazarusApp
+from lazarus_tui.screens.help import HelpScreen
+from lazarus_tui.screens.twin_dialog import TwinDialog
+
+# screen key, a text field on it, the single-key actions of that screen
+SCREENS = {
+    "lens": ("f1", "#prompt", "b/[]v"),
+    "tracking": ("f2", "#prompt", "b/v"),
+    "ablation": ("f3", "#prompt", "bs/"),
+    "steering": ("f4", "#prompt", "bc[]"),
+    "workbench": ("f5", "#f-prompts", "blv"),
+    "circuit": ("f6", "#ci-path", "bcav"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCREENS))
+async def test_keys_type_in_fields_and_act_after_esc(fake_engine, name) -> None:
+    key, field, letters = SCREENS[name]
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await scenarios.goto(pilot, key)
+        box = screen.query_one(field, Input)
+        box.value = "ab"
+        box.focus()
+        await pilot.pause()
+        box.cursor_position = 2
+        typed = letters + "123?qm"
+        await pilot.press(*typed)
+        await pilot.pause()
+        assert app.screen is screen, "a key typed in a field must not switch screens or open dialogs"
+        assert box.value == "ab" + typed and box.has_focus
+        # the footer lists only keys that act here: no single-character screen action
+        active = app.screen.active_bindings
+        assert not any(len(k) == 1 or k in ("slash", "question_mark", "left_square_bracket") for k in active)
+        assert active["escape"].binding.action == "leave_field"
+        await pilot.press("escape")  # out of the field, to the screen's main view: never lost
+        await pilot.pause()
+        assert app.screen.focused is not None and not isinstance(app.screen.focused, Input)
+        assert app.screen.focused.display and box.value == "ab" + typed
+        assert app.screen.active_bindings["escape"].binding.action == "cancel_job"
+        assert "b" in app.screen.active_bindings  # now the letter keys act
+
+
+@pytest.mark.parametrize("name", list(SCREENS))
+async def test_tab_into_a_filled_field_does_not_select_it(fake_engine, name) -> None:
+    key, field, _ = SCREENS[name]
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await scenarios.goto(pilot, key)
+        box = screen.query_one(field, Input)
+        box.value = "keep me"
+        box.focus()
+        await pilot.pause()
+        screen.focus_previous()
+        await pilot.pause()
+        await pilot.press("tab")
+        await pilot.pause()
+        assert box.has_focus and box.selection.is_empty
+        await pilot.press("end", "!")
+        assert box.value == "keep me!"
+
+
+async def test_running_keeps_the_typing_focus_and_slash_reaches_the_prompt(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await scenarios.goto(pilot, "f1")
+        prompt = screen.query_one("#prompt", Input)
+        assert prompt.has_focus
+        await pilot.press(*scenarios.PROMPT, "enter")
+        await scenarios.settle(pilot)
+        assert screen.result is not None and prompt.has_focus  # the result did not take the focus
+        await pilot.press("escape", "slash")  # esc → table, `/` → back to the prompt, not typed
+        assert prompt.has_focus and prompt.value == scenarios.PROMPT
+        assert fake_engine.requests[-1].prompt == scenarios.PROMPT
+
+
+async def test_narrow_panes_switch_and_the_focus_stays_visible(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scenarios.lens(pilot)
+        screen = app.screen
+        table, side = screen.query_one("#layers"), screen.query_one(".side")
+        assert screen.has_class("-narrow") and table.display and not side.display
+        await pilot.press("v")
+        assert side.display and not table.display
+        await pilot.press("v")
+        assert table.display and table.has_focus
+    async with LazarusApp(fake_engine).run_test(size=(200, 50)) as pilot:
+        await scenarios.lens(pilot)
+        screen = pilot.app.screen
+        assert screen.query_one("#layers").display and screen.query_one(".side").display
+        assert "v" not in screen.active_bindings  # nothing to switch when everything fits
+
+
+async def test_help_is_generated_from_the_bindings(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await scenarios.goto(pilot, "f6")
+        app.screen.query_one("#ci-sources").focus()
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.keys
+        for entry in app.entries:  # every screen, with its digit and F-key
+            assert f"`{entry.key}` `f{entry.key}` | {entry.title} screen" in text
+        for label in ("Collect", "Analyze", "Batch twin", "Switch view", "cancel the running request"):
+            assert label in text
+        assert "1`–`4" not in text and "f1`–`f4" not in text
+
+
+async def test_status_belongs_to_its_screen(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await scenarios.lens(pilot)
+        assert str(app.screen.query_one("#engine-status").render()) == "analyze: done"
+        await scenarios.goto(pilot, "f3")
+        assert "analyze" not in str(app.screen.query_one("#engine-status").render())
+
+
+async def test_results_are_labelled_and_marked_stale(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await scenarios.lens(pilot)
+        screen = app.screen
+        line = screen.query_one("#provenance")
+        assert "fake-8l · chat template off · position 4" in str(line.render())
+        screen.query_one("#chat").value = True
+        await pilot.pause()
+        assert str(line.render()).startswith("STALE (chat template now on)")
+        assert screen.query_one("#layers").has_class("-stale")
+        screen.query_one("#chat").value = False  # back to what the results were computed with
+        await pilot.pause()
+        assert not str(line.render()).startswith("STALE")
+        app.load_model("gemma3-270m", None)
+        await scenarios.settle(pilot)
+        assert str(line.render()).startswith("STALE (the model is now gemma3-270m)")
+        await pilot.press("enter")  # rerun from the prompt: fresh, labelled with the new model
+        await scenarios.settle(pilot)
+
+
+@pytest.mark.parametrize("name", ["lens", "tracking", "ablation", "workbench"])
+async def test_chat_template_is_off_unless_asked(fake_engine, name) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await scenarios.SCENARIOS[name](pilot)
+        first = fake_engine.requests[-1]
+        assert first.chat is False
+        chat = app.screen.query("#chat, #f-chat").first()
+        assert chat.value is False and chat.display
+        chat.value = True
+        await pilot.pause()
+        assert "STALE" in str(app.screen.query_one("#provenance").render())
+        if name == "workbench":
+            app.screen.action_run()
+        elif name == "ablation":
+            app.screen.action_run_set()
+        else:
+            app.screen.query_one("#prompt").focus()
+            await pilot.press("enter")
+        await scenarios.settle(pilot)
+        assert fake_engine.requests[-1].chat is True
+        assert "chat template on" in str(app.screen.query_one("#provenance").render())
+
+
+@pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
+async def test_twin_dialog(fake_engine, name, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LAZARUS_CACHE", str(tmp_path))
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scenarios.SCENARIOS[name](pilot)
+        screen = app.screen
+        if screen.in_text_field():
+            await pilot.press("escape")
+        await pilot.press("b")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, TwinDialog)
+        lines = dialog.lines
+        assert lines and all(line.startswith("lazarus --batch ") for line in lines)
+        assert dialog.query_one("#twin-text").text == "\n".join(lines)  # the whole command, not a toast
+        for line in lines:
+            shlex.split(line)  # a valid shell line
+        await pilot.press("c")
+        assert app.clipboard == "\n".join(lines)
+        await pilot.press("s")
+        script = dialog.saved
+        assert script is not None and script.parent == tmp_path / "twins"
+        assert os.access(script, os.X_OK) and script.read_text().splitlines()[3:] == lines
+        if name == "tracking":  # the grid on screen: the generate-and-track line is part of the twin
+            assert lines[1].startswith("lazarus --batch track-generation") and "-n 4" in lines[1]
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+async def test_screenshot_goes_to_a_known_place(fake_engine, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LAZARUS_CACHE", str(tmp_path / "new"))
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scenarios.settle(pilot)
+        path = app.deliver_screenshot()
+        assert path is not None and os.path.exists(path)
+        assert os.path.dirname(path) == str(tmp_path / "new" / "screenshots")
+        await pilot.pause()
+        assert any(str(path) in n.message for n in app._notifications)
