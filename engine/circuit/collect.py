@@ -175,6 +175,14 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
             raise InputError(f"prompt {i + 1} encodes to no tokens")
         rows.append(ids)
     fp = _fingerprint(lm, ds, layers, req)
+    bs = req.batch_size
+    n_batches = (len(rows) + bs - 1) // bs
+    done = _finished(out, meta_path, parts, fp, len(rows))
+    if done is not None:  # the same collection finished earlier: every batch is reused
+        if on_batch is not None:
+            on_batch(n_batches, n_batches)
+        return _finish(lm, req, ds, layers, rows, fp, out, meta_path, done.get("generations"), n_batches, 0,
+                       n_batches, out.stat().st_size, t0, [])
     warnings: list[str] = []
     state_file = parts / "state.json"
     if parts.exists():
@@ -191,8 +199,6 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
     if not state_file.exists():
         _atomic_write_bytes(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()))
 
-    bs = req.batch_size
-    n_batches = (len(rows) + bs - 1) // bs
     shard = [parts / f"batch_{k:06d}.safetensors" for k in range(n_batches)]
     computed = reused = 0
     for k in range(n_batches):
@@ -227,6 +233,29 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
         for s in shard:
             with safe_open(str(s), framework="numpy") as f:
                 generations.extend(json.loads(f.metadata()["generations"]))
+    result = _finish(lm, req, ds, layers, rows, fp, out, meta_path, generations if req.generate else None,
+                     n_batches, computed, reused, size, t0, warnings)
+    shutil.rmtree(parts, ignore_errors=True)
+    return result
+
+
+def _finished(out: Path, meta_path: Path, parts: Path, fp: str, n_prompts: int) -> dict | None:
+    """The metadata of a finished collection with this fingerprint at ``out``, else None."""
+    if parts.exists() or not out.exists() or not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = meta.get("dataset", {}).get("sha256") == fp and meta.get("num_prompts") == n_prompts
+    return meta if same else None
+
+
+def _finish(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, layers: list[int], rows: list[list[int]],
+            fp: str, out: Path, meta_path: Path, generations: list[str] | None, n_batches: int, computed: int,
+            reused: int, size: int, t0: float, warnings: list[str]) -> CollectResult:
+    """Write the ``.json`` metadata (labels from the current dataset) and make the result."""
+    n_layers, hidden, bs = lm.num_layers, lm.info.hidden_size, req.batch_size
     seconds = time.perf_counter() - t0
     meta = {
         "format": FORMAT, "version": 1, "model_id": lm.info.model_id, "model_type": lm.info.model_type,
@@ -238,12 +267,11 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
         "categories": ds.categories, "tools": [p.tool for p in ds.prompts],
         "answers": [p.answer for p in ds.prompts], "pairs": [p.pair for p in ds.prompts],
         "num_tokens": [len(r) for r in rows],
-        "generate_tokens": req.generate, "generations": generations if req.generate else None,
+        "generate_tokens": req.generate, "generations": generations,
         "batch_size": bs, "batches_total": n_batches, "batches_computed": computed, "batches_reused": reused,
         "seconds": seconds,
     }
     _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
-    shutil.rmtree(parts, ignore_errors=True)
     return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
                          metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=hidden,
                          num_layers=n_layers, captured_layers=layers, layer_selection=req.layers,

@@ -1,11 +1,16 @@
 """Snapshot tests (pytest-textual-snapshot) of each screen, on the deterministic fake engine.
 
 Update after an intended UI change: ``.venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update``.
-The Ablation and Steering screens are placeholders their owners replace: they snapshot their own.
+Every screen with a result shown (tests/tui/scenarios.py) at 80×24 (narrow: one pane at a time)
+and 200×50. Steering needs the real engine (its jobs run engine functions directly): its screen
+is in scripts/screenshots.py and tests/tui/test_steering_screen.py.
 """
 
 from __future__ import annotations
 
+import pytest
+
+import scenarios
 from lazarus_tui.app import LazarusApp
 
 SIZE = (160, 50)
@@ -69,3 +74,13 @@ def test_model_picker(snap_compare, fake_engine) -> None:
         pilot.app.action_pick_model()
         await _settle(pilot)
     assert snap_compare(_app(fake_engine), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+@pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
+def test_screen_with_result(snap_compare, fake_engine, name, size) -> None:
+    async def run_before(pilot) -> None:
+        await scenarios.settle(pilot)
+        await scenarios.SCENARIOS[name](pilot)
+        await scenarios.settle(pilot)
+    assert snap_compare(_app(fake_engine), terminal_size=size, run_before=run_before)
