@@ -287,7 +287,10 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if r is None:
             return
         self.result = r
-        self.label_results(activations=Path(r.activations_file).name, prompts=r.num_prompts)
+        c = self.collect_result if self.collect_result is not None and \
+            self.collect_result.activations_file == r.activations_file else None
+        self.label_results(prompts=r.num_prompts, layers=c.request.layers if c else None,
+                           position=c.request.position if c else None, file=Path(r.activations_file).name)
         self.query_one(GeometryTable).show(r)
         self.current_layer = r.best_layer if r.best_layer is not None else r.layers[0].layer
         self.show_layer(self.current_layer)

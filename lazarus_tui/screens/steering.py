@@ -98,6 +98,9 @@ class SteeringScreen(WorkbenchScreen):
     SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
     SteeringScreen #method { width: 14; }
+    SteeringScreen.-narrow .wide-only { display: none; }
+    SteeringScreen.-narrow #strength { width: 20; }
+    SteeringScreen.-narrow #method { width: 11; }
     """
     BINDINGS = [
         Binding("left", "strength(-1)", "Weaker"),
@@ -128,16 +131,18 @@ class SteeringScreen(WorkbenchScreen):
         with Horizontal(classes="controls"):
             yield PromptInput(placeholder="prompt to steer (enter to generate)", id="prompt")
             yield StrengthBar(self._strength_text(), id="strength")
-            yield Label("tokens")
-            yield Input("16", type="integer", id="tokens", classes="small")
-            yield Label("compare")
-            yield Input("-0.3,0,0.3", id="compare", classes="medium")
+            yield Label("tokens", classes="wide-only")
+            yield Input("16", type="integer", id="tokens", classes="small", tooltip="tokens to generate")
+            yield Label("compare", classes="wide-only")
+            yield Input("-0.3,0,0.3", id="compare", classes="medium", tooltip="coefficients for c (side by side)")
         yield Static("extract a direction, then type a prompt", id="live")
         with VerticalScroll(id="steer-out"):
             yield Horizontal(id="compare-out")
 
     def on_mount(self) -> None:
         self.query_one("#positive", Input).focus()
+        for id_, title in (("tokens", "tokens"), ("compare", "compare")):
+            self.query_one(f"#{id_}", Input).border_title = title  # the label where the narrow layout has none
 
     # -- state -------------------------------------------------------------------------------
     def _strength_text(self) -> str:

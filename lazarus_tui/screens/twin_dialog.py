@@ -47,7 +47,7 @@ class TwinDialog(ModalScreen[None]):
     ]
     DEFAULT_CSS = """
     TwinDialog { align: center middle; }
-    TwinDialog #twin-box { width: 90%; max-width: 160; height: auto; max-height: 90%;
+    TwinDialog #twin-box { width: 100%; max-width: 160; height: auto; max-height: 100%; margin: 0 1;
                            border: thick $primary; background: $surface; padding: 0 1; }
     TwinDialog #twin-text { height: auto; max-height: 20; }
     TwinDialog #twin-note { color: $text-muted; height: auto; }
