@@ -19,8 +19,8 @@ def integer_ticks(xs: list[float], slots: int) -> list[int]:
     step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if (hi - lo) / s < slots)
     ticks = [t for t in range(lo - lo % step, hi + 1, step) if t >= lo]
     if not ticks or ticks[0] != lo:
-        ticks = [lo] + [t for t in ticks if (t - lo) * 2 >= step]  # the first layer too, without crowding
-    if ticks[-1] != hi and ((hi - ticks[-1]) * 2 >= step or len(ticks) == 1):
+        ticks = [lo] + [t for t in ticks if (t - lo) * 2 > step]  # the first layer too, without crowding
+    if ticks[-1] != hi and ((hi - ticks[-1]) * 2 > step or len(ticks) == 1):
         ticks.append(hi)  # the last layer is always labelled when there is room
     elif ticks[-1] != hi:
         ticks[-1] = hi
