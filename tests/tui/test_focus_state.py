@@ -86,6 +86,34 @@ async def test_running_keeps_the_typing_focus_and_slash_reaches_the_prompt(fake_
         assert fake_engine.requests[-1].prompt == scenarios.PROMPT
 
 
+RUN_FROM_FIELD = {  # screen key, the field enter runs from, values to fill first
+    "lens": ("f1", "#prompt", {"#prompt": scenarios.PROMPT}),
+    "tracking": ("f2", "#prompt", {"#prompt": scenarios.PROMPT}),
+    "ablation": ("f3", "#criterion", {"#prompt": scenarios.PROMPT, "#criterion": "Paris"}),
+    "workbench": ("f5", "#f-prompts", {"#f-prompts": "a b|c d", "#f-layers": "0,7"}),
+    "circuit": ("f6", "#ci-path", {"#ci-path": "/tmp/x.json"}),
+}
+
+
+@pytest.mark.parametrize("name", list(RUN_FROM_FIELD))
+async def test_a_run_never_takes_the_focus_from_the_field(fake_engine, name) -> None:
+    key, field, values = RUN_FROM_FIELD[name]
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await scenarios.goto(pilot, key)
+        if name == "workbench":
+            await screen.choose("layer")
+        for selector, value in values.items():
+            screen.query_one(selector, Input).value = value
+        screen.query_one(field, Input).focus()
+        await pilot.pause()
+        n = len(fake_engine.requests)
+        await pilot.press("enter")
+        await scenarios.settle(pilot)
+        assert len(fake_engine.requests) > n, "enter in the field runs the screen's request"
+        assert screen.query_one(field, Input).has_focus
+
+
 async def test_narrow_panes_switch_and_the_focus_stays_visible(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(80, 24)) as pilot:
