@@ -33,7 +33,7 @@ def screenshot_dir() -> Path:
 def screen_commands(app: App[Any], screen: Screen) -> Iterable[SystemCommand]:
     """Every binding of ``screen`` as a palette command (reachable whatever has the focus)."""
     seen: set[str] = set()
-    for _, b in screen._bindings:  # noqa: SLF001  (the merged class BINDINGS)
+    for _, b in screen._bindings:  # the merged class BINDINGS
         if b.action in seen or b.action in ("leave_field",):
             continue
         seen.add(b.action)

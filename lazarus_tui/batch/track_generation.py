@@ -6,7 +6,14 @@ from __future__ import annotations
 import shlex
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, emit, model_header, out,
+    ArgumentParser,
+    JobRunner,
+    add_chat_args,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
 )
 
 

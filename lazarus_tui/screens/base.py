@@ -33,7 +33,6 @@ from engine.session import Job
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.model_bar import ModelBar
 
-
 TEXT_FIELDS = (Input, TextArea)
 _NAMED_CHARACTERS = {"slash": "/", "minus": "-", "plus": "+"}  # names Textual's key_to_character misses
 

@@ -211,6 +211,20 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
     def update_output_placeholder(self) -> None:
         out = Path(self.default_output())
         self.query_one("#ci-output", Input).placeholder = f"blank: {out.name} in {str(out.parent).replace(str(Path.home()), '~')}"
+        self.check_stale()
+
+    def check_stale(self) -> None:
+        """Results on screen from other collect settings (dataset, layers, position) are stale."""
+        c = self.collect_result
+        if self.result is None or c is None or c.activations_file != self.result.activations_file:
+            return
+        now = (self.summary.path if self.summary else None, self.layer_spec(),
+               self.query_one("#ci-position", Select).value)
+        then = (c.request.dataset, c.request.layers, c.request.position)
+        if now != then:
+            self.mark_stale(f"settings now {now[1]} / {now[2]} on {Path(now[0] or '?').name}; c collects with them")
+        elif self.stale_reason and self.stale_reason.startswith("settings now"):
+            self.label_results(**{k: v for k, v in self.provenance.items() if k not in ("model", "chat template")})
 
     @on(Select.Changed)
     def setting_changed(self) -> None:

@@ -7,10 +7,10 @@ from what the keys do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
@@ -46,21 +46,21 @@ def _rows(app: Any, bindings: list[Binding]) -> list[str]:
 def keys_markdown(app: Any, screen: Any) -> str:
     head = ["| key | action | works |", "|---|---|---|"]
     parts: list[str] = []
-    screen_rows = _rows(app, [b for _, b in screen._bindings])  # noqa: SLF001  (the merged class BINDINGS)
+    screen_rows = _rows(app, [b for _, b in screen._bindings])  # the merged class BINDINGS
     if screen_rows:
         parts += [f"## Keys on {getattr(screen, 'TITLE', 'this screen')}", "", *head, *screen_rows, ""]
     entries = getattr(app, "entries", [])
     everywhere = [f"| {' '.join(f'`{k}`' for k in (e.key, 'f' + e.key))} | {e.title} screen | "
                   f"`f{e.key}` everywhere, `{e.key}` outside text fields |" for e in entries]
-    everywhere += _rows(app, [b for _, b in app._bindings])  # noqa: SLF001
+    everywhere += _rows(app, [b for _, b in app._bindings])
     parts += ["## Everywhere", "", *head, *everywhere, "",
-              "A text field types every printable key; `esc` leaves it for the screen's main view, "
-              "where the single-key actions act. The footer lists the keys that act where the focus is."]
+              ("A text field types every printable key; `esc` leaves it for the screen's main view, "
+               "where the single-key actions act. The footer lists the keys that act where the focus is.")]
     return "\n".join(parts)
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
 
     def __init__(self, text: str, keys: str = "") -> None:
         super().__init__()

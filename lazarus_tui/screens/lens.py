@@ -145,6 +145,15 @@ put through the model's final norm and unembedding. The table fills as layers fi
             f"prediction [b]{tok(result.predicted_token)}[/b] p={result.predicted_probability:.3f} · "
             f"decision: {dec}{kl} · position {result.position} {tok(result.tokens[result.position])}")
 
+    @on(Select.Changed, "#strategy")
+    def strategy_changed(self, event: Select.Changed) -> None:
+        if self.result is None:
+            return
+        if event.value != self.result.request.layer_strategy.value:
+            self.mark_stale(f"layers now {event.value}; enter reruns")
+        elif self.stale_reason and self.stale_reason.startswith("layers now"):
+            self.label_results(position=self.result.position, layers=self.result.request.layer_strategy.value)
+
     # -- browsing ----------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#layers")
     @on(DataTable.RowHighlighted, "#layers")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static, TextArea
@@ -40,7 +41,7 @@ def save_script(lines: list[str], title: str, directory: Path | None = None) -> 
 
 
 class TwinDialog(ModalScreen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "copy", "Copy"),
         Binding("s", "save", "Save as script"),
         Binding("escape,q", "app.pop_screen", "Close"),

@@ -7,9 +7,9 @@ import os
 import shlex
 
 import pytest
+import scenarios
 from textual.widgets import Input
 
-import scenarios
 from lazarus_tui.app import LazarusApp
 from lazarus_tui.screens.help import HelpScreen
 from lazarus_tui.screens.twin_dialog import TwinDialog
@@ -241,3 +241,25 @@ async def test_screenshot_goes_to_a_known_place(fake_engine, tmp_path, monkeypat
         assert os.path.dirname(path) == str(tmp_path / "new" / "screenshots")
         await pilot.pause()
         assert any(str(path) in n.message for n in app._notifications)
+
+
+async def test_changed_settings_mark_results_stale(fake_engine) -> None:
+    """Circuit: other collect settings than the shown results'; lens: another layer strategy."""
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await scenarios.circuit(pilot)
+        screen = app.screen
+        line = screen.query_one("#provenance")
+        assert "layers all · position last" in str(line.render())
+        screen.query_one("#ci-position").value = "mean"
+        await pilot.pause()
+        assert str(line.render()).startswith("STALE (settings now all / mean")
+        assert screen.query_one("#ci-right").has_class("-stale")
+        screen.query_one("#ci-position").value = "last"
+        await pilot.pause()
+        assert not str(line.render()).startswith("STALE")
+        await scenarios.lens(pilot)
+        screen = app.screen
+        screen.query_one("#strategy").value = "first_last"
+        await pilot.pause()
+        assert str(screen.query_one("#provenance").render()).startswith("STALE (layers now first_last")

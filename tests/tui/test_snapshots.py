@@ -9,8 +9,8 @@ is in scripts/screenshots.py and tests/tui/test_steering_screen.py.
 from __future__ import annotations
 
 import pytest
-
 import scenarios
+
 from lazarus_tui.app import LazarusApp
 
 SIZE = (160, 50)
