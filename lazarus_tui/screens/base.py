@@ -10,8 +10,9 @@ The focus model (docs/tui.md, "Keys and focus") lives here, in one place:
 * a text field (``Input``) types every printable key; single-key actions (letters, digits,
   ``/``, ``[``, ``?``) act only when focus is outside text fields, and the footer lists only
   the keys that act where the focus is (Textual drops the bindings a focused field consumes);
-* ``esc`` in a text field leaves it for the screen's main view (``HOME``), so every action is
-  one ``esc`` away; ``esc`` outside text fields cancels the running request;
+* ``esc`` cancels the screen's running request, from anywhere (the footer then says *Cancel*);
+  when nothing runs, ``esc`` in a text field leaves it for the screen's main view (``HOME``), so
+  every single-key action is one ``esc`` away;
 * focusing a field never selects its text (the next key would erase it);
 * a finished run moves the focus only when the user is not typing in a field (``focus_view``).
 """
@@ -79,7 +80,7 @@ class WorkbenchScreen(Screen):
         yield ModelBar()
         yield from self.compose_body()
         yield Static(id="provenance")
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -211,12 +212,12 @@ class WorkbenchScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.in_text_field() and action in self._typed_actions():
             return False  # the field types the key; the footer must not offer it
-        if action == "leave_field":
-            return self.in_text_field()
+        if action == "leave_field":  # esc: while a request runs it cancels, from anywhere
+            return self.in_text_field() and not self.jobs
         if action == "switch_pane":
             return bool(self.PANES) and self.narrow()
         if action == "cancel_job":
-            return False if self.in_text_field() else (True if self.jobs else None)
+            return True if self.jobs else (False if self.in_text_field() else None)
         return True
 
     def action_leave_field(self) -> None:

@@ -20,9 +20,9 @@ def where(binding: Binding) -> str:
     from lazarus_tui.screens.base import typed_in_fields
 
     if binding.action == "leave_field":
-        return "in text fields"
+        return "in text fields, when nothing runs"
     if binding.action == "cancel_job":
-        return "outside text fields"
+        return "everywhere, while a request runs"
     if binding.priority or not typed_in_fields(binding.key):
         return "everywhere"
     return "outside text fields (`esc` first)"

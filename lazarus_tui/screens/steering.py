@@ -99,8 +99,8 @@ class SteeringScreen(WorkbenchScreen):
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
     SteeringScreen #method { width: 14; }
     SteeringScreen.-narrow .wide-only { display: none; }
-    SteeringScreen.-narrow #strength { width: 20; }
-    SteeringScreen.-narrow #method { width: 11; }
+    SteeringScreen.-narrow #strength { width: 23; }
+    SteeringScreen.-narrow #method { width: 12; }
     """
     BINDINGS = [
         Binding("left", "strength(-1)", "Weaker"),
@@ -141,7 +141,7 @@ class SteeringScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one("#positive", Input).focus()
-        for id_, title in (("tokens", "tokens"), ("compare", "compare")):
+        for id_, title in (("tokens", "n"), ("compare", "compare")):
             self.query_one(f"#{id_}", Input).border_title = title  # the label where the narrow layout has none
 
     # -- state -------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ async def test_cancel_leaves_screen_usable(real_engine) -> None:
             if "layer" in app.screen.status:
                 break
         job = screen.jobs["lens"]
-        await pilot.press("escape")
+        await pilot.press("escape")  # cancels, though the focus is still in the prompt
         await settle(app, pilot)
         assert job.cancel_requested and job.done()
         assert app.screen.status == "analyze: cancelled"

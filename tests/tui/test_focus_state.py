@@ -86,6 +86,31 @@ async def test_running_keeps_the_typing_focus_and_slash_reaches_the_prompt(fake_
         assert fake_engine.requests[-1].prompt == scenarios.PROMPT
 
 
+async def test_esc_cancels_a_running_request_from_the_field(fake_engine) -> None:
+    """While a request runs, esc cancels it wherever the focus is (the footer says so); then esc
+    leaves the field again."""
+    from engine.errors import Cancelled
+    from engine.session import Job
+
+    job: Job = Job("slow")
+    fake_engine.analyze = lambda req, on_progress=None: job  # never finishes on its own
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await scenarios.goto(pilot, "f1")
+        prompt = screen.query_one("#prompt", Input)
+        await pilot.press(*scenarios.PROMPT, "enter")
+        await pilot.pause(0.1)
+        assert screen.jobs and app.screen.active_bindings["escape"].binding.action == "cancel_job"
+        await pilot.press("escape")
+        assert job.cancel_requested and prompt.has_focus
+        job.future.set_exception(Cancelled("cancelled"))  # the engine stops at its next check
+        await scenarios.settle(pilot)
+        assert screen.status == "analyze: cancelled" and not screen.jobs
+        assert app.screen.active_bindings["escape"].binding.action == "leave_field"
+        await pilot.press("escape")
+        assert screen.query_one("#layers").has_focus
+
+
 RUN_FROM_FIELD = {  # screen key, the field enter runs from, values to fill first
     "lens": ("f1", "#prompt", {"#prompt": scenarios.PROMPT}),
     "tracking": ("f2", "#prompt", {"#prompt": scenarios.PROMPT}),

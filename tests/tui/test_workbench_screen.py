@@ -93,7 +93,7 @@ async def test_layer_cosine_heatmap_real(real_engine) -> None:
         got = json.loads(proc.stdout)["layers"]  # the twin reproduces the screen's matrices
         assert [g["layer"] for g in got] == [ls.layer for ls in r.layers]
         for g, ls in zip(got, r.layers):
-            assert g["cosine"] == pytest.approx(ls.cosine, abs=1e-6)
+            np.testing.assert_allclose(np.array(g["cosine"]), np.array(ls.cosine), atol=1e-6)
 
 
 @pytest.mark.real_model
