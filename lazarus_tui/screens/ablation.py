@@ -53,15 +53,13 @@ cache, every position), and compare with the un-ablated baseline.
   each prompt passes when its expected answer appears, and the table shows every prompt.
 * the panes show the highlighted cell's baseline and ablated text side by side.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | arrows | move in the grid |
 | `space` | toggle the cell |
 | `enter` | run the toggled cells together (also from any field) |
-| `s` | sweep the highlighted column over all layers |
-| `b` | show the batch twin (`lazarus --batch ablate …`) |
-| `/` | to the prompt |
-| `esc` | cancel (cells done so far stay) |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sweep", "Sweep column"),

@@ -77,14 +77,12 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
    (components for 90/95% of the variance) and binary / category probes (held-out 25% and CV)
    against the majority baseline.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | build / load the dataset (list, path) |
-| `c`, `ctrl+r` | collect, then analyze |
-| `a` | analyze the output file |
 | `up` / `down` (table) | move through layers: the layer's PCA variance curve |
-| `b` | the batch twin command lines |
-| `esc` | cancel |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "collect", "Collect"),

@@ -16,6 +16,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
 
+def _field_keys() -> set[str]:
+    """Keys a text field binds itself (arrows, home, backspace…): they act only outside fields."""
+    from textual.widgets import Input
+
+    return {k.strip() for b in Input.BINDINGS if isinstance(b, Binding) for k in b.key.split(",")}
+
+
 def where(binding: Binding) -> str:
     from lazarus_tui.screens.base import typed_in_fields
 
@@ -23,7 +30,7 @@ def where(binding: Binding) -> str:
         return "in text fields, when nothing runs"
     if binding.action == "cancel_job":
         return "everywhere, while a request runs"
-    if binding.priority or not typed_in_fields(binding.key):
+    if binding.priority or not (typed_in_fields(binding.key) or binding.key in _field_keys()):
         return "everywhere"
     return "outside text fields (`esc` first)"
 
@@ -46,7 +53,8 @@ def _rows(app: Any, bindings: list[Binding]) -> list[str]:
 def keys_markdown(app: Any, screen: Any) -> str:
     head = ["| key | action | works |", "|---|---|---|"]
     parts: list[str] = []
-    screen_rows = _rows(app, [b for _, b in screen._bindings])  # the merged class BINDINGS
+    screen_rows = _rows(app, [b for _, b in screen._bindings
+                              if b.action != "switch_pane" or getattr(screen, "PANES", ())])  # the merged class BINDINGS
     if screen_rows:
         parts += [f"## Keys on {getattr(screen, 'TITLE', 'this screen')}", "", *head, *screen_rows, ""]
     entries = getattr(app, "entries", [])

@@ -41,14 +41,13 @@ put through the model's final norm and unembedding. The table fills as layers fi
 * **max KL** (yellow, `*`): the layer after the largest KL jump between consecutive layers
 * the strip under the table: the final token's rank at each layer (green = rank 1)
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens |
 | `up`/`down` (prompt) | prompt history |
 | `up`/`down` (table) | move through layers; `enter` shows a layer's full top-k and KL to the next |
-| `[` / `]` | lens at the previous / next prompt position |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("left_square_bracket", "position(-1)", "Prev pos"),

@@ -79,14 +79,12 @@ class SteeringScreen(WorkbenchScreen):
    re-generate live (the previous generation is cancelled).
 3. **c**: side-by-side outputs for the coefficient list, in one batch.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | extract (in the prompt lists) / generate (in the prompt) |
-| `←` `→` | strength −/+ 0.05, live |
-| `[` `]` | previous / next layer |
-| `c` | compare the coefficient list side by side |
-| `b` | show the batch twin command |
-| `esc` | cancel |
+| `←` `→` (strength bar) | strength −/+ 0.05, live |
 """
     DEFAULT_CSS = """
     SteeringScreen #sep-chart { height: 1fr; min-height: 6; }

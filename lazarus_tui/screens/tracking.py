@@ -42,15 +42,14 @@ first is tracked and you are warned.
 which layer it became top-1 (grid cell = its rank at that layer; green = rank 1; *settled* =
 the layer from which it stays top-1).
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens with the tracked tokens |
 | `enter` (track) | add the token |
 | `delete` (tracked list) | remove the highlighted token |
 | `enter` (N) or `ctrl+g` | generate N tokens and track them |
-| `ctrl+l` | toggle log scale |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("ctrl+l", "toggle_log", "Log scale"),

@@ -46,12 +46,11 @@ side), **weight-diff**, **activation-diff** and **patch** (activation patching p
 
 Results are tables (cosine matrices as coloured heatmaps: red low, green high) and charts.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | run (in the form) / go to the form (in the list) |
-| `b` | show the batch twin (`lazarus --batch NAME …`) |
-| `l` | back to the analysis list |
-| `esc` | cancel |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("b", "twin", "Batch twin"),
