@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shlex
 
-import pytest
 import scenarios
 from textual.widgets import Input
 
@@ -25,51 +24,49 @@ SCREENS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SCREENS))
-async def test_keys_type_in_fields_and_act_after_esc(fake_engine, name) -> None:
-    key, field, letters = SCREENS[name]
+async def test_keys_type_in_fields_and_act_after_esc_on_every_screen(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await scenarios.goto(pilot, key)
-        box = screen.query_one(field, Input)
-        box.value = "ab"
-        box.focus()
-        await pilot.pause()
-        box.cursor_position = 2
-        typed = letters + "123?qm"
-        await pilot.press(*typed)
-        await pilot.pause()
-        assert app.screen is screen, "a key typed in a field must not switch screens or open dialogs"
-        assert box.value == "ab" + typed and box.has_focus
-        # the footer lists only keys that act here: no single-character screen action
-        active = app.screen.active_bindings
-        assert not any(len(k) == 1 or k in ("slash", "question_mark", "left_square_bracket") for k in active)
-        assert active["escape"].binding.action == "leave_field"
-        await pilot.press("escape")  # out of the field, to the screen's main view: never lost
-        await pilot.pause()
-        assert app.screen.focused is not None and not isinstance(app.screen.focused, Input)
-        assert app.screen.focused.display and box.value == "ab" + typed
-        assert app.screen.active_bindings["escape"].binding.action == "cancel_job"
-        assert "b" in app.screen.active_bindings  # now the letter keys act
+        for key, field, letters in SCREENS.values():
+            screen = await scenarios.goto(pilot, key)
+            box = screen.query_one(field, Input)
+            box.value = "ab"
+            box.focus()
+            await pilot.pause()
+            box.cursor_position = 2
+            typed = letters + "123?qm"
+            await pilot.press(*typed)
+            await pilot.pause()
+            assert app.screen is screen, "a key typed in a field must not switch screens or open dialogs"
+            assert box.value == "ab" + typed and box.has_focus
+            # the footer lists only keys that act here: no single-character screen action
+            active = app.screen.active_bindings
+            assert not any(len(k) == 1 or k in ("slash", "question_mark", "left_square_bracket") for k in active)
+            assert active["escape"].binding.action == "leave_field"
+            await pilot.press("escape")  # out of the field, to the screen's main view: never lost
+            await pilot.pause()
+            assert app.screen.focused is not None and not isinstance(app.screen.focused, Input)
+            assert app.screen.focused.display and box.value == "ab" + typed
+            assert app.screen.active_bindings["escape"].binding.action == "cancel_job"
+            assert "b" in app.screen.active_bindings  # now the letter keys act
 
 
-@pytest.mark.parametrize("name", list(SCREENS))
-async def test_tab_into_a_filled_field_does_not_select_it(fake_engine, name) -> None:
-    key, field, _ = SCREENS[name]
+async def test_tab_into_a_filled_field_does_not_select_it_on_every_screen(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
-        screen = await scenarios.goto(pilot, key)
-        box = screen.query_one(field, Input)
-        box.value = "keep me"
-        box.focus()
-        await pilot.pause()
-        screen.focus_previous()
-        await pilot.pause()
-        await pilot.press("tab")
-        await pilot.pause()
-        assert box.has_focus and box.selection.is_empty
-        await pilot.press("end", "!")
-        assert box.value == "keep me!"
+        for key, field, _ in SCREENS.values():
+            screen = await scenarios.goto(pilot, key)
+            box = screen.query_one(field, Input)
+            box.value = "keep me"
+            box.focus()
+            await pilot.pause()
+            screen.focus_previous()
+            await pilot.pause()
+            await pilot.press("tab")
+            await pilot.pause()
+            assert box.has_focus and box.selection.is_empty
+            await pilot.press("end", "!")
+            assert box.value == "keep me!"
 
 
 async def test_running_keeps_the_typing_focus_and_slash_reaches_the_prompt(fake_engine) -> None:
@@ -120,23 +117,22 @@ RUN_FROM_FIELD = {  # screen key, the field enter runs from, values to fill firs
 }
 
 
-@pytest.mark.parametrize("name", list(RUN_FROM_FIELD))
-async def test_a_run_never_takes_the_focus_from_the_field(fake_engine, name) -> None:
-    key, field, values = RUN_FROM_FIELD[name]
+async def test_a_run_never_takes_the_focus_from_the_field(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
-        screen = await scenarios.goto(pilot, key)
-        if name == "workbench":
-            await screen.choose("layer")
-        for selector, value in values.items():
-            screen.query_one(selector, Input).value = value
-        screen.query_one(field, Input).focus()
-        await pilot.pause()
-        n = len(fake_engine.requests)
-        await pilot.press("enter")
-        await scenarios.settle(pilot)
-        assert len(fake_engine.requests) > n, "enter in the field runs the screen's request"
-        assert screen.query_one(field, Input).has_focus
+        for name, (key, field, values) in RUN_FROM_FIELD.items():
+            screen = await scenarios.goto(pilot, key)
+            if name == "workbench":
+                await screen.choose("layer")
+            for selector, value in values.items():
+                screen.query_one(selector, Input).value = value
+            screen.query_one(field, Input).focus()
+            await pilot.pause()
+            n = len(fake_engine.requests)
+            await pilot.press("enter")
+            await scenarios.settle(pilot)
+            assert len(fake_engine.requests) > n, f"{name}: enter in the field runs the screen's request"
+            assert screen.query_one(field, Input).has_focus, name
 
 
 async def test_narrow_panes_switch_and_the_focus_stays_visible(fake_engine) -> None:
@@ -202,58 +198,59 @@ async def test_results_are_labelled_and_marked_stale(fake_engine) -> None:
         await scenarios.settle(pilot)
 
 
-@pytest.mark.parametrize("name", ["lens", "tracking", "ablation", "workbench"])
-async def test_chat_template_is_off_unless_asked(fake_engine, name) -> None:
+async def test_chat_template_is_off_unless_asked(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
-        await scenarios.SCENARIOS[name](pilot)
-        first = fake_engine.requests[-1]
-        assert first.chat is False
-        chat = app.screen.query("#chat, #f-chat").first()
-        assert chat.value is False and chat.display
-        chat.value = True
-        await pilot.pause()
-        assert "STALE" in str(app.screen.query_one("#provenance").render())
-        if name == "workbench":
-            app.screen.action_run()
-        elif name == "ablation":
-            app.screen.action_run_set()
-        else:
-            app.screen.query_one("#prompt").focus()
-            await pilot.press("enter")
-        await scenarios.settle(pilot)
-        assert fake_engine.requests[-1].chat is True
-        assert "chat template on" in str(app.screen.query_one("#provenance").render())
+        for name in ("lens", "tracking", "ablation", "workbench"):
+            await scenarios.SCENARIOS[name](pilot)
+            first = fake_engine.requests[-1]
+            assert first.chat is False, name
+            chat = app.screen.query("#chat, #f-chat").first()
+            assert chat.value is False and chat.display
+            chat.value = True
+            await pilot.pause()
+            assert "STALE" in str(app.screen.query_one("#provenance").render())
+            if name == "workbench":
+                app.screen.action_run()
+            elif name == "ablation":
+                app.screen.action_run_set()
+            else:
+                app.screen.query_one("#prompt").focus()
+                await pilot.press("enter")
+            await scenarios.settle(pilot)
+            assert fake_engine.requests[-1].chat is True, name
+            assert "chat template on" in str(app.screen.query_one("#provenance").render())
+            chat.value = False
 
 
-@pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
-async def test_twin_dialog(fake_engine, name, tmp_path, monkeypatch) -> None:
+async def test_twin_dialog_on_every_screen(fake_engine, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LAZARUS_CACHE", str(tmp_path))
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await scenarios.SCENARIOS[name](pilot)
-        screen = app.screen
-        if screen.in_text_field():
+        for name, scenario in scenarios.SCENARIOS.items():
+            await scenario(pilot)
+            screen = app.screen
+            if screen.in_text_field():
+                await pilot.press("escape")
+            await pilot.press("b")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, TwinDialog), name
+            lines = dialog.lines
+            assert lines and all(line.startswith("lazarus --batch ") for line in lines)
+            assert dialog.query_one("#twin-text").text == "\n".join(lines)  # the whole command, not a toast
+            for line in lines:
+                shlex.split(line)  # a valid shell line
+            await pilot.press("c")
+            assert app.clipboard == "\n".join(lines)
+            await pilot.press("s")
+            script = dialog.saved
+            assert script is not None and script.parent == tmp_path / "twins"
+            assert os.access(script, os.X_OK) and script.read_text().splitlines()[3:] == lines
+            if name == "tracking":  # the grid on screen: the generate-and-track line is part of the twin
+                assert lines[1].startswith("lazarus --batch track-generation") and "-n 4" in lines[1]
             await pilot.press("escape")
-        await pilot.press("b")
-        await pilot.pause()
-        dialog = app.screen
-        assert isinstance(dialog, TwinDialog)
-        lines = dialog.lines
-        assert lines and all(line.startswith("lazarus --batch ") for line in lines)
-        assert dialog.query_one("#twin-text").text == "\n".join(lines)  # the whole command, not a toast
-        for line in lines:
-            shlex.split(line)  # a valid shell line
-        await pilot.press("c")
-        assert app.clipboard == "\n".join(lines)
-        await pilot.press("s")
-        script = dialog.saved
-        assert script is not None and script.parent == tmp_path / "twins"
-        assert os.access(script, os.X_OK) and script.read_text().splitlines()[3:] == lines
-        if name == "tracking":  # the grid on screen: the generate-and-track line is part of the twin
-            assert lines[1].startswith("lazarus --batch track-generation") and "-n 4" in lines[1]
-        await pilot.press("escape")
-        assert app.screen is screen
+            assert app.screen is screen
 
 
 async def test_screenshot_goes_to_a_known_place(fake_engine, tmp_path, monkeypatch) -> None:
