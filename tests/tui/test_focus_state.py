@@ -158,6 +158,9 @@ async def test_help_is_generated_from_the_bindings(fake_engine) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await scenarios.goto(pilot, "f6")
         app.screen.query_one("#ci-sources").focus()
+        # every action of the screen is in the command palette too (reachable from any focus)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Circuit: Collect", "Circuit: Analyze", "Circuit: Batch twin", "Circuit: Cancel"} <= titles
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = app.screen.keys
