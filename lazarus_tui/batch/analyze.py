@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
+    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
 )
 
 
@@ -19,9 +19,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--embedding-scale", type=float, default=None)
     p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
-    chat = p.add_mutually_exclusive_group()
-    chat.add_argument("--chat", action="store_true", help="apply the chat template")
-    chat.add_argument("--raw", action="store_true", help="raw prompt (the default)")
+    add_chat_args(p)
     add_output_args(p)
     return p
 
