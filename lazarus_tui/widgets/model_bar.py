@@ -29,15 +29,17 @@ class ModelBar(Horizontal):
         app: Any = self.app
         self.query_one("#model-title", Static).update(f"[b]lazarus[/b] · {self.screen.TITLE}")  # type: ignore[attr-defined]
         self.watch(app, "model_info", self._info, init=True)
-        self.watch(app, "engine_status", self._status, init=True)
+        self.watch(app, "engine_status", self._app_status, init=True)
         if hasattr(self.screen, "status"):
-            self.watch(self.screen, "status", self._status, init=True)
+            self.watch(self.screen, "status", self._screen_status, init=True)
 
     def _info(self, info: Any) -> None:
         self.query_one("#model-facts", Static).update(describe_model(info, getattr(self.app, "blas", "")))
 
-    def _status(self, _: str = "") -> None:
-        app_status = getattr(self.app, "engine_status", "")
-        own = getattr(self.screen, "status", "")
-        loading = app_status.startswith(("loading", "load failed"))
-        self.query_one("#engine-status", Static).update(app_status if loading or not own else own)
+    # The latest news wins: the app's (model loading, engine restarted) or this screen's own job.
+    def _app_status(self, status: str) -> None:
+        self.query_one("#engine-status", Static).update(status)
+
+    def _screen_status(self, status: str) -> None:
+        if status:
+            self.query_one("#engine-status", Static).update(status)
