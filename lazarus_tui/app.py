@@ -83,7 +83,11 @@ class LazarusApp(App[int]):
 
     # -- global actions ----------------------------------------------------------------------
     def action_screen_key(self, key: str) -> None:
+        from lazarus_tui.screens.twin_dialog import TwinDialog
+
         entry = next((e for e in self.entries if e.key == key), None)
+        if entry is not None and isinstance(self.screen, TwinDialog):
+            self.pop_screen()  # the twin dialog is read-only: a screen key closes it and goes on
         if entry is not None and not isinstance(self.screen, (HelpScreen, ModelPicker)):
             self.switch_mode(entry.name)
 
