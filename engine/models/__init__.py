@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import time
 import weakref
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import engine  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx
 import mlx.nn as nn
 from pydantic import BaseModel, ConfigDict
 
+import engine  # noqa: F401  (loads the BLAS before mlx)
 from engine.errors import InputError, ModelLoadError
 from engine.models import registry
 from engine.models.adapter import Adapter, adapter_for
@@ -147,7 +146,8 @@ def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"mlx-lm has no model class for {model_type!r}") from exc
     model = mod.Model(mod.ModelArgs.from_dict(config))
-    weights = model.sanitize(weights)
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as exc:
@@ -212,14 +212,8 @@ def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scal
         from engine.models import gguf_loader
 
         assert path is not None
-        gguf_loader.check_header(path)
-        conv = registry.models_dir() / "converted" / gguf_loader.cache_key(path)
-        if not (conv / "model.safetensors").exists():
-            gguf_loader.convert(path, conv, progress)
-        config = json.loads((conv / "config.json").read_text())
-        weights = mx.load(str(conv / "model.safetensors"))
+        config, weights, tokenizer = gguf_loader.load(path, progress)
         model = _build(config, weights)
-        tokenizer = Tokenizer.load_saved(conv)
         source = str(path)
     else:
         if path is None:
