@@ -2,8 +2,8 @@
 separation chart, then steer a prompt live (← → change the strength; each change re-generates
 a short continuation, cancelling the previous one) or side by side for a coefficient list.
 
-Composition and wiring only: extraction and generation are ``engine.steering`` jobs on the
-engine thread (``run_extract`` / ``run_steer``), awaited by exclusive workers.
+Composition and wiring only: extraction and generation are ``EngineClient.steer_extract`` /
+``steer`` jobs (``engine.steering`` on the engine thread), awaited by exclusive workers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from engine.session import Job
 from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.charts import LayerChart
 from lazarus_tui.widgets.messages import EngineProgress
@@ -57,11 +56,6 @@ class StrengthBar(Static, can_focus=True):
     """The current strength; focused, ← → change it."""
 
 
-def _submit(engine: Any, fn: Any, name: str, on_progress: Any = None) -> Job[Any]:
-    """Run ``fn(ctx)`` as a job on the engine client's session (the one engine thread)."""
-    return engine.session.submit(fn, name=name, on_progress=on_progress)
-
-
 class SteeringScreen(WorkbenchScreen):
     TITLE = "Steering"
     HOME = "#strength"
@@ -96,6 +90,8 @@ Keys of the fields and views (the screen's own keys are listed below):
     SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
     SteeringScreen #method { width: 14; }
+    SteeringScreen.-short #sep-chart { min-height: 7; }
+    SteeringScreen.-short #steer-out { height: 1fr; max-height: 100%; }
     SteeringScreen.-narrow .wide-only { display: none; }
     SteeringScreen.-narrow #strength { width: 23; }
     SteeringScreen.-narrow #method { width: 12; }
@@ -180,12 +176,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     @work(exclusive=True, group="steer-extract")
     async def run_extract(self, req: Any) -> None:
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_extract
-
-            return run_extract(ctx.model(), req, ctx.cancelled)[1]
-
-        d = await self.run_job("extract", _submit(self.app.engine, job, "steer extract"), "extract")
+        d = await self.run_job("extract", self.app.engine.steer_extract(req), "extract")  # type: ignore[attr-defined]
         if d is None:
             return
         self.direction, self.steer_layer = d, d.layer
@@ -222,16 +213,8 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     @work(exclusive=True, group="steer-live")
     async def run_live(self, req: Any) -> None:
-        d = self.direction
-
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_steer
-
-            return run_steer(ctx.model(), req, ctx.cancelled,
-                             lambda i, n: ctx.progress("token", i, n, "steer"), direction=d)
-
-        res = await self.run_job("live", _submit(self.app.engine, job, "steer live", self.progress_sink("live")),
-                                 "steer")
+        job = self.app.engine.steer(req, self.direction, on_progress=self.progress_sink("live"))  # type: ignore[attr-defined]
+        res = await self.run_job("live", job, "steer")
         if res is None:
             return
         self.live_result = res
@@ -281,14 +264,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     @work(exclusive=True, group="steer-compare")
     async def run_compare(self, req: Any) -> None:
-        d = self.direction
-
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_steer
-
-            return run_steer(ctx.model(), req, ctx.cancelled, direction=d)
-
-        res = await self.run_job("compare", _submit(self.app.engine, job, "steer compare"), "compare")
+        res = await self.run_job("compare", self.app.engine.steer(req, self.direction), "compare")  # type: ignore[attr-defined]
         if res is None:
             return
         self.compare_result = res

@@ -67,6 +67,23 @@ async def ablation(pilot) -> None:
     await settle(pilot)
 
 
+async def steering(pilot) -> None:
+    screen = await goto(pilot, "f4")
+    screen.query_one("#positive").value = "I love it.|What a great day."
+    screen.query_one("#negative").value = "I hate it.|What an awful day."
+    screen.query_one("#layer").value = "5"
+    screen.query_one("#positive").focus()
+    await pilot.press("enter")
+    await settle(pilot)
+    screen.query_one("#prompt").focus()
+    await pilot.press(*"I think the movie was", "enter")
+    await settle(pilot)
+    await pilot.press("escape", "right", "right")  # to the strength bar: +0.10
+    await settle(pilot)
+    await pilot.press("c")  # the coefficient list side by side
+    await settle(pilot)
+
+
 async def workbench(pilot) -> None:
     screen = await goto(pilot, "f5")
     await screen.choose("layer")
@@ -94,4 +111,5 @@ async def circuit(pilot) -> None:
     await settle(pilot)
 
 
-SCENARIOS = {"lens": lens, "tracking": tracking, "ablation": ablation, "workbench": workbench, "circuit": circuit}
+SCENARIOS = {"lens": lens, "tracking": tracking, "ablation": ablation, "steering": steering, "workbench": workbench,
+             "circuit": circuit}

@@ -204,7 +204,7 @@ async def test_results_are_labelled_and_marked_stale(fake_engine) -> None:
 async def test_chat_template_is_off_unless_asked(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
-        for name in ("lens", "tracking", "ablation", "workbench"):
+        for name in ("lens", "tracking", "ablation", "steering", "workbench"):
             await scenarios.SCENARIOS[name](pilot)
             first = fake_engine.requests[-1]
             assert first.chat is False, name

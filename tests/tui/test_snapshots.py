@@ -2,8 +2,7 @@
 
 Update after an intended UI change: ``.venv/bin/pytest tests/tui/test_snapshots.py --snapshot-update``.
 Every screen with a result shown (tests/tui/scenarios.py) at 80×24 (narrow: one pane at a time)
-and 200×50. Steering needs the real engine (its jobs run engine functions directly): its screen
-is in scripts/screenshots.py and tests/tui/test_steering_screen.py.
+and 200×50.
 """
 
 from __future__ import annotations
