@@ -188,25 +188,29 @@ _LOADED: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDict
 
 
 def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
-         embedding_scale: float | None = None, fresh: bool = False) -> LoadedModel:
-    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing."""
+         embedding_scale: float | None = None, fresh: bool = False,
+         stage: tuple[int, int] | None = None) -> LoadedModel:
+    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing.
+
+    ``stage=(rank, size)``: pipeline sharding (engine/pipeline.py): only the blocks of that rank's
+    stage get weights (the others' are never read from disk); embedding, final norm and head stay."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
     stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else None
-    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale)
+    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale, stage)
     if not fresh:
         shared = _LOADED.get(key)
         if shared is not None:
             return shared
-    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0)
+    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0, stage)
     _LOADED[key] = lm
     return lm
 
 
 def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scale: float | None,
-          progress: Progress | None, t0: float) -> LoadedModel:
+          progress: Progress | None, t0: float, stage: tuple[int, int] | None = None) -> LoadedModel:
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader
@@ -221,13 +225,20 @@ def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scal
         from mlx_lm.utils import load_model
 
         try:
-            model, config = load_model(path, lazy=False)
+            model, config = load_model(path, lazy=stage is not None)
         except Exception as exc:
             raise ModelLoadError(f"could not load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         quantized = "quantization" in config
         tokenizer = from_hf_directory(path)
         source = str(path)
     adapter = adapter_for(model, config)
+    if stage is not None and quantized:
+        raise ModelLoadError("pipeline stages need a float checkpoint (GGUF or float safetensors); "
+                             "this one is MLX-quantized")
+    if stage is not None:  # before anything evaluates the weights: the other stages' are never read
+        from engine.pipeline import keep_stage, stage_layers
+
+        keep_stage(model, adapter, *stage_layers(int(config["num_hidden_layers"]), *stage))
     if embedding_scale is not None:
         from dataclasses import replace
 
