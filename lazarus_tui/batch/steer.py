@@ -12,6 +12,7 @@ from __future__ import annotations
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
+    add_chat_args,
     add_model_args,
     emit,
     err,
@@ -52,7 +53,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--criterion", default=None,
                    help="score outputs: substring, 'words:a,b', @wordfile, positive, negative or sentiment")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
     p.add_argument("--one-at-a-time", action="store_true",
                    help="generate each setting separately (same outputs, slower; for comparison)")
     p.add_argument("-o", "--output", default=None, help="FILE.npz: save the extracted direction; else result JSON")
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> int:
         if len(pos) != len(neg):
             raise InputError(f"--positive and --negative must pair up: {len(pos)} positive, {len(neg)} negative")
         extract = ExtractRequest(model=args.model, positive=pos, negative=neg, layer=args.layer, method=args.method,
-                                 chat=not args.raw, name=args.name or f"{args.positive_label} vs {args.negative_label}",
+                                 chat=args.chat, name=args.name or f"{args.positive_label} vs {args.negative_label}",
                                  positive_label=args.positive_label, negative_label=args.negative_label)
 
     runner = JobRunner(args.model, args.dtype)
@@ -107,6 +108,10 @@ def main(argv: list[str]) -> int:
 
     if prompts is None:  # extract only
         assert extract is not None
+        from engine.distributed import env_rank
+
+        if env_rank() != 0:
+            return 0  # under a distributed launcher rank 0 extracts alone
 
         def job_extract(ctx):
             lm = ctx.model()
@@ -121,20 +126,35 @@ def main(argv: list[str]) -> int:
 
     layers = grid if grid else ([args.layer] if args.layer is not None and not args.extract else None)
     req = SteerRequest(model=args.model, prompts=prompts, coefficients=coefs, layers=layers, position=args.position,
-                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=not args.raw,
+                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=args.chat,
                        criterion=args.criterion, batched=not args.one_at_a_time,
                        direction_file=args.direction, neuron=args.neuron)
+
+    from engine.distributed import env_rank, launched, world
+    from engine.steering_split import splits
+
+    if launched() and not splits(req) and env_rank() != 0:
+        return 0  # rank 0 runs it alone
+    w = world() if launched() and splits(req) else None
 
     def job(ctx):
         lm = ctx.model()
         direction = None
         saved = None
         if extract is not None:
-            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=args.output if npz_out else None)
+            save_to = args.output if npz_out and (w is None or w.root) else None
+            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=save_to)
             saved = ex.saved_to
+        if w is not None and w.active:
+            from engine.steering_split import run_steer_distributed
+
+            return lm.info, run_steer_distributed(lm, req, w, ctx.cancelled, direction,
+                                                  lambda d, n: ctx.progress("parts", d, n, "steer: parts")), saved
         return lm.info, run_steer(lm, req, ctx.cancelled, progress(ctx), direction=direction), saved
 
     info, result, saved = runner.run(job, "steer")
+    if result is None:  # a rank other than 0
+        return 0
     if saved:
         err.print(f"[dim]saved direction {saved}[/dim]")
     emit(result, _json_args(args, npz_out), lambda r: render_steer(info, r))
