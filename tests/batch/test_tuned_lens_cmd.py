@@ -63,6 +63,10 @@ def test_analyze_and_compare_read_through_the_lens(smol_lens):
     c = json.loads(proc.stdout)
     assert c["request"]["lens1"] == f"tuned:{path}" and c["request"]["lens2"] == "logit"
     assert c["rows"][-1]["kl_1_2"] < 1e-4  # the last layer reads the same through both
+    proc = lazarus("track-generation", "-p", "The capital of France is", "-n", "1", "--lens", f"tuned:{path}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    g = json.loads(proc.stdout)
+    assert g["lens"]["path"] == str(path) and g["positions"][0]["ranks"][-1] == 1
 
 
 def test_lens_on_another_model_is_refused(smol_lens):
