@@ -19,10 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 from engine.circuit.dataset import load_dataset
 from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
 from engine.errors import Cancelled, InputError
+from engine.fileio import write_atomic
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
 from engine.models import LoadedModel
 
@@ -76,14 +75,7 @@ def _fingerprint(lm: LoadedModel, ds: CircuitDataset, layers: list[int], req: Co
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, binary=True)
 
 
 def _pad_id(lm: LoadedModel) -> int:

@@ -2,7 +2,8 @@
 
 stdout is data (the Rich rendering or ``--json``); stderr is narration and
 progress. User errors are one line and exit code 2; model-load errors exit 3;
-Ctrl-C exits 130; ``-o FILE`` is written to a temp file and renamed.
+Ctrl-C exits 130; ``-o FILE`` is written by engine.fileio (temp file and rename, or written
+through to a device or FIFO). docs/errors.md lists the exit codes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -25,10 +25,23 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (InputError, exit 2)."""
+    """argparse that reports a usage error as one line (InputError, exit 2), and refuses text
+    that is not valid UTF-8 (Python keeps such argv bytes as surrogate escapes)."""
 
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{self.prog}: {message}")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        from engine.fileio import check_utf8
+
+        ns, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(ns, action.dest, None)
+            what = f"{self.prog}: argument {'/'.join(action.option_strings) or action.dest}"
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    check_utf8(item, what)
+        return ns, extras
 
 
 def add_model_args(p: argparse.ArgumentParser, flag: tuple[str, ...] = ("-m", "--model")) -> None:
@@ -38,17 +51,19 @@ def add_model_args(p: argparse.ArgumentParser, flag: tuple[str, ...] = ("-m", "-
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default=None, help="write the result as JSON to this file")
+    from lazarus_tui.batch.flags import output_file
+
+    p.add_argument("-o", "--output", type=output_file, default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
 
 
 def split_prompts(text: str) -> list[str]:
     """``a|b|c`` → three prompts, NOT stripped; ``@file`` → one prompt per line (trailing spaces kept)."""
     if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.exists():
-            raise InputError(f"prompt file not found: {path}")
-        return [line.rstrip("\r\n") for line in path.read_text().splitlines() if line.rstrip("\r\n") != ""]
+        from engine.fileio import read_text
+
+        lines = read_text(text[1:], "prompt file").splitlines()
+        return [line.rstrip("\r\n") for line in lines if line.rstrip("\r\n") != ""]
     return text.split("|")
 
 
@@ -67,10 +82,9 @@ def check_layers(layers: list[int], n_layers: int) -> list[int]:
 
 
 def parse_floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise InputError(f"bad number list {text!r}: expected e.g. -2,-1,0,1,2") from exc
+    from lazarus_tui.batch.flags import finite_list
+
+    return finite_list(text, limit=1000)
 
 
 def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -89,12 +103,9 @@ def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    from engine.fileio import write_atomic as write
+    from engine.fileio import write_text
 
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise InputError(f"output directory does not exist: {target.parent}")
-    write(target, lambda fh: fh.write(text))
+    write_text(path, text)
 
 
 def emit(result: Any, args: argparse.Namespace, render: Callable[[Any], None]) -> None:
