@@ -17,13 +17,17 @@ MAX_TOKENS = 4096  # generation length limit of every generating request
 POSITION_MAX = 1_000_000  # |position|; the prompt's real length is checked once it is tokenized
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool) -> str:
     if lo is not None and hi is not None:
-        return f"in ({lo:g}, {hi:g}]" if lo_open else f"from {lo:g} to {hi:g}"
+        return f"in ({_num(lo)}, {_num(hi)}]" if lo_open else f"from {_num(lo)} to {_num(hi)}"
     if lo is not None:
-        return f"> {lo:g}" if lo_open else f">= {lo:g}"
+        return f"> {_num(lo)}" if lo_open else f">= {_num(lo)}"
     if hi is not None:
-        return f"<= {hi:g}"
+        return f"<= {_num(hi)}"
     return "any value"
 
 
