@@ -20,7 +20,16 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from engine.errors import Cancelled, InputError
 
-out = Console(highlight=False, soft_wrap=True)
+class _Out(Console):
+    """stdout's console: a reader that goes away (``| head``) ends the command like ``--json`` does
+    (lazarus_tui.batch.dispatch: exit 0, quietly), not with Rich's own exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Out(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -369,3 +369,14 @@ def test_sigint_mid_collect_exits_130_then_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["batches_reused"] >= 1 and summary["batches_reused"] + summary["batches_computed"] == 20
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []])
+def test_stdout_closed_by_its_reader_ends_quietly(json_flag, fx):
+    """`lazarus ... | head`: the reader goes away; exit 0, nothing on stderr (docs/errors.md)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lazarus_tui.cli", "--batch", "circuit", "dataset", "show",
+                             str(fx / "data.json"), *json_flag], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has written anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and stderr == ""
