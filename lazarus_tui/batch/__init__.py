@@ -126,6 +126,9 @@ def dispatch(argv: list[str]) -> int:
     finally:
         if isinstance(sys.stdout, _Stdout):
             sys.stdout = stdout
+        from lazarus_tui.batch.common import close_runners
+
+        close_runners()
 
 
 if __name__ == "__main__":

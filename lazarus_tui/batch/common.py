@@ -145,6 +145,16 @@ def bar(p: float, width: int = 50) -> str:
     return "#" * int(round(max(0.0, min(1.0, p)) * width))
 
 
+_RUNNERS: list[JobRunner] = []
+
+
+def close_runners() -> None:
+    """Stop the engine threads this command started (dispatch calls it when a command ends), so
+    that in-process runs (tests, the API) do not keep a thread and its models alive forever."""
+    while _RUNNERS:
+        _RUNNERS.pop().session.close(cancel=True)
+
+
 class JobRunner:
     """Runs engine jobs with a Rich progress bar on stderr; Ctrl-C cancels the job."""
 
@@ -152,6 +162,7 @@ class JobRunner:
         from engine.session import EngineSession
 
         self.session = EngineSession(model, dtype)
+        _RUNNERS.append(self)
         self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1"
 
     def run(self, fn: Callable[[Any], Any], label: str) -> Any:
