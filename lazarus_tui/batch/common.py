@@ -151,8 +151,13 @@ _RUNNERS: list[JobRunner] = []
 def close_runners() -> None:
     """Stop the engine threads this command started (dispatch calls it when a command ends), so
     that in-process runs (tests, the API) do not keep a thread and its models alive forever."""
+    if not _RUNNERS:
+        return
     while _RUNNERS:
         _RUNNERS.pop().session.close(cancel=True)
+    import gc
+
+    gc.collect()  # a failed job's traceback holds its model in a reference cycle
 
 
 class JobRunner:
