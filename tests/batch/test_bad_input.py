@@ -159,6 +159,11 @@ CASES = [
     Case("activations-missing", ["circuit", "visualize", "-a", "{fx}/none.safetensors", "-o", "{here}/c"], 2,
          "not found"),
     # -- usage ---------------------------------------------------------------------------------
+    Case("empty-prompt", ["analyze", "-p", ""], 2, "empty prompt"),
+    Case("empty-tracked-token", ["analyze", "-p", "x", "-t", ""], 2, "tracked token is empty"),
+    Case("unknown-layer-strategy", ["analyze", "-p", "x", "--layer-strategy", "bogus"], 2, "unknown layer strategy"),
+    Case("missing-required-flag", ["analyze"], 2, "required"),
+    Case("hooks-layer-out-of-range", ["hooks", "-p", "x", "--layers", "99"], 2, "out of range", model=True),
     Case("unknown-command", ["frobnicate"], 2, "unknown batch command"),
     Case("circuit-unknown-subcommand", ["circuit", "frobnicate"], 2, "unknown subcommand"),
     Case("ablate-entry-without-colon", ["ablate", "--prompts", "no colon here"], 2, "has no ':'"),
@@ -380,3 +385,27 @@ def test_stdout_closed_by_its_reader_ends_quietly(json_flag, fx):
     proc.stdout.close()  # before the command has written anything
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and stderr == ""
+
+
+@pytest.mark.real_model
+def test_sigint_mid_sweep_exits_130_promptly(tmp_path):
+    """Ctrl-C during an ablation sweep (90 points of 60 tokens: minutes of work) stops it at the
+    next check: exit 130, one line, no -o file."""
+    import signal
+    import time
+
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "lazarus_tui.cli", "--batch", "ablate", "-p",
+                             "The capital of France is", "-c", "Paris", "--grid", "-n", "60", "--raw", "-o", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # the model loads in ~2 s; the sweep runs for minutes
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, ("finished before the interrupt?", proc.returncode, stderr)
+    assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
+    assert time.time() - sent < 30 and os.listdir(tmp_path) == []
