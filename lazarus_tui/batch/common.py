@@ -155,7 +155,11 @@ def close_runners() -> None:
     if not _RUNNERS:
         return
     while _RUNNERS:
-        _RUNNERS.pop().session.close(cancel=True)
+        session = _RUNNERS.pop().session
+        # the command's jobs are over: the thread only has to wake up and end (slow on a busy
+        # machine, so no "waiting" line for that); a step still running gets shutdown()'s
+        if not session.close(cancel=True, timeout=5.0):
+            session.shutdown()
     import gc
 
     gc.collect()  # a failed job's traceback holds its model in a reference cycle
