@@ -133,7 +133,7 @@ CASES = [
     Case("model-alias-unknown", ["analyze", "-p", "x", "-m", "no-such-model"], 2, "unknown model"),
     Case("pull-alias-unknown", ["models", "pull", "nope"], 2, "unknown model alias"),
     Case("cache-is-a-file", ["analyze", "-p", "x", "-m", "gemma3-270m"], 3, "LAZARUS_CACHE",
-         env={"LAZARUS_CACHE": "{fx}/lines.txt"}, xfail="LAZARUS_CACHE on a file (the GGUF/cache engineer's class)"),
+         env={"LAZARUS_CACHE": "{fx}/lines.txt"}),
     # -- layer lists, positions, heads, neurons -------------------------------------------------
     Case("layers-reversed-range", ["analyze", "-p", "x", "--layers", "8-2"], 2, "8-2"),
     Case("layers-garbage", ["analyze", "-p", "x", "--layers", "1,,x"], 2, "x"),
@@ -344,6 +344,16 @@ def test_output_file_mode_follows_the_umask(tmp_path):
     assert out.stat().st_mode & 0o777 == 0o604 and len(json.loads(out.read_text())["prompts"]) == 5
 
 
+STOPPING = "stopping after the current step (Ctrl-C again to stop now)"
+
+
+def _interrupt_lines(stderr: str) -> bool:
+    """Ctrl-C ends with the one line "interrupted"; before it, the engine says once that it is
+    finishing its current step when that takes over a second (a notice, not an error)."""
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    return lines in (["interrupted"], [STOPPING, "interrupted"])
+
+
 @pytest.mark.real_model
 def test_sigint_mid_collect_exits_130_then_resumes(tmp_path):
     import signal
@@ -368,7 +378,7 @@ def test_sigint_mid_collect_exits_130_then_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stderr
-    assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
+    assert _interrupt_lines(stderr), stderr
     assert not (tmp_path / "acts.safetensors").exists()
     resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -407,5 +417,5 @@ def test_sigint_mid_sweep_exits_130_promptly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, ("finished before the interrupt?", proc.returncode, stderr)
-    assert [x for x in stderr.splitlines() if x.strip()] == ["interrupted"]
+    assert _interrupt_lines(stderr), stderr
     assert time.time() - sent < 30 and os.listdir(tmp_path) == []
