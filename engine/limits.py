@@ -66,7 +66,7 @@ def check_prompt(lm: Any, batch: int, new: int, total: int, kept_layers: int = 0
     budget = free * SHARE_OF_FREE_MEMORY
     if need <= budget:
         return
-    fits = int(math.isqrt(int(budget / (batch * lm.info.num_heads * BYTES_PER_SCORE * (2 + kept_layers)))))
+    fits = math.isqrt(int(budget / (batch * lm.info.num_heads * BYTES_PER_SCORE * (2 + kept_layers))))
     rows = f"{batch} prompts of up to " if batch > 1 else ""
     patterns = f", {kept_layers} captured patterns" if kept_layers else ""
     raise InputError(f"{rows}{total:,} tokens need about {_gb(need)} for attention ({lm.info.num_heads} heads"

@@ -9,6 +9,7 @@ module fixture, and each test reads its own result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -254,14 +255,11 @@ def _run(case: Case, fx: Path, ro: Path | None, here: Path) -> subprocess.Comple
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), **{k: fill(v) for k, v in case.env.items()}}
     env.pop("LAZARUS_PROGRESS", None)
-    stdout = open("/dev/full", "w") if case.stdout == "full" else subprocess.PIPE
-    try:
+    with contextlib.ExitStack() as stack:
+        stdout = stack.enter_context(open("/dev/full", "w")) if case.stdout == "full" else subprocess.PIPE
         return subprocess.run([sys.executable, "-m", "lazarus_tui.cli", "--batch", *map(fill, case.args)],
                               stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace", cwd=here,
-                              env=env, timeout=300)
-    finally:
-        if stdout is not subprocess.PIPE:
-            stdout.close()
+                              env=env, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +305,7 @@ def test_the_suite_is_big_enough():
 # -- outputs that are not regular files, file modes, interrupts ---------------------------------
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lazarus_tui.cli", "--batch", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, **kw)
+                          text=True, cwd=ROOT, timeout=300, check=False, **kw)
 
 
 def test_output_onto_a_device_or_fifo_is_written_through(tmp_path):
@@ -380,7 +378,7 @@ def test_sigint_mid_collect_exits_130_then_resumes(tmp_path):
     assert proc.returncode == 130, stderr
     assert _interrupt_lines(stderr), stderr
     assert not (tmp_path / "acts.safetensors").exists()
-    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["batches_reused"] >= 1 and summary["batches_reused"] + summary["batches_computed"] == 20
