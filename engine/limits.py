@@ -34,11 +34,17 @@ def available_memory() -> int | None:
         return None
 
 
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+
+
 def context_length(config: dict[str, Any]) -> int | None:
-    value = config.get("max_position_embeddings")
-    if value is None and isinstance(config.get("text_config"), dict):
-        value = config["text_config"].get("max_position_embeddings")
-    return int(value) if value else None
+    """The model's context length from its config (HF names; a nested ``text_config`` too)."""
+    for cfg in (config, config.get("text_config")):
+        if isinstance(cfg, dict):
+            for key in _CONTEXT_KEYS:
+                if cfg.get(key):
+                    return int(cfg[key])
+    return None
 
 
 def attention_bytes(batch: int, heads: int, new: int, total: int, kept_layers: int = 0) -> int:

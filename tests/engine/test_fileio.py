@@ -113,6 +113,10 @@ def test_prompt_past_the_context_length_is_refused():
     with pytest.raises(InputError, match="101 tokens but m takes at most 100"):
         check_prompt(_lm(100), 1, 101, 101, free=10**12)
     check_prompt(_lm(None), 1, 10**5, 10**5, free=10**15)  # no context length known: memory only
+    from engine.limits import context_length
+
+    assert context_length({"n_positions": 1024}) == 1024  # GPT-2's name
+    assert context_length({"text_config": {"max_position_embeddings": 32768}}) == 32768
 
 
 def test_attention_memory_estimate_scales_with_the_budget():
