@@ -70,8 +70,9 @@ def test_generate_compare_format_and_arithmetic():
 
 
 @pytest.mark.real_model
-def test_generate_uses_chat_template_by_default():
-    proc = lazarus("generate", "-p", "What is the capital of France?", "-n", "8", "--json")
+def test_generate_uses_chat_template_when_asked():
+    """The one chat-template rule (docs/tui.md): raw unless --chat."""
+    proc = lazarus("generate", "-p", "What is the capital of France?", "-n", "8", "--chat", "--json")
     r = GenerateResult.model_validate_json(proc.stdout)
     assert r.chat_template_used and "Paris" in r.generations[0].text
     assert r.generations[0].formatted_prompt.endswith("<|im_start|>assistant\n")
