@@ -45,7 +45,6 @@ from engine.hooks import (
     Intervention,
     Site,
     SiteKind,
-    _mask,
 )
 from engine.models import LoadedModel
 
@@ -123,24 +122,6 @@ def spec_interventions(spec: AblationSpec, method: str, means: dict[SiteKey, lis
 
 
 # -- mean activations ------------------------------------------------------------------------
-def _head_outputs(hm: HookedModel, layer: int, resid_pre: mx.array) -> mx.array:
-    """Per-head attention outputs (before o_proj) of ``layer`` for one unpadded row: [B, S, H, D]."""
-    block = hm.blocks[layer]
-    attn = block.self_attn
-    x = block.input_layernorm(resid_pre)
-    B, S, _ = x.shape
-    q = attn.q_proj(x).reshape(B, S, attn.n_heads, -1).transpose(0, 2, 1, 3)
-    k = attn.k_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    v = attn.v_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    if hm.adapter.qk_norm:
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = attn.rope(q, offset=0), attn.rope(k, offset=0)
-    window = hm.adapter.sliding_window if layer in hm._sliding else None
-    mask = _mask([0] * B, 0, S, window)
-    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=attn.scale, mask=mask)
-    return out.transpose(0, 2, 1, 3)
-
-
 def mean_activations(hm: HookedModel, reference_rows: Sequence[Sequence[int]], sites: set[SiteKey],
                      cancel: Callable[[], bool] | None = None) -> dict[SiteKey, list[float]]:
     """Mean of each site's activation over every position of every reference prompt."""
@@ -150,18 +131,15 @@ def mean_activations(hm: HookedModel, reference_rows: Sequence[Sequence[int]], s
     sums: dict[SiteKey, mx.array] = {}
     count = 0
     for ids in reference_rows:
+        kinds = {SiteKind(kind) if head is None else SiteKind.attn_heads for _, kind, head in sites}
         out = hm.forward(Batch.from_lists([ids]), logits="none", cancel=cancel,
-                         capture=CaptureSpec(kinds=(SiteKind.resid_pre, SiteKind.attn_out, SiteKind.mlp_out),
-                                             layers=layers))
-        heads_by_layer: dict[int, mx.array] = {}
+                         capture=CaptureSpec(kinds=tuple(kinds), layers=layers))
         for key in sites:
             layer, kind, head = key
             if head is None:
                 val = out.captures[f"blocks.{layer}.{kind}"][0].astype(mx.float32).sum(axis=0)
-            else:
-                if layer not in heads_by_layer:
-                    heads_by_layer[layer] = _head_outputs(hm, layer, out.captures[f"blocks.{layer}.resid_pre"])
-                val = heads_by_layer[layer][0, :, head, :].astype(mx.float32).sum(axis=0)
+            else:  # the head's output before the output projection
+                val = out.captures[f"blocks.{layer}.attn_heads"][0, :, head, :].astype(mx.float32).sum(axis=0)
             sums[key] = val if key not in sums else sums[key] + val
         mx.eval(*sums.values())
         count += len(ids)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
+from engine.hooks import Batch, CaptureSpec, HookedModel, KVState
 from engine.models import LoadedModel
 from engine.results import VerifyPrompt, VerifyResult
 
@@ -43,7 +43,7 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
         native = lm.model(mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
         plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
         diff = mx.abs(native - plain.astype(mx.float32)).max()
-        every = CaptureSpec(kinds=tuple(SiteKind), layers=None, positions="last")
+        every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")
         opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=every, cancel=cancel).logits
         diff = mx.maximum(diff, mx.abs(native - opened.astype(mx.float32)).max())
         if len(ids) < 64:  # the KV cache, token by token after a prefill
