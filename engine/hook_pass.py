@@ -94,6 +94,7 @@ class Pass:
             out = base(module, x, *args, **kwargs)
         finally:
             self.layer = -1
+        self.route = None
         tup = isinstance(out, tuple)
         h = self.edit(SiteKind.resid_post, layer, out[0] if tup else out)
         if self.on_layer is not None:
@@ -110,7 +111,7 @@ class Pass:
             return out
         tup = isinstance(out, tuple)
         y = out[0] if tup else out
-        if kind == SiteKind.mlp_out and self.wants(SiteKind.moe_router, layer):
+        if kind == SiteKind.mlp_out and layer in self.hm._experts and self.wants(SiteKind.moe_router, layer):
             self._routing(layer, module, base, args, kwargs)
         y = self.edit(kind, layer, y)
         return (y, *out[1:]) if tup else y

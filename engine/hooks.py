@@ -122,10 +122,8 @@ class HookedModel:
         return out
 
     def _check_batch(self, batch: Batch) -> None:
-        spec = self.adapter.spec
-        if any(batch.pad) and (spec.recurrent or spec.absolute_positions):
-            why = "state-space layers would carry the padding's state" if spec.recurrent else \
-                "its learned positions would shift under left padding"
+        why = self.adapter.spec.no_padding
+        if why and any(batch.pad):
             raise InputError(f"{self.adapter.model_type}: prompts of different lengths cannot share a batch ({why}); "
                              "run them one at a time")
 

@@ -63,7 +63,7 @@ class Adapter:
     layers_name: str
     norm_name: str | None
     embed_name: str | None
-    head_name: str | None  # untied unembedding Linear on the text Model; None when tied
+    head_name: str | None  # untied unembedding Linear (on the text Model or its backbone); None when tied
     parts: tuple[BlockParts, ...]
     embedding_scale: float | None  # the scale lazarus runs with (the family's own unless overridden)
     native_embedding_scale: float | None  # the scale the family's own code multiplies embeddings by
@@ -96,39 +96,40 @@ class Adapter:
 
     def unembed_weight(self, model: Any) -> mx.array | None:
         """The [vocab, hidden] unembedding matrix, or None when the head is not a plain float matrix."""
-        mod = self.embed_tokens(model) if self.head_name is None else self.text_model(model)[self.head_name]
+        if self.head_name is None:
+            mod = self.embed_tokens(model)
+        else:
+            text = self.text_model(model)
+            mod = text.get(self.head_name) or self.backbone(model)[self.head_name]
         if not isinstance(mod, (nn.Linear, nn.Embedding)) or "bias" in mod:
             return None
         return mod.weight
 
     def lens_logits(self, model: Any, h: mx.array) -> mx.array:
         """The logit lens: the family's own head (final norm, unembedding, any logit scale or
-        soft-cap) on residual ``h`` [B, S, hidden]. Runs the text Model's own ``__call__`` with its
-        backbone standing in as "final norm of h", so every family's head is exactly its own."""
-        text = self.text_model(model)
-        real = text[self.backbone_name]
-        normed = self.final_norm(model)(h)
-        text[self.backbone_name] = _HeadInput(real, normed)
+        soft-cap) on residual ``h`` [B, S, hidden]. Runs the model's own ``__call__`` with every
+        block standing in as "return h", so what follows the last block is exactly the family's."""
+        backbone = self.backbone(model)
+        real = backbone[self.layers_name]
+        backbone[self.layers_name] = [_Returns(b, h) for b in real]
         try:
-            return text(mx.zeros(h.shape[:2], dtype=mx.int32))
+            return model(mx.zeros(h.shape[:2], dtype=mx.int32))
         finally:
-            text[self.backbone_name] = real
+            backbone[self.layers_name] = real
 
 
-class _HeadInput(nn.Module):
-    """Stands in for a backbone during a head-only call: returns the given (normed) residual and
-    lends every other attribute (embed_tokens for tied heads, args) from the real backbone."""
+class _Returns:
+    """Stands in for a block during a head-only call: returns the given residual and lends every
+    other attribute (a layer's kind, its index) from the real block."""
 
     def __init__(self, real: Any, h: mx.array) -> None:
-        super().__init__()
-        object.__setattr__(self, "_real", real)
-        object.__setattr__(self, "_h", h)
+        self._real, self._h = real, h
 
     def __call__(self, *args: Any, **kwargs: Any) -> mx.array:
         return self._h
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_real"), name)
+        return getattr(self._real, name)
 
 
 def _text_path(model: Any) -> tuple[str, ...]:
@@ -138,11 +139,12 @@ def _text_path(model: Any) -> tuple[str, ...]:
 
 
 def _backbone(text: Any) -> tuple[str, str]:
-    layers = getattr(text, "layers", None)
+    layers = getattr(text, "layers", None)  # mlx-lm's own view of the blocks (may be a slice)
+    first = layers[0] if layers else None
     for name, sub in text.items():
         if isinstance(sub, nn.Module):
             for lname, val in sub.items():
-                if isinstance(val, list) and val and (layers is None or val is layers):
+                if isinstance(val, list) and val and (first is None or val[0] is first):
                     return name, lname
     raise UnsupportedArchitecture(f"{type(text).__module__.rsplit('.', 1)[-1]}: no block list found")
 
@@ -196,7 +198,8 @@ def adapter_for(model: Any, config: dict[str, Any]) -> Adapter:
     parts = tuple(_block_parts(b, fam) for b in blocks)
     norm_name = _child(backbone, (fam.final_norm,) if fam.final_norm else FINAL_NORM_NAMES)[0]
     embed_name = next((n for n, s in backbone.items() if isinstance(s, (nn.Embedding, nn.QuantizedEmbedding))), None)
-    head_name = next((n for n in ("lm_head", "embed_out", "output") if isinstance(text.get(n), nn.Module)), None)
+    head_name = next((n for n in ("lm_head", "embed_out", "output") for m in (text, backbone)
+                      if isinstance(m.get(n), nn.Module)), None)
     hidden = _config_int(cfg, "hidden_size", "n_embd", "d_model", "dim") or 0
     heads = _config_int(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads") or 1
     kv_heads = _config_int(cfg, "num_key_value_heads", "n_kv_heads", "num_kv_heads", "n_head_kv")

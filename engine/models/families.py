@@ -58,8 +58,8 @@ class Family:
     attn_out_at: str | None = None  # block child (a post-norm) whose output is attn_out
     mlp_out_at: str | None = None
     parallel: bool = False  # attention and MLP read the same input (x + attn(..) + mlp(..))
-    absolute_positions: bool = False  # learned position table: left padding would shift it
-    recurrent: bool = False  # state-space / linear-attention layers carry state through padding
+    recurrent: bool = False  # state-space / linear-attention layers
+    no_padding: str | None = None  # why prompts of different lengths cannot share a left-padded batch
     embedding_scale: Callable[[dict[str, Any]], float] | None = None
     sliding: Callable[[dict[str, Any], int], tuple[int | None, tuple[int, ...]]] = layer_types_sliding
     note: str = ""  # what a site means here, or what is missing
@@ -68,6 +68,8 @@ class Family:
 
 _GEMMA_POST = dict(attn_out_at="post_attention_layernorm", mlp_out_at="post_feedforward_layernorm")
 _MOE = "mixture of experts: moe_router = each token's expert weights; mlp_hidden is per expert, not exposed"
+_POSITIONS = "its learned position table would shift under left padding"
+_STATE = "its state-space layers would carry the padding's state"
 _HYBRID = "hybrid attention/state-space: residual sites, lens and whole-layer ablation; one prompt per batch"
 _VISION = "multimodal checkpoint: text only, through its language model"
 
@@ -75,6 +77,7 @@ FAMILIES: dict[str, Family] = {
     "llama": Family(), "mistral": Family(), "qwen2": Family(), "qwen3": Family(), "smollm3": Family(),
     "gemma": Family(embedding_scale=sqrt_hidden),
     "gemma2": Family(embedding_scale=sqrt_hidden, **_GEMMA_POST,
+                     no_padding="its attention reshapes grouped heads by hand, so a per-row padding mask cannot reach it",
                      note="attn_out/mlp_out = after the post-norms; no attn_pattern (scores computed by hand, "
                           "soft-capped, outside scaled_dot_product_attention)"),
     "gemma3_text": Family(family="gemma3", embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
@@ -83,8 +86,8 @@ FAMILIES: dict[str, Family] = {
                      note=_VISION),
     "olmo2": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
     "olmo3": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
-    "gpt2": Family(absolute_positions=True, note="attn/c_proj, mlp/c_proj; learned positions: prompts run one per batch"),
-    "gpt_bigcode": Family(absolute_positions=True, note="learned positions: prompts run one per batch"),
+    "gpt2": Family(no_padding=_POSITIONS, note="attn/c_proj, mlp/c_proj; learned positions: prompts run one per batch"),
+    "gpt_bigcode": Family(no_padding=_POSITIONS, note="learned positions: prompts run one per batch"),
     "gpt_neox": Family(parallel=True, note="attention/dense, mlp/dense_4h_to_h; parallel residual"),
     "cohere": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
     "cohere2": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
@@ -93,11 +96,11 @@ FAMILIES: dict[str, Family] = {
     "granitemoe": Family(note=_MOE), "olmoe": Family(note=_MOE), "phimoe": Family(note=_MOE),
     "gpt_oss": Family(note=_MOE + "; attention sinks are in attn_pattern's softmax (rows sum below 1)"),
     "deepseek_v2": Family(note="MLA attention; " + _MOE), "deepseek_v3": Family(note="MLA attention; " + _MOE),
-    "qwen3_next": Family(recurrent=True, note=_HYBRID), "lfm2": Family(recurrent=True, note=_HYBRID),
-    "falcon_h1": Family(recurrent=True, note=_HYBRID), "granitemoehybrid": Family(recurrent=True, note=_HYBRID),
-    "mamba": Family(recurrent=True, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
-    "mamba2": Family(recurrent=True, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
-    "rwkv7": Family(recurrent=True, note="linear attention: residual sites and lens; one prompt per batch"),
+    "qwen3_next": Family(recurrent=True, no_padding=_STATE, note=_HYBRID), "lfm2": Family(recurrent=True, no_padding=_STATE, note=_HYBRID),
+    "falcon_h1": Family(recurrent=True, no_padding=_STATE, note=_HYBRID), "granitemoehybrid": Family(recurrent=True, no_padding=_STATE, note=_HYBRID),
+    "mamba": Family(recurrent=True, no_padding=_STATE, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
+    "mamba2": Family(recurrent=True, no_padding=_STATE, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
+    "rwkv7": Family(recurrent=True, no_padding=_STATE, note="linear attention: residual sites and lens; one prompt per batch"),
 }
 
 # Families the test suite proves (tests/families): hooked forward == native, lens, sites, ablation, steering, q4.
