@@ -50,11 +50,13 @@ class Pass:
         self.layer = -1  # the block now running
         self.fake: str | None = None  # routing probe: the experts return zeros / one-hot rows
         self.route: mx.array | None = None
+        self.reached: set[tuple[int, SiteKind]] = set()  # the sites the family's forward went through
 
     def wants(self, kind: SiteKind, layer: int) -> bool:
         return kind in self.cap_kinds and layer in self.cap_layers
 
     def keep(self, kind: SiteKind, layer: int, value: mx.array) -> None:
+        self.reached.add((layer, kind))
         if self.wants(kind, layer):
             self.captures[f"blocks.{layer}.{kind.value}"] = self.hm._select_positions(value, self.capture,
                                                                                       self.batch, kind)
@@ -169,7 +171,8 @@ class Pass:
         k = inds.shape[-1]
         w = (y1 - y0)[..., :k].astype(mx.float32)
         dense = mx.zeros((*w.shape[:-1], self.hm._experts[layer]), mx.float32)
-        self.keep(SiteKind.moe_router, layer, mx.put_along_axis(dense, inds.astype(mx.int32), w, axis=-1))
+        inds = inds.reshape(w.shape).astype(mx.int32)  # some blocks route flattened tokens [B*S, k]
+        self.keep(SiteKind.moe_router, layer, mx.put_along_axis(dense, inds, w, axis=-1))
 
 
 def _first(args: tuple, kwargs: dict) -> tuple[tuple, dict, mx.array]:

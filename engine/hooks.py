@@ -47,6 +47,7 @@ from engine.hook_types import (
     SiteKind,
 )
 from engine.models import LoadedModel
+from engine.models.adapter import get_path
 
 __all__ = ["Batch", "CaptureSpec", "ForwardOutput", "HookedModel", "Intervention", "InterventionOp", "KVState",
            "PositionSpec", "Site", "SiteKind"]
@@ -178,6 +179,7 @@ class HookedModel:
             out_h = done.h
         finally:
             hook_points.ACTIVE = prev
+        self._check_reached(p, ivs, cap_kinds, cap_layers, start_layer, stop)
         if kv is not None and stop == self.n_layers:
             kv.offset = offset + S
         out_logits = None
@@ -185,6 +187,19 @@ class HookedModel:
             hs = out_h[:, -1:, :] if logits == "last" else out_h
             out_logits = self.adapter.lens_logits(self.model, hs)
         return ForwardOutput(out_logits, p.captures, out_h)
+
+    def _check_reached(self, p: _Pass, ivs: list[Intervention], kinds: set[SiteKind], layers: set[int],
+                       start: int, stop: int) -> None:
+        """Every requested site that the family has must have been reached by its forward: a module
+        the table names but the family's code never calls would otherwise drop an intervention silently."""
+        want = {(layer, k) for k in kinds for layer in layers if start <= layer < stop and layer in self._avail[k]}
+        want |= {(iv.site.layer, SiteKind.attn_heads if iv.head is not None else iv.site.kind) for iv in ivs
+                 if start <= iv.site.layer < stop}
+        missed = sorted((layer, k.value) for layer, k in want - p.reached)
+        if missed:
+            layer, kind = missed[0]
+            raise RuntimeError(f"{self.adapter.model_type}: blocks.{layer}.{kind} was never reached by the model's "
+                               "forward (the module the family table names is not the one its code calls)")
 
     def _caches(self, kv: KVState | None, batch: Batch, offset: int, start: int, stop: int) -> list[Any] | None:
         """The cache list handed to the family's forward: a view per attention layer (the real
@@ -296,9 +311,9 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         hook_points.wrap(block, "block", i, owner)
         avail[SiteKind.resid_pre].add(i)
         avail[SiteKind.resid_post].add(i)
-        attn = block.get(parts.attn) if parts.attn else None
-        mlp = block.get(parts.mlp) if parts.mlp else None
-        at = block.get(parts.attn_out_at) if parts.attn_out_at else attn
+        attn = get_path(block, parts.attn) if parts.attn else None
+        mlp = get_path(block, parts.mlp) if parts.mlp else None
+        at = get_path(block, parts.attn_out_at) if parts.attn_out_at else attn
         if at is not None:
             hook_points.wrap(at, "attn_out", i, owner)
             avail[SiteKind.attn_out].add(i)
@@ -307,7 +322,7 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         if attn is not None and parts.o_proj:
             hook_points.wrap(attn[parts.o_proj], "heads", i, owner)
             avail[SiteKind.attn_heads].add(i)
-        mt = block.get(parts.mlp_out_at) if parts.mlp_out_at else mlp
+        mt = get_path(block, parts.mlp_out_at) if parts.mlp_out_at else mlp
         if mt is not None:
             hook_points.wrap(mt, "mlp_out", i, owner)
             avail[SiteKind.mlp_out].add(i)

@@ -28,10 +28,17 @@ from engine.models.families import (
 )
 
 
+def get_path(module: Any, path: str) -> Any:
+    """The submodule at a dotted path ("attn.attention"), or None."""
+    for part in path.split("."):
+        module = module.get(part) if isinstance(module, dict) else None
+    return module if isinstance(module, nn.Module) else None
+
+
 def _child(module: Any, names: tuple[str, ...]) -> tuple[str | None, Any]:
     for name in names:
-        sub = module.get(name) if isinstance(module, dict) else None
-        if isinstance(sub, nn.Module):
+        sub = get_path(module, name)
+        if sub is not None:
             return name, sub
     return None, None
 

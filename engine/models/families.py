@@ -62,15 +62,21 @@ class Family:
     no_padding: str | None = None  # why prompts of different lengths cannot share a left-padded batch
     embedding_scale: Callable[[dict[str, Any]], float] | None = None
     sliding: Callable[[dict[str, Any], int], tuple[int | None, tuple[int, ...]]] = layer_types_sliding
-    note: str = ""  # what a site means here, or what is missing
+    missing: str = ""  # sites this family lacks (status "partial")
+    note: str = ""  # what a site means here
     refused: str | None = None  # one line: why lazarus refuses this family
 
 
 _GEMMA_POST = dict(attn_out_at="post_attention_layernorm", mlp_out_at="post_feedforward_layernorm")
-_MOE = "mixture of experts: moe_router = each token's expert weights; mlp_hidden is per expert, not exposed"
+_MOE = "moe_router = each token's expert weights (the routing's own, read off the MoE block)"
+_MULT = "attn_out/mlp_out = before the block's residual multiplier"
+_PER_EXPERT = "mlp_hidden at expert layers (per expert; not exposed)"
 _POSITIONS = "its learned position table would shift under left padding"
 _STATE = "its state-space layers would carry the padding's state"
-_HYBRID = "hybrid attention/state-space: residual sites, lens and whole-layer ablation; one prompt per batch"
+_HYBRID = "hybrid: attention sites at attention layers; residual sites, lens and whole-layer ablation everywhere"
+_NO_ATTN = "attention sites at state-space/convolution layers"
+_SSM = "state-space: residual sites, lens and whole-layer ablation"
+_SSM_ONLY = "attention and MLP sites (there are none)"
 _VISION = "multimodal checkpoint: text only, through its language model"
 
 FAMILIES: dict[str, Family] = {
@@ -78,8 +84,8 @@ FAMILIES: dict[str, Family] = {
     "gemma": Family(embedding_scale=sqrt_hidden),
     "gemma2": Family(embedding_scale=sqrt_hidden, **_GEMMA_POST,
                      no_padding="its attention reshapes grouped heads by hand, so a per-row padding mask cannot reach it",
-                     note="attn_out/mlp_out = after the post-norms; no attn_pattern (scores computed by hand, "
-                          "soft-capped, outside scaled_dot_product_attention)"),
+                     missing="attn_pattern (scores are soft-capped by hand, outside scaled_dot_product_attention)",
+                     note="attn_out/mlp_out = after the post-norms (what the block adds); mlx-lm runs every layer global"),
     "gemma3_text": Family(family="gemma3", embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
                           note="attn_out/mlp_out = after the post-norms (what the block adds)"),
     "gemma3": Family(family="gemma3", embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
@@ -92,19 +98,33 @@ FAMILIES: dict[str, Family] = {
     "cohere": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
     "cohere2": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
     "phi": Family(parallel=True, note="parallel residual; self_attn/dense, mlp/fc2"),
-    "mixtral": Family(note=_MOE), "qwen2_moe": Family(note=_MOE), "qwen3_moe": Family(note=_MOE),
-    "granitemoe": Family(note=_MOE), "olmoe": Family(note=_MOE), "phimoe": Family(note=_MOE),
-    "gpt_oss": Family(note=_MOE + "; attention sinks are in attn_pattern's softmax (rows sum below 1)"),
-    "deepseek_v2": Family(note="MLA attention; " + _MOE), "deepseek_v3": Family(note="MLA attention; " + _MOE),
-    "qwen3_next": Family(recurrent=True, no_padding=_STATE, note=_HYBRID), "lfm2": Family(recurrent=True, no_padding=_STATE, note=_HYBRID),
-    "falcon_h1": Family(recurrent=True, no_padding=_STATE, note=_HYBRID), "granitemoehybrid": Family(recurrent=True, no_padding=_STATE, note=_HYBRID),
-    "mamba": Family(recurrent=True, no_padding=_STATE, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
-    "mamba2": Family(recurrent=True, no_padding=_STATE, note="state-space: residual sites, lens and whole-layer ablation; one prompt per batch"),
-    "rwkv7": Family(recurrent=True, no_padding=_STATE, note="linear attention: residual sites and lens; one prompt per batch"),
+    "mixtral": Family(missing=_PER_EXPERT, note=_MOE), "qwen2_moe": Family(missing=_PER_EXPERT, note=_MOE),
+    "qwen3_moe": Family(missing=_PER_EXPERT, note=_MOE),
+    "granitemoe": Family(missing=_PER_EXPERT, note=_MOE + "; " + _MULT),
+    "olmoe": Family(missing=_PER_EXPERT, note=_MOE),
+    "phimoe": Family(missing=_PER_EXPERT, note=_MOE + "; sparsemixer weights need not sum to 1"),
+    "gpt_oss": Family(missing=_PER_EXPERT, note=_MOE + "; attention sinks take part in attn_pattern's softmax "
+                                                      "(rows sum below 1)"),
+    "deepseek_v2": Family(missing=_PER_EXPERT, note="MLA attention (attn_heads = value heads); " + _MOE),
+    "deepseek_v3": Family(missing=_PER_EXPERT, note="MLA attention (attn_heads = value heads); " + _MOE),
+    "granite": Family(note=_MULT), "minicpm": Family(note=_MULT),
+    "exaone": Family(attn="attn.attention", note="attention at attn.attention/out_proj, MLP down c_proj"),
+    "qwen3_next": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN + "; " + _PER_EXPERT, note=_HYBRID),
+    "lfm2": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN, note=_HYBRID),
+    "granitemoehybrid": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN, note=_HYBRID),
+    "falcon_h1": Family(recurrent=True, no_padding=_STATE, note="attention and a state-space mixer run side by side; "
+                                                               "attn_out = the attention part only"),
+    "mamba": Family(recurrent=True, no_padding=_STATE, missing=_SSM_ONLY, note=_SSM),
+    "mamba2": Family(recurrent=True, no_padding=_STATE, missing=_SSM_ONLY, note=_SSM),
 }
 
 # Families the test suite proves (tests/families): hooked forward == native, lens, sites, ablation, steering, q4.
-VERIFIED: frozenset[str] = frozenset({"llama", "gemma3_text"})
+VERIFIED: frozenset[str] = frozenset({
+    "llama", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3_text", "gemma3", "olmo2", "olmo3", "phi", "phi3",
+    "gpt2", "gpt_bigcode", "gpt_neox", "starcoder2", "cohere", "cohere2", "stablelm", "internlm2", "exaone", "glm4",
+    "helium", "minicpm", "granite", "granitemoe", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "gpt_oss",
+    "deepseek_v2", "deepseek_v3", "qwen3_next", "lfm2", "falcon_h1", "granitemoehybrid", "mamba", "mamba2",
+})
 
 NOT_TEXT_MODELS = {"__init__", "base", "cache", "activations", "switch_layers", "rope_utils", "pipeline",
                    "bitlinear_layers", "gated_delta", "ssm", "mla"}
