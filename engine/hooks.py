@@ -26,6 +26,7 @@ on for every generated token. With no intervention a pass equals the model's own
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -69,6 +70,8 @@ class HookedModel:
         self._owner, self._avail, self._layer_kinds = inst["owner"], inst["avail"], inst["kinds"]
         self._experts: dict[int, int] = inst["experts"]
         self.n_heads = int(lm.adapter.dims.get("num_heads") or lm.info.num_heads)
+        self._factors: dict[float | None, float | None] = {}  # embedding scale -> factor on the family's
+        self._takes_embeddings = "input_embeddings" in inspect.signature(type(lm.model).__call__).parameters
 
     # -- what this family offers ---------------------------------------------------------------
     @property
@@ -165,15 +168,21 @@ class HookedModel:
                 raise self._missing(kind)
         offset = kv.offset if kv is not None else 0
         factor = None
-        scale = self.adapter.embedding_scale if embedding_scale is None else embedding_scale
-        if scale != self.adapter.native_embedding_scale and h is None and start_layer == 0:
-            factor = (1.0 if scale is None else scale) / (self.adapter.native_embedding_scale or 1.0)
+        if h is None and start_layer == 0:
+            factor = self._factors.get(embedding_scale)
+            if factor is None and embedding_scale not in self._factors:
+                factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
+        extra: dict[str, Any] = {}
+        if factor is not None and self._takes_embeddings:  # exactly as reference_logits runs the model
+            emb = self.adapter.embed_tokens(self.model)(batch.ids)
+            extra["input_embeddings"] = emb * mx.array(factor, dtype=emb.dtype)
+            factor = None
         p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
                   offset)
         caches = self._caches(kv, batch, offset, start_layer, stop)
         prev, hook_points.ACTIVE = hook_points.ACTIVE, p
         try:
-            self.model(batch.ids, cache=caches)
+            self.model(batch.ids, cache=caches, **extra)
             raise RuntimeError(f"{self.adapter.model_type}: the model's forward never reached layer {stop - 1}")
         except _Stop as done:
             out_h = done.h

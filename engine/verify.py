@@ -40,7 +40,7 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
         if on_prompt:
             on_prompt(i, len(prompts), label)
         ids = lm.tokenizer.encode(text)
-        native = lm.model(mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
+        native = lm.adapter.reference_logits(lm.model, mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
         plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
         diff = mx.abs(native - plain.astype(mx.float32)).max()
         every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")

@@ -112,6 +112,30 @@ class Adapter:
             return None
         return mod.weight
 
+    def embedding_factor(self, model: Any, scale: float | None = None) -> float | None:
+        """What to multiply the family's own scaled embedding by so that it carries ``scale``
+        (default: the adapter's) taken in the computation dtype, or None when they agree. Gemma 3:
+        mlx-lm multiplies by sqrt(hidden) rounded to bfloat16; in float32 lazarus uses the exact
+        value, as HF transformers does; in bfloat16 the two are the same number."""
+        scale = self.embedding_scale if scale is None else scale
+        if scale == self.native_embedding_scale:
+            return None
+        emb = self.embed_tokens(model)
+        dtype = (emb.get("scales") if "scales" in emb else emb.weight).dtype
+        want = float(mx.array(1.0 if scale is None else scale, dtype=dtype).item())
+        native = self.native_embedding_scale or 1.0
+        return None if want == native else want / native
+
+    def reference_logits(self, model: Any, ids: mx.array) -> mx.array:
+        """The model's own forward (what ``verify`` compares the hooked forward with), run with the
+        embedding scale lazarus uses: where it differs from the family code's, through the model's
+        ``input_embeddings`` (pre-multiplied by the factor the family's scaling then completes)."""
+        factor = self.embedding_factor(model)
+        if factor is None:
+            return model(ids)
+        emb = self.embed_tokens(model)(ids)
+        return model(ids, input_embeddings=emb * mx.array(factor, dtype=emb.dtype))
+
     def lens_logits(self, model: Any, h: mx.array) -> mx.array:
         """The logit lens: the family's own head (final norm, unembedding, any logit scale or
         soft-cap) on residual ``h`` [B, S, hidden]. Runs the model's own ``__call__`` with every
@@ -226,11 +250,12 @@ def adapter_for(model: Any, config: dict[str, Any]) -> Adapter:
     window, sliding = fam.sliding(cfg, len(blocks))
     softcap = cfg.get("final_logit_softcapping")
     scale = fam.embedding_scale(cfg) if fam.embedding_scale else None
+    native = fam.native_embedding_scale(cfg) if fam.native_embedding_scale else scale
     return Adapter(
         model_type=model_type, family=fam.family or model_type, spec=fam, text_path=path,
         backbone_name=bb_name, layers_name=layers_name, norm_name=norm_name, embed_name=embed_name,
         head_name=head_name, parts=parts,
-        embedding_scale=scale, native_embedding_scale=scale,
+        embedding_scale=scale, native_embedding_scale=native,
         final_logit_softcap=float(softcap) if softcap else None,
         sliding_window=window, sliding_layers=sliding, dims=dims,
     )

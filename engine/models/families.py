@@ -60,7 +60,9 @@ class Family:
     parallel: bool = False  # attention and MLP read the same input (x + attn(..) + mlp(..))
     recurrent: bool = False  # state-space / linear-attention layers
     no_padding: str | None = None  # why prompts of different lengths cannot share a left-padded batch
-    embedding_scale: Callable[[dict[str, Any]], float] | None = None
+    embedding_scale: Callable[[dict[str, Any]], float] | None = None  # what lazarus runs with
+    native_embedding_scale: Callable[[dict[str, Any]], float] | None = None  # what mlx-lm's code multiplies by,
+    # where it differs (lazarus rescales the family's embedding, in the reference too)
     sliding: Callable[[dict[str, Any], int], tuple[int | None, tuple[int, ...]]] = layer_types_sliding
     missing: str = ""  # sites this family lacks (status "partial")
     note: str = ""  # what a site means here
@@ -86,9 +88,9 @@ FAMILIES: dict[str, Family] = {
                      no_padding="its attention reshapes grouped heads by hand, so a per-row padding mask cannot reach it",
                      missing="attn_pattern (scores are soft-capped by hand, outside scaled_dot_product_attention)",
                      note="attn_out/mlp_out = after the post-norms (what the block adds); mlx-lm runs every layer global"),
-    "gemma3_text": Family(family="gemma3", embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
+    "gemma3_text": Family(family="gemma3", embedding_scale=sqrt_hidden, native_embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
                           note="attn_out/mlp_out = after the post-norms (what the block adds)"),
-    "gemma3": Family(family="gemma3", embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
+    "gemma3": Family(family="gemma3", embedding_scale=sqrt_hidden, native_embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
                      note=_VISION),
     "olmo2": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
     "olmo3": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
