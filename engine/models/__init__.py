@@ -8,7 +8,9 @@ network). On the CPU backend weights are dequantized to float32 unless
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import time
 import weakref
@@ -161,8 +163,13 @@ def _apply_dtype(model: Any, dtype: str, quantized: bool) -> str:
     if quantized:
         _dequantize_modules(model)
     if dtype in ("q4", "q8"):
+        from mlx_lm.utils import quantize_model
+
         model.set_dtype(mx.float32)
-        nn.quantize(model, group_size=64, bits=4 if dtype == "q4" else 8)
+        # mlx-lm's own rule: layers whose input width is not a multiple of the group size stay
+        # float, and the family's quant_predicate (e.g. MoE routers) is honoured
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints bits per weight
+            quantize_model(model, {}, group_size=64, bits=4 if dtype == "q4" else 8)
         return dtype
     model.set_dtype(_MX_DTYPES[dtype])
     return dtype
