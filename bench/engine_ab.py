@@ -5,7 +5,7 @@
 The ref's tree is exported (``git archive``) to a temporary directory; one worker process
 (bench/worker.py, the lazarus side of bench/run_all.py) imports the engine from there, the other
 from this checkout. The parent alternates them round-robin and prints, per workload, both medians
-and the median of the per-round ratios (this / ref): machine load falls on both alike. Each
+and the median of the per-round ratios (this / ref): machine load falls on both alike, and which side runs first alternates. Each
 workload first checks that both compute the same tokens.
 
 Workloads: the lens over all layers (short and 256-token prompts: W1), a plain hooked forward
@@ -97,7 +97,8 @@ def main() -> int:
             runs: dict[str, list[float]] = {"ref": [], "this": []}
             results = {}
             for r in range(args.repeats + 1):
-                for key, side in sides.items():
+                order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]  # no order bias
+                for key, side in order:
                     kws = {"setup": setups[key]} if method == "steer" else kw
                     rep = side.call(method, **kws)
                     if r == 0:

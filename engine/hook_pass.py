@@ -115,7 +115,13 @@ class Pass:
         y = out[0] if tup else out
         if kind == SiteKind.mlp_out and layer in self.hm._experts and self.wants(SiteKind.moe_router, layer):
             self._routing(layer, module, base, args, kwargs)
-        y = self.edit(kind, layer, y)
+        if self.hm.adapter.residual_scale is None:
+            y = self.edit(kind, layer, y)
+        else:  # the block adds y * scale: the site is that, and an edit goes back through the division
+            scale = self.hm.adapter.residual_scale
+            added = self.edit(kind, layer, y * scale)
+            if self.by_layer.get((layer, kind)):
+                y = added / mx.array(scale, dtype=added.dtype)
         return (y, *out[1:]) if tup else y
 
     def _attn_out(self, *a: Any) -> Any:
@@ -182,3 +188,41 @@ def _first(args: tuple, kwargs: dict) -> tuple[tuple, dict, mx.array]:
     key = next(iter(kwargs))
     rest = dict(kwargs)
     return (), rest, rest.pop(key)
+
+
+def row_by_row(hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: CaptureSpec | None, logits: str,
+               start: int, h: mx.array | None, stop: int | None, cancel: Callable[[], bool] | None,
+               embedding_scale: float | None, on_layer: Callable[[int, int], None] | None) -> Any:
+    """A left-padded batch for a family that cannot take one (learned positions, state-space
+    layers): each row runs alone, unpadded, and the outputs are put back left-padded (the padding
+    positions hold zeros; nothing reads them)."""
+    from engine.hook_types import ForwardOutput
+
+    S = batch.ids.shape[1]
+    outs = []
+    for b, (pad, n) in enumerate(zip(batch.pad, batch.lengths)):
+        row = Batch(batch.ids[b:b + 1, pad:], [0], [n])
+        mine = [iv.model_copy(update={"row": None}) if iv.row == b else iv for iv in ivs if iv.row in (None, b)]
+        outs.append(hm.forward(row, capture=capture, interventions=mine, logits=logits, start_layer=start,
+                               h=None if h is None else h[b:b + 1, pad:], stop_layer=stop, cancel=cancel,
+                               embedding_scale=embedding_scale, on_layer=on_layer))
+
+    def stitch(parts: list[mx.array], axes: tuple[int, ...]) -> mx.array:
+        rows = []
+        for part, pad in zip(parts, batch.pad):
+            widths = [(0, 0)] * part.ndim
+            for ax in axes:
+                if part.shape[ax] != S:  # a full-length axis (not a selection of positions)
+                    widths[ax] = (S - part.shape[ax], 0)
+            rows.append(mx.pad(part, widths) if any(w != (0, 0) for w in widths) else part)
+        return mx.concatenate(rows, axis=0)
+
+    full = capture is None or capture.positions == "all"
+    caps = {}
+    for key in outs[0].captures:
+        pattern = key.endswith(SiteKind.attn_pattern.value)
+        axes = ((2, 3) if full else (3,)) if pattern else ((1,) if full else ())
+        caps[key] = stitch([o.captures[key] for o in outs], axes)
+    lg = None if outs[0].logits is None else stitch([o.logits for o in outs], (1,) if logits == "all" else ())
+    resid = None if outs[0].resid is None else stitch([o.resid for o in outs], (1,))
+    return ForwardOutput(lg, caps, resid)

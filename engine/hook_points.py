@@ -115,7 +115,8 @@ def patch_attention_modules(model: Any) -> set[str]:
 
 
 # -- caches and masks -------------------------------------------------------------------------
-def pass_mask(pad: list[int], offset: int, n: int, window: int | None, return_array: bool = False) -> Any:
+def pass_mask(pad: list[int], offset: int, n: int, window: int | None, return_array: bool = False,
+              group_axis: bool = False) -> Any:
     """The mask a family asked for (causal, optional window) with left padding ANDed in.
 
     Without padding and inside the window it is what mlx-lm returns ("causal", or None for one
@@ -134,17 +135,18 @@ def pass_mask(pad: list[int], offset: int, n: int, window: int | None, return_ar
         return allowed
     p = mx.array(pad, dtype=mx.int32)[:, None, None, None]
     # a padding query attends to itself only, so no row is empty (its output is never read)
-    return allowed[None, None] & ((k[None, None] >= p) | (k[None, None] == q[None, None]))
+    mask = allowed[None, None] & ((k[None, None] >= p) | (k[None, None] == q[None, None]))
+    return mask[:, :, None] if group_axis else mask  # [B, 1, 1, n, K] for [B, kv_heads, groups, n, K] scores
 
 
 class LayerView:
     """What a family's layer sees as its cache during a hooked pass: the real cache (or none:
     keys pass straight through), at ``offset``, with masks that know the batch's left padding."""
 
-    __slots__ = ("_c", "_offset", "_pad")
+    __slots__ = ("_c", "_offset", "_pad", "_group")
 
-    def __init__(self, cache: Any, offset: int, pad: list[int]) -> None:
-        self._c, self._offset, self._pad = cache, offset, pad
+    def __init__(self, cache: Any, offset: int, pad: list[int], group_axis: bool = False) -> None:
+        self._c, self._offset, self._pad, self._group = cache, offset, pad, group_axis
 
     @property
     def offset(self) -> int:
@@ -154,7 +156,7 @@ class LayerView:
         return (keys, values) if self._c is None else self._c.update_and_fetch(keys, values)
 
     def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> Any:
-        return pass_mask(self._pad, self.offset, n, window_size, return_array)
+        return pass_mask(self._pad, self.offset, n, window_size, return_array, self._group)
 
     def __getattr__(self, name: str) -> Any:
         c = object.__getattribute__(self, "_c")

@@ -35,6 +35,7 @@ import mlx.core as mx
 from engine import hook_points
 from engine.errors import InputError
 from engine.hook_pass import Pass as _Pass
+from engine.hook_pass import row_by_row
 from engine.hook_pass import Stop as _Stop
 from engine.hook_types import (
     Batch,
@@ -71,6 +72,8 @@ class HookedModel:
         self._experts: dict[int, int] = inst["experts"]
         self.n_heads = int(lm.adapter.dims.get("num_heads") or lm.info.num_heads)
         self._factors: dict[float | None, float | None] = {}  # embedding scale -> factor on the family's
+        dims = lm.adapter.dims
+        self._group_axis = lm.adapter.spec.grouped_scores and dims.get("num_heads") != dims.get("num_kv_heads")
         self._takes_embeddings = "input_embeddings" in inspect.signature(type(lm.model).__call__).parameters
 
     # -- what this family offers ---------------------------------------------------------------
@@ -125,12 +128,6 @@ class HookedModel:
             out.append(iv)
         return out
 
-    def _check_batch(self, batch: Batch) -> None:
-        why = self.adapter.spec.no_padding
-        if why and any(batch.pad):
-            raise InputError(f"{self.adapter.model_type}: prompts of different lengths cannot share a batch ({why}); "
-                             "run them one at a time")
-
     # -- the forward -----------------------------------------------------------------------
     def forward(
         self,
@@ -155,8 +152,14 @@ class HookedModel:
         ``embedding_scale`` replaces the family's own embedding scale for this pass.
         """
         B, S = batch.ids.shape
-        self._check_batch(batch)
         ivs = self.check_interventions(interventions, B)
+        why = self.adapter.spec.no_padding
+        if why and any(batch.pad):
+            if kv is not None:
+                raise InputError(f"{self.adapter.model_type}: prompts of different lengths cannot share a cached batch "
+                                 f"({why}); run them one at a time")
+            return row_by_row(self, batch, ivs, capture, logits, start_layer, h, stop_layer, cancel, embedding_scale,
+                              on_layer)
         stop = self.n_layers if stop_layer is None else stop_layer
         if start_layer >= stop:
             return ForwardOutput(None, {}, h)
@@ -217,7 +220,8 @@ class HookedModel:
         if kv is None:
             if not any(batch.pad):
                 return None  # exactly the model's own path
-            return [hook_points.LayerView(None, 0, batch.pad) if k is None else None for k in self._layer_kinds]
+            return [hook_points.LayerView(None, 0, batch.pad, self._group_axis) if k is None else None
+                    for k in self._layer_kinds]
         if any(k is not None for k in self._layer_kinds):
             fresh = None
             for i, k in enumerate(self._layer_kinds):
@@ -226,7 +230,7 @@ class HookedModel:
                     fresh = fresh or self.model.make_cache()
                     kv.caches[i] = fresh[i]
         return [kv.caches[i] if k is not None else
-                hook_points.LayerView(kv.caches[i] if start <= i < stop else None, offset, kv.pad)
+                hook_points.LayerView(kv.caches[i] if start <= i < stop else None, offset, kv.pad, self._group_axis)
                 for i, k in enumerate(self._layer_kinds)]
 
     # -- pieces ----------------------------------------------------------------------------
@@ -322,7 +326,7 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         avail[SiteKind.resid_post].add(i)
         attn = get_path(block, parts.attn) if parts.attn else None
         mlp = get_path(block, parts.mlp) if parts.mlp else None
-        at = get_path(block, parts.attn_out_at) if parts.attn_out_at else attn
+        at = None if parts.attn_out_at == "-" else get_path(block, parts.attn_out_at) if parts.attn_out_at else attn
         if at is not None:
             hook_points.wrap(at, "attn_out", i, owner)
             avail[SiteKind.attn_out].add(i)
@@ -331,7 +335,7 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         if attn is not None and parts.o_proj:
             hook_points.wrap(attn[parts.o_proj], "heads", i, owner)
             avail[SiteKind.attn_heads].add(i)
-        mt = get_path(block, parts.mlp_out_at) if parts.mlp_out_at else mlp
+        mt = None if parts.mlp_out_at == "-" else get_path(block, parts.mlp_out_at) if parts.mlp_out_at else mlp
         if mt is not None:
             hook_points.wrap(mt, "mlp_out", i, owner)
             avail[SiteKind.mlp_out].add(i)

@@ -77,6 +77,7 @@ class Adapter:
     final_logit_softcap: float | None
     sliding_window: int | None
     sliding_layers: tuple[int, ...]
+    residual_scale: float | None = None  # the block adds attn_out/mlp_out module outputs times this
     dims: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -240,10 +241,10 @@ def adapter_for(model: Any, config: dict[str, Any]) -> Adapter:
     inter = _config_int(cfg, "intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size") or 4 * hidden
     first = next((i for i, p in enumerate(parts) if p.o_proj), None)
     if first is not None:  # the widths the hooks really see: the output projection's input per head
-        head_dim = _in_width(blocks[first][parts[first].attn][parts[first].o_proj]) // heads
+        head_dim = _in_width(get_path(get_path(blocks[first], parts[first].attn), parts[first].o_proj)) // heads
     dense = next((i for i, p in enumerate(parts) if p.down), None)
     if dense is not None:
-        inter = _in_width(blocks[dense][parts[dense].mlp][parts[dense].down])
+        inter = _in_width(get_path(get_path(blocks[dense], parts[dense].mlp), parts[dense].down))
     dims = {"num_layers": len(blocks), "hidden_size": hidden, "num_heads": heads, "num_kv_heads": kv_heads,
             "head_dim": head_dim, "intermediate_size": inter,
             "vocab_size": _config_int(cfg, "vocab_size", "n_vocab", "padded_vocab_size") or 0}
@@ -258,5 +259,6 @@ def adapter_for(model: Any, config: dict[str, Any]) -> Adapter:
         embedding_scale=scale, native_embedding_scale=native,
         final_logit_softcap=float(softcap) if softcap else None,
         sliding_window=window, sliding_layers=sliding, dims=dims,
+        residual_scale=fam.residual_scale(cfg) if fam.residual_scale else None,
     )
 

@@ -47,6 +47,10 @@ def gemma3_sliding(cfg: dict[str, Any], n_layers: int) -> tuple[int | None, tupl
     return int(cfg.get("sliding_window", 512)), tuple(i for i in range(n_layers) if (i + 1) % pattern != 0)
 
 
+def _granite_scale(cfg: dict[str, Any]) -> float:
+    return float(cfg["residual_multiplier"])
+
+
 @dataclass(frozen=True)
 class Family:
     family: str | None = None  # display group (defaults to the model_type)
@@ -55,10 +59,12 @@ class Family:
     o_proj: str | None = None  # attention output projection inside the attention module
     down: str | None = None  # MLP down projection inside the MLP module
     final_norm: str | None = None
-    attn_out_at: str | None = None  # block child (a post-norm) whose output is attn_out
+    attn_out_at: str | None = None  # block child (a post-norm) whose output is attn_out; "-": no attn_out site
     mlp_out_at: str | None = None
+    residual_scale: Callable[[dict[str, Any]], float] | None = None  # the block adds module output * this
     parallel: bool = False  # attention and MLP read the same input (x + attn(..) + mlp(..))
     recurrent: bool = False  # state-space / linear-attention layers
+    grouped_scores: bool = False  # attention by hand on [B, kv_heads, groups, L, K] scores: masks get a group axis
     no_padding: str | None = None  # why prompts of different lengths cannot share a left-padded batch
     embedding_scale: Callable[[dict[str, Any]], float] | None = None  # what lazarus runs with
     native_embedding_scale: Callable[[dict[str, Any]], float] | None = None  # what mlx-lm's code multiplies by,
@@ -71,7 +77,7 @@ class Family:
 
 _GEMMA_POST = dict(attn_out_at="post_attention_layernorm", mlp_out_at="post_feedforward_layernorm")
 _MOE = "moe_router = each token's expert weights (the routing's own, read off the MoE block)"
-_MULT = "attn_out/mlp_out = before the block's residual multiplier"
+_MULT = "attn_out/mlp_out = what the block adds (module output times the residual multiplier)"
 _PER_EXPERT = "mlp_hidden at expert layers (per expert; not exposed)"
 _POSITIONS = "its learned position table would shift under left padding"
 _STATE = "its state-space layers would carry the padding's state"
@@ -85,7 +91,7 @@ FAMILIES: dict[str, Family] = {
     "llama": Family(), "mistral": Family(), "qwen2": Family(), "qwen3": Family(), "smollm3": Family(),
     "gemma": Family(embedding_scale=sqrt_hidden),
     "gemma2": Family(embedding_scale=sqrt_hidden, **_GEMMA_POST,
-                     no_padding="its attention reshapes grouped heads by hand, so a per-row padding mask cannot reach it",
+                     grouped_scores=True,
                      missing="attn_pattern (scores are soft-capped by hand, outside scaled_dot_product_attention)",
                      note="attn_out/mlp_out = after the post-norms (what the block adds); mlx-lm runs every layer global"),
     "gemma3_text": Family(family="gemma3", embedding_scale=sqrt_hidden, native_embedding_scale=sqrt_hidden_bf16, sliding=gemma3_sliding, **_GEMMA_POST,
@@ -94,38 +100,46 @@ FAMILIES: dict[str, Family] = {
                      note=_VISION),
     "olmo2": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
     "olmo3": Family(**_GEMMA_POST, note="attn_out/mlp_out = after the post-norms (what the block adds)"),
-    "gpt2": Family(no_padding=_POSITIONS, note="attn/c_proj, mlp/c_proj; learned positions: prompts run one per batch"),
-    "gpt_bigcode": Family(no_padding=_POSITIONS, note="learned positions: prompts run one per batch"),
+    "gpt2": Family(no_padding=_POSITIONS, note="attn/c_proj, mlp/c_proj"),
+    "gpt_bigcode": Family(no_padding=_POSITIONS),
     "gpt_neox": Family(parallel=True, note="attention/dense, mlp/dense_4h_to_h; parallel residual"),
     "cohere": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
     "cohere2": Family(parallel=True, note="parallel residual: attention and MLP read one norm"),
     "phi": Family(parallel=True, note="parallel residual; self_attn/dense, mlp/fc2"),
     "mixtral": Family(missing=_PER_EXPERT, note=_MOE), "qwen2_moe": Family(missing=_PER_EXPERT, note=_MOE),
     "qwen3_moe": Family(missing=_PER_EXPERT, note=_MOE),
-    "granitemoe": Family(missing=_PER_EXPERT, note=_MOE + "; " + _MULT),
+    "granitemoe": Family(residual_scale=_granite_scale, missing=_PER_EXPERT, note=_MOE + "; " + _MULT),
     "olmoe": Family(missing=_PER_EXPERT, note=_MOE),
     "phimoe": Family(missing=_PER_EXPERT, note=_MOE + "; sparsemixer weights need not sum to 1"),
     "gpt_oss": Family(missing=_PER_EXPERT, note=_MOE + "; attention sinks take part in attn_pattern's softmax "
                                                       "(rows sum below 1)"),
     "deepseek_v2": Family(missing=_PER_EXPERT, note="MLA attention (attn_heads = value heads); " + _MOE),
     "deepseek_v3": Family(missing=_PER_EXPERT, note="MLA attention (attn_heads = value heads); " + _MOE),
-    "granite": Family(note=_MULT), "minicpm": Family(note=_MULT),
+    "granite": Family(residual_scale=_granite_scale, note=_MULT),
+    "minicpm": Family(residual_scale=lambda c: float(c["scale_depth"]) / math.sqrt(int(c["num_hidden_layers"])),
+                      note=_MULT),
+    "glm4": Family(attn_out_at="post_self_attn_layernorm", mlp_out_at="post_mlp_layernorm",
+                   note="attn_out/mlp_out = after the post-norms (what the block adds)"),
     "exaone": Family(attn="attn.attention", note="attention at attn.attention/out_proj, MLP down c_proj"),
     "qwen3_next": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN + "; " + _PER_EXPERT, note=_HYBRID),
     "lfm2": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN, note=_HYBRID),
-    "granitemoehybrid": Family(recurrent=True, no_padding=_STATE, missing=_NO_ATTN, note=_HYBRID),
-    "falcon_h1": Family(recurrent=True, no_padding=_STATE, note="attention and a state-space mixer run side by side; "
-                                                               "attn_out = the attention part only"),
+    "granitemoehybrid": Family(recurrent=True, no_padding=_STATE, residual_scale=_granite_scale, mlp_out_at="-",
+                               missing=_NO_ATTN + "; mlp_out (a mixture of experts plus a shared MLP: two modules)",
+                               note=_HYBRID + "; " + _MULT),
+    "falcon_h1": Family(recurrent=True, no_padding=_STATE, attn_out_at="-",
+                        missing="attn_out (attention and a state-space mixer add to the residual side by side)",
+                        note="attn_pattern and attn_heads are the attention mixer's"),
     "mamba": Family(recurrent=True, no_padding=_STATE, missing=_SSM_ONLY, note=_SSM),
     "mamba2": Family(recurrent=True, no_padding=_STATE, missing=_SSM_ONLY, note=_SSM),
 }
 
-# Families the test suite proves (tests/families): hooked forward == native, lens, sites, ablation, steering, q4.
+# Families the test suite proves: tests/families builds a tiny instance of each (a test keeps this set inside
+# the factory's) and checks hooked == native (full, KV cache, padded batch), lens, sites, ablation, steering, q4.
 VERIFIED: frozenset[str] = frozenset({
-    "llama", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3_text", "gemma3", "olmo2", "olmo3", "phi", "phi3",
-    "gpt2", "gpt_bigcode", "gpt_neox", "starcoder2", "cohere", "cohere2", "stablelm", "internlm2", "exaone", "glm4",
-    "helium", "minicpm", "granite", "granitemoe", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "gpt_oss",
-    "deepseek_v2", "deepseek_v3", "qwen3_next", "lfm2", "falcon_h1", "granitemoehybrid", "mamba", "mamba2",
+    "llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "gemma3", "phi", "phi3", "gpt2",
+    "gpt_neox", "gpt_bigcode", "starcoder2", "olmo2", "granite", "granitemoe", "mixtral", "gpt_oss", "smollm3", "cohere",
+    "cohere2", "stablelm", "internlm2", "exaone", "glm4", "helium", "minicpm", "deepseek_v2", "deepseek_v3",
+    "qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid",
 })
 
 NOT_TEXT_MODELS = {"__init__", "base", "cache", "activations", "switch_layers", "rope_utils", "pipeline",

@@ -37,7 +37,7 @@ def family_rows() -> list[FamilyRow]:
         if fam.refused:
             rows.append(FamilyRow(mt, "refused", fam.refused, fam.note))
         elif mt in VERIFIED:
-            missing = "; ".join(x for x in (fam.missing, f"no left-padded batches: {fam.no_padding}"
+            missing = "; ".join(x for x in (fam.missing, f"padded batches run row by row and cached ones are refused: {fam.no_padding}"
                                             if fam.no_padding else "") if x)
             rows.append(FamilyRow(mt, "partial" if missing else "verified", missing, fam.note))
         else:

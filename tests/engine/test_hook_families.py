@@ -67,12 +67,21 @@ def test_a_scaled_head_is_the_models_own_and_interventions_reach_heads():
     assert maxdiff(changed, plain.logits[:, -1:]) > 1e-4
 
 
-def test_learned_positions_refuse_left_padding_in_one_line():
+def test_learned_positions_run_a_padded_batch_row_by_row():
     lm = tiny("gpt2", n_embd=64, n_head=4, n_layer=2, n_positions=64, n_ctx=64, layer_norm_epsilon=1e-5)
     hm = HookedModel(lm)
-    assert hm.forward(Batch.from_lists([IDS, IDS])).logits.shape[0] == 2  # same lengths: fine
-    with pytest.raises(InputError, match="gpt2: prompts of different lengths"):
-        hm.forward(Batch.from_lists([IDS, IDS[:3]]))
+    short = IDS[:3]
+    batch = Batch.from_lists([IDS, short])
+    out = hm.forward(batch, logits="all", capture=CaptureSpec(kinds=(SiteKind.attn_pattern, SiteKind.mlp_out)))
+    assert out.logits.shape == (2, len(IDS), 50)
+    assert maxdiff(out.logits[1, 4:], lm.model(mx.array([short]))[0]) < 1e-5  # as if alone, not shifted
+    assert maxdiff(out.logits[0], lm.model(mx.array([IDS]))[0]) < 1e-5
+    pat = out.captures["blocks.1.attn_pattern"]
+    assert pat.shape == (2, 4, len(IDS), len(IDS)) and float(pat[1, :, :4].abs().max().item()) == 0.0
+    from engine.hooks import KVState
+
+    with pytest.raises(InputError, match="gpt2: prompts of different lengths cannot share a cached batch"):
+        hm.forward(batch, kv=KVState(hm.n_layers, batch.pad))
 
 
 def test_a_named_module_the_forward_never_calls_is_an_error():
