@@ -86,7 +86,8 @@ def expand_specs(req: AblationRequest, n_layers: int, n_heads: int) -> list[Abla
         elif req.mode == "grid":
             if req.heads is not None:
                 raise InputError("the layer x component grid does not take heads")
-            specs = [AblationSpec(layers=[x], component=c) for x in layers for c in ComponentType]
+            specs = [AblationSpec(layers=[x], component=c) for x in layers for c in ComponentType
+                     if c != ComponentType.BLOCK]
         else:
             specs = [AblationSpec(layers=[x], component=req.component, heads=req.heads) for x in layers]
     return [check_spec(s, n_layers, n_heads) for s in specs]
@@ -103,6 +104,8 @@ def spec_sites(spec: AblationSpec) -> list[SiteKey]:
             sites.append((layer, "attn_out", None))
         if comp in (ComponentType.MLP, ComponentType.BOTH) and (layer, "mlp_out", None) not in sites:
             sites.append((layer, "mlp_out", None))
+        if comp == ComponentType.BLOCK and (layer, "block_out", None) not in sites:
+            sites.append((layer, "block_out", None))
     return sites
 
 

@@ -98,7 +98,10 @@ class Pass:
             self.layer = -1
         self.route = None
         tup = isinstance(out, tuple)
-        h = self.edit(SiteKind.resid_post, layer, out[0] if tup else out)
+        h = out[0] if tup else out
+        if self.by_layer.get((layer, SiteKind.block_out)) or self.wants(SiteKind.block_out, layer):
+            h = x + self.edit(SiteKind.block_out, layer, h - x)
+        h = self.edit(SiteKind.resid_post, layer, h)
         if self.on_layer is not None:
             mx.eval(h, *self.captures.values())
             self.on_layer(layer, self.hm.n_layers)

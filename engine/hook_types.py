@@ -22,6 +22,7 @@ class SiteKind(str, Enum):
     mlp_hidden = "mlp_hidden"
     attn_heads = "attn_heads"
     moe_router = "moe_router"
+    block_out = "block_out"
 
 
 class Site(BaseModel):

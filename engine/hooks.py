@@ -15,6 +15,7 @@ Typed sites per layer (``blocks.{L}.{kind}``):
 - ``mlp_hidden``  the MLP's hidden activation (input of the down projection) [B, S, intermediate]
 - ``attn_heads``  each head's output (input of the output projection) [B, S, heads, head_dim]
 - ``moe_router``  each token's expert weights (0 = expert not chosen) [B, S, experts]
+- ``block_out``   what block L adds to the residual (resid_post - resid_pre): whole-layer ablation [B, S, hidden]
 
 Which sites a family has, and what attn_out means where a post-norm sits outside attention,
 is in ``engine.models.families`` (docs/models.md). Interventions are data
@@ -324,6 +325,7 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         hook_points.wrap(block, "block", i, owner)
         avail[SiteKind.resid_pre].add(i)
         avail[SiteKind.resid_post].add(i)
+        avail[SiteKind.block_out].add(i)
         attn = get_path(block, parts.attn) if parts.attn else None
         mlp = get_path(block, parts.mlp) if parts.mlp else None
         at = None if parts.attn_out_at == "-" else get_path(block, parts.attn_out_at) if parts.attn_out_at else attn

@@ -93,3 +93,26 @@ def test_a_named_module_the_forward_never_calls_is_an_error():
     hm = HookedModel(lm)
     with pytest.raises(RuntimeError, match="never reached"):
         hm.forward(Batch.from_lists([IDS]), capture=CaptureSpec(kinds=(SiteKind.attn_out,)))
+
+
+def test_whole_layer_ablation_on_a_state_space_model():
+    from engine.ablation import spec_interventions
+    from engine.ablation_results import AblationSpec
+
+    lm = tiny("mamba2", num_heads=8, head_dim=16, state_size=16, layer_norm_epsilon=1e-5, conv_kernel=4, n_groups=1,
+              use_bias=False, use_conv_bias=True, time_step_limit=(0.0, float("inf")), time_step_rank="auto",
+              tie_word_embeddings=True, expand=2)
+    hm = HookedModel(lm)
+    assert hm.site_kinds == (SiteKind.resid_pre, SiteKind.resid_post, SiteKind.block_out)
+    ivs = spec_interventions(AblationSpec(layers=[1], component="block"), "zero", None)
+    assert [(iv.site.kind, iv.site.layer) for iv in ivs] == [(SiteKind.block_out, 1)]
+    cap = CaptureSpec(kinds=(SiteKind.resid_pre, SiteKind.resid_post, SiteKind.block_out))
+    plain = hm.forward(Batch.from_lists([IDS]), logits="last", capture=cap)
+    pre, post = plain.captures["blocks.1.resid_pre"], plain.captures["blocks.1.resid_post"]
+    assert maxdiff(pre + plain.captures["blocks.1.block_out"], post) < 1e-5
+    gone = hm.forward(Batch.from_lists([IDS]), logits="last", capture=cap, interventions=ivs)
+    assert maxdiff(gone.captures["blocks.1.resid_post"], gone.captures["blocks.1.resid_pre"]) == 0.0
+    assert maxdiff(gone.logits, plain.logits) > 1e-3
+    with pytest.raises(InputError, match="mamba2 has no attn_out site"):
+        hm.forward(Batch.from_lists([IDS]), interventions=[Intervention(site=Site(layer=0, kind=SiteKind.attn_out),
+                                                                         op="zero")])
