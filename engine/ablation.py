@@ -378,6 +378,10 @@ def run_ablation(lm: LoadedModel, req: AblationRequest, cancel: Callable[[], boo
                 for pi in range(len(prompts))]))
         return pts
 
+    if strategy == "batched" and hm.state_layers:
+        strategy = "sequential"  # the batched sweep reuses per-layer keys/values, which state-space layers lack
+        notes.append(f"{info.model_type}: state-space layers keep no per-layer keys/values to share, "
+                     "so sweep points run one by one")
     if strategy == "sequential":
         total = len(prompts) * (1 + len(specs))
         done = 0

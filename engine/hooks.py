@@ -83,6 +83,12 @@ class HookedModel:
         """The site kinds this model has at one layer at least."""
         return tuple(k for k in SiteKind if self._avail[k])
 
+    @property
+    def state_layers(self) -> bool:
+        """Some layers keep a recurrent state (state-space, convolution) instead of keys/values, so
+        per-layer key/value reuse (batched ablation and steering sweeps) does not apply."""
+        return any(kind is not None for kind in self._layer_kinds)
+
     def has_site(self, kind: SiteKind, layer: int) -> bool:
         return layer in self._avail[kind]
 

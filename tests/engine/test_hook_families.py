@@ -95,13 +95,16 @@ def test_a_named_module_the_forward_never_calls_is_an_error():
         hm.forward(Batch.from_lists([IDS]), capture=CaptureSpec(kinds=(SiteKind.attn_out,)))
 
 
+MAMBA2 = dict(num_heads=8, head_dim=16, state_size=16, layer_norm_epsilon=1e-5, conv_kernel=4, n_groups=1,
+              use_bias=False, use_conv_bias=True, time_step_limit=(0.0, float("inf")), time_step_rank="auto",
+              tie_word_embeddings=True, expand=2)
+
+
 def test_whole_layer_ablation_on_a_state_space_model():
     from engine.ablation import spec_interventions
     from engine.ablation_results import AblationSpec
 
-    lm = tiny("mamba2", num_heads=8, head_dim=16, state_size=16, layer_norm_epsilon=1e-5, conv_kernel=4, n_groups=1,
-              use_bias=False, use_conv_bias=True, time_step_limit=(0.0, float("inf")), time_step_rank="auto",
-              tie_word_embeddings=True, expand=2)
+    lm = tiny("mamba2", **MAMBA2)
     hm = HookedModel(lm)
     assert hm.site_kinds == (SiteKind.resid_pre, SiteKind.resid_post, SiteKind.block_out)
     ivs = spec_interventions(AblationSpec(layers=[1], component="block"), "zero", None)
@@ -116,3 +119,18 @@ def test_whole_layer_ablation_on_a_state_space_model():
     with pytest.raises(InputError, match="mamba2 has no attn_out site"):
         hm.forward(Batch.from_lists([IDS]), interventions=[Intervention(site=Site(layer=0, kind=SiteKind.attn_out),
                                                                          op="zero")])
+
+
+def test_ablation_study_on_a_state_space_model_runs_point_by_point():
+    from engine.ablation import run_ablation
+    from engine.ablation_results import AblationRequest
+    from tests.families.factory import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    lm = tiny("mamba2", **{**MAMBA2, "vocab_size": tok.vocab_size})
+    lm.tokenizer = tok
+    res = run_ablation(lm, AblationRequest(prompt="Hi there", component="block", layers=[0, 1], max_tokens=3,
+                                           chat=False))
+    assert res.strategy == "sequential" and any("state-space" in n for n in res.notes)
+    assert [p.spec.layers for p in res.points] == [[0], [1]]
+    assert all(len(p.outputs[0].token_ids) == 3 for p in res.points)
