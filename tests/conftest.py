@@ -24,7 +24,7 @@ def gemma():
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    """A tiny random llama (2 layers) for fast invariant tests; uses SmolLM2's tokenizer."""
+    """A tiny random llama (4 layers) for fast invariant tests, with the tiny test tokenizer."""
     return _tiny("llama")
 
 
@@ -39,10 +39,11 @@ def _tiny(model_type: str):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from engine.models import LoadedModel, ModelInfo, load
+    from engine.models import LoadedModel, ModelInfo
     from engine.models.adapter import adapter_for
+    from tests.families.factory import tiny_tokenizer
 
-    tok = load("smollm2-135m").tokenizer
+    tok = tiny_tokenizer()  # made in the test: no download
     config = {
         "model_type": model_type, "hidden_size": 64, "num_hidden_layers": 4, "intermediate_size": 128,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-6,
@@ -62,33 +63,3 @@ def _tiny(model_type: str):
                      source_format="random", device="cpu", embedding_scale=adapter.embedding_scale,
                      sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers))
     return LoadedModel(model, tok, adapter, config, info)
-
-
-_EXIT_STATUS: list[int] = []
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave with pytest's own status, skipping interpreter finalisation.
-
-    After engine threads have run MLX work, MLX can abort the process while Python
-    finalises ("terminate called without an active exception", SIGABRT), which would
-    turn a green run into exit code 134. The console scripts leave the same way
-    (lazarus_tui/cli.py). Everything pytest reports is written by now.
-    """
-    if not _EXIT_STATUS or getattr(config, "workerinput", None) is not None:
-        return
-    import os
-    import sys
-
-    from engine.session import _close_all_sessions
-
-    _close_all_sessions()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_EXIT_STATUS[-1])
