@@ -49,6 +49,7 @@ from engine.hook_types import (
     Site,
     SiteKind,
 )
+from engine.limits import check_prompt
 from engine.models import LoadedModel
 from engine.models.adapter import get_path
 
@@ -177,6 +178,8 @@ class HookedModel:
             if not self._avail[kind]:
                 raise self._missing(kind)
         offset = kv.offset if kv is not None else 0
+        if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
+            check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
         factor = None
         if h is None and start_layer == 0:
             factor = self._factors.get(embedding_scale)
