@@ -92,13 +92,11 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | N
     lm = hm.lm
     wt = lm.extras.get("unembed_t")
     if wt is None:
-        w = lm.model.model.embed_tokens.weight if hm.adapter.tied_embeddings else lm.model.lm_head.weight
-        if w.dtype not in (mx.float32, mx.float16, mx.bfloat16):  # quantized: use the model's own head
-            return lens_distributions(hm, resid)[0]
-        wt = mx.contiguous(w.T)
-        mx.eval(wt)
+        wt = _plain_head(hm, resid[:1])
         lm.extras["unembed_t"] = wt
-    h = hm.model.model.norm(resid)
+    if wt is False:  # quantized, biased or scaled head: the family's own
+        return lens_distributions(hm, resid)[0]
+    h = hm.adapter.final_norm(hm.model)(resid)
     n = h.shape[0]
     pad = _row_padding(n)
     if pad:
@@ -108,6 +106,25 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | N
     if cap:
         logits = mx.tanh(logits / cap) * cap
     return logits
+
+
+def _plain_head(hm: HookedModel, probe: mx.array) -> mx.array | bool:
+    """The transposed unembedding matrix when the family's head is exactly final norm, that matrix
+    and the soft-cap (checked once on one residual against the family's own head), else False."""
+    w = hm.adapter.unembed_weight(hm.model)
+    if w is None or w.dtype not in (mx.float32, mx.float16, mx.bfloat16):
+        return False
+    wt = mx.contiguous(w.T)
+    logits = (hm.adapter.final_norm(hm.model)(probe) @ wt).astype(mx.float32)
+    cap = hm.adapter.final_logit_softcap
+    if cap:
+        logits = mx.tanh(logits / cap) * cap
+    own = hm.adapter.lens_logits(hm.model, probe[None])[0].astype(mx.float32)
+    scale = float(mx.abs(own).max().item()) or 1.0
+    if float(mx.abs(logits - own).max().item()) > 1e-3 * scale:
+        return False
+    mx.eval(wt)
+    return wt
 
 
 def _row_padding(n: int) -> int:
