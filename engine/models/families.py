@@ -70,7 +70,7 @@ class Family:
     native_embedding_scale: Callable[[dict[str, Any]], float] | None = None  # what mlx-lm's code multiplies by,
     # where it differs (lazarus rescales the family's embedding, in the reference too)
     sliding: Callable[[dict[str, Any], int], tuple[int | None, tuple[int, ...]]] = layer_types_sliding
-    missing: str = ""  # sites this family lacks (status "partial")
+    missing: str = ""  # sites this family lacks (listed in the matrix; hybrids are "partial")
     note: str = ""  # what a site means here
     refused: str | None = None  # one line: why lazarus refuses this family
 

@@ -20,7 +20,7 @@ DOC_END = "<!-- family-matrix:end -->"
 class FamilyRow:
     model_type: str
     status: str  # verified | partial | untested | refused
-    detail: str  # partial: what is missing; refused: why; untested: how to check
+    detail: str  # verified/partial: sites it lacks and batch limits; refused: why; untested: how to check
     note: str  # what a site means for this family
 
 
@@ -37,9 +37,13 @@ def family_rows() -> list[FamilyRow]:
         if fam.refused:
             rows.append(FamilyRow(mt, "refused", fam.refused, fam.note))
         elif mt in VERIFIED:
-            missing = "; ".join(x for x in (fam.missing, f"padded batches run row by row and cached ones are refused: {fam.no_padding}"
-                                            if fam.no_padding else "") if x)
-            rows.append(FamilyRow(mt, "partial" if missing else "verified", missing, fam.note))
+            # verified: the suite proves every site the family has (hooked == native, lens, ablation, steering,
+            # q4); the detail says which sites it does not have. partial: hybrid / state-space families, whose
+            # attention or MLP sites exist only at some layers or not at all.
+            detail = "; ".join(x for x in (f"no {fam.missing}" if fam.missing else "",
+                                           f"padded batches run row by row and cached ones are refused: "
+                                           f"{fam.no_padding}" if fam.no_padding else "") if x)
+            rows.append(FamilyRow(mt, "partial" if fam.recurrent else "verified", detail, fam.note))
         else:
             rows.append(FamilyRow(mt, "untested", "found by discovery, not yet proven by the test suite; "
                                   "`lazarus --batch verify -m DIR` checks a given model", fam.note))
@@ -58,7 +62,7 @@ def as_markdown(rows: list[FamilyRow]) -> str:
     lines = [DOC_START, "",
              f"{len(rows)} model types: " + ", ".join(f"{c[s]} {s}" for s in ("verified", "partial", "untested",
                                                                                 "refused") if s in c) + ".", "",
-             "| model_type | status | what is missing / why | sites here |", "|---|---|---|---|"]
+             "| model_type | status | sites it lacks / why | sites here |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| `{r.model_type}` | {r.status} | {r.detail if r.status != 'untested' else ''} | {r.note} |")
     lines += ["", DOC_END]

@@ -36,7 +36,11 @@ def test_every_mlx_lm_model_type_is_listed_with_a_status():
     by = {r["model_type"]: r for r in rows}
     for mt in VERIFIED:
         assert by[mt]["status"] in ("verified", "partial")
-    assert by["gemma2"]["status"] == "partial" and "attn_pattern" in by["gemma2"]["detail"]
+    assert by["gemma2"]["status"] == "verified" and "no attn_pattern" in by["gemma2"]["detail"]
+    assert by["qwen3_moe"]["status"] == "verified" and "mlp_hidden" in by["qwen3_moe"]["detail"]
+    assert by["mamba2"]["status"] == "partial" and by["qwen3_next"]["status"] == "partial"
+    # the bar: at least 30 families proven by the suite
+    assert sum(r["status"] == "verified" for r in rows) >= 30
     assert by["llama"]["status"] == "verified" and by["llama"]["detail"] == ""
     assert all(r["status"] in ("verified", "partial", "untested", "refused") for r in rows)
     assert set(FAMILIES) <= types
@@ -53,5 +57,6 @@ def test_human_listing_names_each_type_once():
     assert res.returncode == 0
     lines = res.stdout.splitlines()
     assert len(lines) == len(fm.family_rows())
-    assert any(line.split()[:2] == ["qwen3_moe", "partial"] for line in lines)
+    assert any(line.split()[:2] == ["qwen3_moe", "verified"] for line in lines)
+    assert any(line.split()[:2] == ["lfm2", "partial"] for line in lines)
     assert "verified" in res.stderr
