@@ -41,7 +41,7 @@ class ModelAnalyzer:
         return cls(model, dtype=dtype, embedding_scale=embedding_scale)
 
     async def __aenter__(self) -> ModelAnalyzer:
-        from engine.lens_kernels import prepare
+        from engine.distributions import prepare
 
         prepare()  # the lens statistics' loops compile while the model loads
         self._lm = await self.session.load(self.model_id, self.dtype)

@@ -4,7 +4,7 @@ For each selected layer: the layer output at one prompt position, through the
 model's own final norm, unembedding (tied when the model ties) and soft-cap,
 then softmax. All layers are unembedded in one matmul, at one position only, and
 read back once; entropy, KL/JS between consecutive layers, top-k and
-full-vocabulary ranks are computed from those logits (``engine.lens_stats``).
+full-vocabulary ranks are computed from those logits (``engine.distributions``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from engine import blas
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
-from engine.lens_stats import LensStats, lens_stats
+from engine.distributions import LensStats, lens_stats
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -145,7 +145,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         parts.append(part)
         shown = [layer for layer in seg_read if layer in layers]
         if on_rows is not None and shown:
-            st = lens_stats(part, min(req.top_k, part.shape[-1]), [], [])
+            st = lens_stats(part, min(req.top_k, part.shape[-1]), [], [], row_names=[f"layer {x}" for x in seg_read])
             on_rows(_layer_rows(hm.lm.tokenizer, st, shown, {layer: i for i, layer in enumerate(seg_read)},
                                 part.shape[-1]))
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -179,7 +179,8 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
     final_top = int(np.argmax(logits[row[n - 1]]))
     pairs = [(row[a], row[b]) for a, b in itertools.pairwise(layers)] if req.compute_transitions else []
     # tracked tokens, then the final prediction (for its rank at every layer)
-    st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs)
+    st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs,
+                    row_names=[f"layer {layer}" for layer in read])
     layer_preds = _layer_rows(tok, st, layers, row, vocab)
     transitions = [
         LayerTransition(from_layer=a, to_layer=b, kl_divergence=kl, js_divergence=js,

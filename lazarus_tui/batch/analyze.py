@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     req = request_from_args(args)
     from engine.lens import analyze
-    from engine.lens_kernels import prepare
+    from engine.distributions import prepare
 
     prepare()  # compiled while the model loads
 
