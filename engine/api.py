@@ -14,8 +14,9 @@ from enum import Enum
 from typing import Any, TextIO
 
 import mlx.core as mx
+import numpy as np
 
-from engine.lens import logsumexp_exact
+from engine.distributions import top_k_probs
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
@@ -158,9 +159,7 @@ class LogitLens:
         layers = sorted(hs)
         resid = mx.stack([hs[layer][batch_index, position] for layer in layers])  # [L, hidden]
         logits = self.hooks.lm.adapter.lens_logits(self.hooks.lm.model, resid[None])[0].astype(mx.float32)
-        probs = mx.exp(logits - logsumexp_exact(logits))
-        top = mx.argsort(-logits, axis=-1)[:, :top_k]
-        top_p = mx.take_along_axis(probs, top, axis=-1)
+        top, top_p = top_k_probs(np.array(logits), top_k, [f"layer {layer}" for layer in layers])
         return [(layer, [(self._piece(t), p) for t, p in zip(ti, pi)])
                 for layer, ti, pi in zip(layers, top.tolist(), top_p.tolist())]
 

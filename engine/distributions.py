@@ -108,6 +108,15 @@ def top_k(logits: np.ndarray, k: int) -> np.ndarray:
     return np.stack([top_k(row, k) for row in x]) if x.shape[0] else np.zeros((0, k), np.int64)
 
 
+def top_k_probs(logits: np.ndarray, k: int, row_names: Sequence[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, probabilities) of the k most likely tokens per row of logits [rows, vocab]."""
+    x = np.atleast_2d(np.asarray(logits, dtype=np.float32))
+    ids = top_k(x, k)
+    c = log_normaliser(x, row_names)
+    return ids, np.exp(np.take_along_axis(x, ids, axis=-1).astype(np.float64) - c[:, None])
+
+
 def kl_js(a: np.ndarray, b: np.ndarray, a_names: Sequence[str] | None = None,
           b_names: Sequence[str] | None = None) -> tuple[list[float], list[float]]:
     """KL(P_a || P_b) and JS(P_a, P_b) for each row pair of logits a, b [rows, vocab] (same vocab)."""
@@ -128,7 +137,8 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
     R, V = x.shape
     k = max(0, min(k, V))
     t = np.array([int(i) for i in tracked], dtype=np.int64)
-    top_logit = np.zeros(R, np.float32)
+    top_logit = np.max(x, axis=-1)  # NaN where a row holds one
+    _reject(top_logit, row_names)
     sums = np.zeros((R, 2))  # per row: sum e, sum e (x - max)
     top = np.zeros((R, k), dtype=np.int64)
     vals = np.empty((R, k), np.float32)  # the top-k loop's scratch
@@ -136,9 +146,15 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
     div = np.zeros((len(pairs), 2))  # per pair: KL, JS
     pa = np.array([p[0] for p in pairs], dtype=np.int64)
     pb = np.array([p[1] for p in pairs], dtype=np.int64)
-    with _scratch(R, V) as e:
-        _split(lambda lo, hi: kern.rows_pass(x, lo, hi, k, t, top_logit, e, sums, top, vals, ranks), R, R * V)
-        _reject(top_logit, row_names)
+    with _scratch("exp", R, V) as e, _scratch("pairs", len(pairs), V) as sbuf:
+        np.subtract(x, top_logit[:, None], out=e)
+        np.exp(e, out=e)
+
+        def rows(lo: int, hi: int) -> None:
+            kern.rows_sums(x, top_logit, lo, hi, e, sums)
+            kern.rows_top_ranks(x, lo, hi, k, t, top, vals, ranks)
+
+        _split(rows, R, R * V)
         for r in range(R):
             if k and top[r, -1] < 0:  # fewer than k entries above -inf
                 top[r] = top_k(x[r], k)
@@ -146,7 +162,9 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
         log_z = np.log(z)
         c = top_logit.astype(np.float64) + log_z  # log-softmax = logit - c
         inv = 1.0 / z
-        _split(lambda lo, hi: kern.pairs_pass(x, e, inv, c, pa, pb, lo, hi, div), len(pairs), len(pairs) * V)
+        _split(lambda lo, hi: kern.pairs_near(x, e, inv, c, pa, pb, lo, hi, sbuf, div), len(pairs), len(pairs) * V)
+        np.log(sbuf, out=sbuf)
+        _split(lambda lo, hi: kern.pairs_far(x, e, inv, c, pa, pb, lo, hi, sbuf, div), len(pairs), len(pairs) * V)
     top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
     t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t.size else np.zeros((R, 0))
     return LensStats(top.tolist(), top_p.tolist(), (log_z - sums[:, 1] / z).tolist(), div[:, 0].tolist(),
@@ -171,20 +189,23 @@ def _split(fn: Callable[[int, int], None], n: int, size: int) -> None:
         other.result()
 
 
-_SCRATCH_LOCK = threading.Lock()
-_SCRATCH: list[np.ndarray] = []  # the rows' exponentials, [rows, vocab] float32
+_SCRATCH: dict[str, tuple[threading.Lock, list[np.ndarray]]] = {
+    "exp": (threading.Lock(), []),  # the rows' exponentials, [rows, vocab] float32
+    "pairs": (threading.Lock(), []),  # the pairs' sums pa + pb, then their logs, [pairs, vocab] float32
+}
 
 
 @contextmanager
-def _scratch(rows: int, vocab: int) -> Iterator[np.ndarray]:
+def _scratch(name: str, rows: int, vocab: int) -> Iterator[np.ndarray]:
     """Reuse the last call's buffer when the shape matches (the usual case: the same model's lens
     again). One caller at a time holds it; a concurrent caller gets a fresh one."""
-    if not _SCRATCH_LOCK.acquire(blocking=False):
+    lock, held = _SCRATCH[name]
+    if not lock.acquire(blocking=False):
         yield np.empty((rows, vocab), np.float32)
         return
     try:
-        if not (_SCRATCH and _SCRATCH[0].shape == (rows, vocab)):
-            _SCRATCH[:] = [np.empty((rows, vocab), np.float32)]
-        yield _SCRATCH[0]
+        if not (held and held[0].shape == (rows, vocab)):
+            held[:] = [np.empty((rows, vocab), np.float32)]
+        yield held[0]
     finally:
-        _SCRATCH_LOCK.release()
+        lock.release()

@@ -21,7 +21,7 @@ from engine import blas
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
-from engine.distributions import LensStats, lens_stats
+from engine.distributions import LensStats, lens_stats, log_normaliser
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -54,15 +54,10 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
 def lens_distributions(hm: HookedModel, resid: mx.array) -> tuple[mx.array, mx.array]:
     """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden].
 
-    The normaliser is summed in float64: MLX's float32 reduction over a whole vocabulary drifts
-    by ~1e-4 relative (SmolLM2's p(' Paris') reads 0.77264 instead of 0.77253)."""
+    The normaliser is ``engine.distributions.log_normaliser`` (float64)."""
     logits = hm.adapter.lens_logits(hm.model, resid[None])[0].astype(mx.float32)  # [N, vocab]
-    return logits, logits - logsumexp_exact(logits)
-
-
-def logsumexp_exact(logits: mx.array) -> mx.array:
-    """``logsumexp`` over the last axis, accumulated in float64 (on the CPU stream), as float32."""
-    return mx.logsumexp(logits.astype(mx.float64), axis=-1, keepdims=True, stream=mx.cpu).astype(mx.float32)
+    c = log_normaliser(np.array(logits))
+    return logits, logits - mx.array(c[:, None].astype(np.float32))
 
 
 def fast_lens_logits(hm: HookedModel, resid: mx.array) -> mx.array:
