@@ -16,6 +16,7 @@ fused multiply-add only (no ``nnan``/``ninf``): NaN and infinity keep their IEEE
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -28,7 +29,7 @@ _PSI = tuple((-1) ** n / math.factorial(n) for n in range(14, 1, -1))
 # g(d) = (1+d) log(1+d) + (1-d) log(1-d) = sum_n d^(2n) / (n (2n-1)), in u = d^2; 14 terms for u <= 1/4
 _G = tuple(1.0 / (n * (2 * n - 1)) for n in range(14, 0, -1))
 _FLAGS = {"reassoc", "contract"}
-_OPTS = {"cache": True, "nogil": True, "fastmath": _FLAGS, "error_model": "numpy", "boundscheck": False}
+_OPTS: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": _FLAGS, "error_model": "numpy", "boundscheck": False}
 
 
 @njit("float64(float64)", **_OPTS)
@@ -48,7 +49,7 @@ def _g_u(u: float) -> float:
 
 
 @njit("void(float32[:, ::1], float32[::1], int64, int64, float32[:, ::1], float64[:, ::1])", **_OPTS)
-def rows_sums(x, top, lo, hi, e, sums):  # type: ignore[no-untyped-def]
+def rows_sums(x, top, lo, hi, e, sums):
     """Rows lo..hi: e holds exp(x - top) (NumPy's); entries below -87 nats are set to 0 (no
     subnormals downstream); sums[r] = (sum e, sum e (x - top))."""
     n = x.shape[1]
@@ -69,7 +70,7 @@ def rows_sums(x, top, lo, hi, e, sums):  # type: ignore[no-untyped-def]
 
 @njit("void(float32[:, ::1], int64, int64, int64, int64[::1], int64[:, ::1], float32[:, ::1], int64[:, ::1])",
       **_OPTS)
-def rows_top_ranks(x, lo, hi, k, tracked, top, vals, ranks):  # type: ignore[no-untyped-def]
+def rows_top_ranks(x, lo, hi, k, tracked, top, vals, ranks):
     """Rows lo..hi: top[:, :k] = ids of the k largest, largest first, ties by lower id (-1 where
     fewer than k are > -inf; vals is scratch); ranks[:, j] = 1 + how many exceed x[tracked[j]]."""
     n = x.shape[1]
@@ -100,7 +101,7 @@ def rows_top_ranks(x, lo, hi, k, tracked, top, vals, ranks):  # type: ignore[no-
 
 @njit("void(float32[:, ::1], float32[:, ::1], float64[::1], float64[::1], int64[::1], int64[::1], int64, int64, "
       "float32[:, ::1], float64[:, ::1])", **_OPTS)
-def pairs_near(x, e, inv, c, pa_rows, pb_rows, lo, hi, sbuf, out):  # type: ignore[no-untyped-def]
+def pairs_near(x, e, inv, c, pa_rows, pb_rows, lo, hi, sbuf, out):
     """Pairs lo..hi (a = pa_rows[q], b = pb_rows[q]) of rows with logits x, unnormalised
     probabilities e = exp(x - max), inverse sums inv (p = e inv), c = max + log(sum e) (log p = x - c):
     out[q, 0] = KL(P_a || P_b); out[q, 1] = the part of 2 JS from entries with |d| <= 1/2;
@@ -137,7 +138,7 @@ def pairs_near(x, e, inv, c, pa_rows, pb_rows, lo, hi, sbuf, out):  # type: igno
 
 @njit("void(float32[:, ::1], float32[:, ::1], float64[::1], float64[::1], int64[::1], int64[::1], int64, int64, "
       "float32[:, ::1], float64[:, ::1])", **_OPTS)
-def pairs_far(x, e, inv, c, pa_rows, pb_rows, lo, hi, log_s, out):  # type: ignore[no-untyped-def]
+def pairs_far(x, e, inv, c, pa_rows, pb_rows, lo, hi, log_s, out):
     """Adds the entries with |d| > 1/2 to out[q, 1] (2 JS), with log_s = log(sbuf) of ``pairs_near``:
     pa log(pa / m) + pb log(pb / m), m = s / 2, log pa = xa - ca. These terms are >= 0.13 s each
     (g(1/2) / 2), so float32 logs lose nothing to cancellation; out[q, 1] becomes JS."""

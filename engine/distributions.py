@@ -51,7 +51,7 @@ def prepare() -> None:
     threading.Thread(target=_kernels, name="distribution-kernels", daemon=True).start()
 
 
-def _kernels():  # type: ignore[no-untyped-def]
+def _kernels():
     from engine import distribution_kernels  # the import compiles or loads the loops
 
     return distribution_kernels

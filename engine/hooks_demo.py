@@ -8,9 +8,9 @@ import mlx.core as mx
 import numpy as np
 from pydantic import Field
 
+from engine.distributions import top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.distributions import top_k_probs
 from engine.models import LoadedModel
 from engine.results import SCHEMA_VERSION, Frozen
 

@@ -18,10 +18,10 @@ import mlx.core as mx
 import numpy as np
 
 from engine import blas
+from engine.distributions import LensStats, lens_stats, log_normaliser
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
-from engine.distributions import LensStats, lens_stats, log_normaliser
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -124,7 +124,8 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
     unembedding matmul per segment instead of one for all layers."""
     batch = Batch.from_lists([ids])
     n = hm.n_layers
-    segments = [(0, n)] if on_rows is None else [(a, min(n, a + max(1, -(-n // 5)))) for a in range(0, n, max(1, -(-n // 5)))]
+    seg = max(1, -(-n // 5))
+    segments = [(0, n)] if on_rows is None else [(a, min(n, a + seg)) for a in range(0, n, seg)]
     h = None
     parts = []
     for start, stop in segments:

@@ -70,6 +70,7 @@ def patch(lm: LoadedModel, req: PatchRequest, cancel: Callable[[], bool] | None 
             ivs.append(Intervention(site=Site(layer=layer, kind=SiteKind.resid_post), op="replace",
                                     vector=np.array(vec.astype(mx.float32)), position=pt, row=row))
     p_out = hm.forward(Batch.from_lists([tgt] * len(layers)), interventions=ivs, logits="last", cancel=cancel)
+    assert s_out.logits is not None and t_out.logits is not None and p_out.logits is not None  # logits="last"
     s_logits = np.array(s_out.logits[0, -1].astype(mx.float32))
     t_logits = np.array(t_out.logits[0, -1].astype(mx.float32))
     p_logits = np.array(p_out.logits[:, -1].astype(mx.float32))  # [R, V]

@@ -12,7 +12,7 @@ heat-strip comes from ``AnalysisResult.final_token_ranks``):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -75,9 +75,9 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     import mlx.core as mx
     import numpy as np
 
+    from engine.distributions import token_probs_ranks
     from engine.generate import generate_ids
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-    from engine.distributions import token_probs_ranks
     from engine.lens import lens_distributions
 
     if not req.prompt:
@@ -92,8 +92,8 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     stopped = outs[0].stopped
     if stopped == "eos" and gen and gen[-1] in tok.eos_ids:
         gen = gen[:-1]
-    base = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids), num_layers=n_layers,
-                text=tok.decode(gen), stopped=stopped)
+    base: dict[str, Any] = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids),
+                                num_layers=n_layers, text=tok.decode(gen), stopped=stopped)
     if not gen:
         return TrackGenerationResult(**base, positions=[])
 
