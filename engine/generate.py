@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 
@@ -120,7 +121,9 @@ def arithmetic_check(prompt: str, pieces: Sequence[str]) -> dict | None:
 
 
 def run_generate(lm: LoadedModel, req: GenerateRequest, cancel: Callable[[], bool] | None = None,
-                 on_step: Callable[[int, int], None] | None = None) -> GenerateResult:
+                 on_step: Callable[[int, int], None] | None = None, pipeline: Any = None) -> GenerateResult | None:
+    """Generate for every prompt (and format variant). ``pipeline``: a ``World`` whose ranks each hold
+    one stage of ``lm``'s layers (engine/pipeline.py); rank 0 gets the result, the others ``None``."""
     if not req.prompts or any(p == "" for p in req.prompts):
         raise InputError("empty prompt")
     tok = lm.tokenizer
@@ -134,8 +137,16 @@ def run_generate(lm: LoadedModel, req: GenerateRequest, cancel: Callable[[], boo
     formatted = [tok.apply_chat_template(p) if use_chat else p for p, _ in variants]
     rows = [tok.encode(f) for f in formatted]
     hm = HookedModel(lm)
-    outs = generate_ids(hm, rows, req.max_tokens, temperature=req.temperature, seed=req.seed,
-                        stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
+    if pipeline is not None:
+        from engine.pipeline import pipelined_generate
+
+        outs = pipelined_generate(hm, rows, req.max_tokens, pipeline, temperature=req.temperature, seed=req.seed,
+                                  stop_ids=tok.eos_ids, cancel=cancel)
+        if outs is None:
+            return None
+    else:
+        outs = generate_ids(hm, rows, req.max_tokens, temperature=req.temperature, seed=req.seed,
+                            stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
     gens = []
     for (p, variant), f, o in zip(variants, formatted, outs):
         ids = [i for i in o.ids if not (o.stopped == "eos" and i == o.ids[-1] and i in tok.eos_ids)]

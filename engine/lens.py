@@ -118,11 +118,21 @@ def _layer_rows(tok: Any, st: LensStats, layers: Sequence[int], row: dict[int, i
 
 def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req: AnalyzeRequest,
                  cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None,
-                 on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int]) -> np.ndarray:
+                 on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int],
+                 pipeline: Any = None) -> np.ndarray | None:
     """Lens logits [len(read), vocab] at ``pos``. With ``on_rows`` the stack runs in a few segments and each
     segment's requested layers are reported as finished rows (live display), at the price of one small
     unembedding matmul per segment instead of one for all layers."""
     batch = Batch.from_lists([ids])
+    if pipeline is not None:  # the layers are split across ranks: one pipelined pass, the lens on rank 0
+        from engine.pipeline import compute_dtype, pipelined_forward
+
+        out = pipelined_forward(hm, batch, pipeline, logits="none", embedding_scale=req.embedding_scale,
+                                capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=read, positions=[pos]))
+        if out is None:
+            return None
+        resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)
+        return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm))))
     n = hm.n_layers
     seg = max(1, -(-n // 5))
     segments = [(0, n)] if on_rows is None else [(a, min(n, a + seg)) for a in range(0, n, seg)]
@@ -149,11 +159,14 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
 
 def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | None = None,
             on_layer: Callable[[int, int], None] | None = None,
-            on_rows: Callable[[list[LayerPredictionResult]], None] | None = None) -> AnalysisResult:
+            on_rows: Callable[[list[LayerPredictionResult]], None] | None = None,
+            pipeline: Any = None) -> AnalysisResult | None:
     """The logit lens for ``req`` on ``lm``.
 
     ``on_layer(layer, n)`` reports progress per block; ``on_rows(rows)`` receives finished layer rows
-    while the pass runs (the TUI's live table). ``cancel`` is checked between blocks.
+    while the pass runs (the TUI's live table). ``cancel`` is checked between blocks. ``pipeline``: a
+    ``World`` whose ranks each hold one stage of ``lm`` (engine/pipeline.py); rank 0 gets the result,
+    the others ``None``.
     """
     if not req.prompt:
         raise InputError("empty prompt")
@@ -170,7 +183,9 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
 
     read = sorted(set(layers) | {n - 1})
     row = {layer: i for i, layer in enumerate(read)}
-    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers)  # [L, vocab]
+    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers, pipeline)  # [L, vocab]
+    if logits is None:  # a pipeline stage other than rank 0
+        return None
     vocab = logits.shape[-1]
     final_top = int(np.argmax(logits[row[n - 1]]))
     pairs = [(row[a], row[b]) for a, b in itertools.pairwise(layers)] if req.compute_transitions else []

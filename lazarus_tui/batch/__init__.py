@@ -35,8 +35,11 @@ def usage() -> str:
 
 
 def dispatch(argv: list[str]) -> int:
+    from engine.distributed import env_rank, launched
     from lazarus_tui.batch.common import err
 
+    if launched() and env_rank() != 0:
+        return _dispatch_quiet_rank(argv, env_rank())
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
@@ -61,6 +64,57 @@ def dispatch(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse -h
         return int(exc.code or 0)
 
+
+def shares_work(argv: list[str]) -> bool:
+    """Whether the command splits its work among distributed ranks (docs/distributed.md); the others
+    run on rank 0 alone."""
+    if argv[:1] in (["ablate"], ["steer"]):  # steer decides itself (greedy runs only)
+        return True
+    if argv[:1] in (["generate"], ["analyze"]) and "--pipeline" in argv:
+        return True
+    return argv[:1] == ["circuit"] and (argv[1:2] == ["collect"] or argv[1:3] == ["probes", "run"])
+
+
+def _dispatch_quiet_rank(argv: list[str], rank: int) -> int:
+    """A rank other than 0 under a distributed launcher: a command that does not share its work exits at
+    once (rank 0 runs it); otherwise stdout goes nowhere, and on stderr only errors that rank 0 cannot
+    report (bad input is the same on every rank and rank 0 says it; a failure
+    reported through the job's rounds is printed by rank 0, naming this rank)."""
+    import os
+    import time
+
+    from engine.distributed import RankFailed
+    from engine.errors import InputError
+    from lazarus_tui.batch.common import err
+
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    name = argv[0] if argv else "?"
+    if not shares_work(argv):
+        return 0  # rank 0 runs it alone
+    try:
+        module = importlib.import_module(f"lazarus_tui.batch.{COMMANDS[name]}")
+        return int(module.main(argv[1:]) or 0)
+    except (Cancelled, KeyboardInterrupt):
+        time.sleep(1.0)  # let rank 0 say "interrupted" before the launcher stops the job
+        return 130
+    except RankFailed as exc:
+        if exc.reported:
+            time.sleep(1.0)
+        else:
+            err.print(f"lazarus {name} [rank {rank}]: {exc}", markup=False)
+        return exc.exit_code
+    except InputError as exc:
+        return exc.exit_code
+    except LazarusError as exc:
+        err.print(f"lazarus {name} [rank {rank}]: {exc}", markup=False)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 if __name__ == "__main__":
     sys.exit(dispatch(sys.argv[1:]))

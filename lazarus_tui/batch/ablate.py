@@ -252,15 +252,24 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     req = build_request(args)
     from engine.ablation import run_ablation
+    from engine.distributed import world
 
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
+        if w.active:  # under a distributed launcher: prompts or sweep points shared among the ranks
+            from engine.ablation_split import run_ablation_distributed
+
+            return lm.info, run_ablation_distributed(lm, req, w, ctx.cancelled,
+                                                     lambda d, n: ctx.progress("parts", d, n, "ablate: parts"))
         return lm.info, run_ablation(lm, req, ctx.cancelled,
                                      lambda stage, i, n, msg, payload: ctx.progress(stage, i, n, msg))
 
     info, result = runner.run(job, "ablate")
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
     if args.jsonl:
         from lazarus_tui.batch.common import write_atomic
 

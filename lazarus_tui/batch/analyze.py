@@ -18,6 +18,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("-t", "--track", action="append", default=[], help="token to track (repeatable)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--embedding-scale", type=float, default=None)
+    p.add_argument("--pipeline", action="store_true",
+                   help="under a distributed launcher: split the model's layers across the ranks "
+                        "(for models larger than one machine; docs/distributed.md)")
     p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
     chat = p.add_mutually_exclusive_group()
     chat.add_argument("--chat", action="store_true", help="apply the chat template")
@@ -101,13 +104,26 @@ def main(argv: list[str]) -> int:
     prepare()  # compiled while the model loads
 
     runner = JobRunner(args.model, args.dtype)
+    stages = None
+    if args.pipeline:
+        from engine.pipeline import pipeline_world
+
+        stages = pipeline_world()
 
     def job(ctx):
-        lm = ctx.model()
+        if stages is None:
+            lm = ctx.model()
+        else:  # this rank's layers only
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stages.rank, stages.size))
         return lm.info, analyze(lm, req, ctx.cancelled,
-                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"))
+                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"),
+                                pipeline=stages)
 
     info, result = runner.run(job, "analyze")
+    if result is None:  # a pipeline stage other than rank 0
+        return 0
     emit(result, args, lambda r: render(r, info))
     return 0
 

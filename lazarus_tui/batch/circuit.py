@@ -157,14 +157,19 @@ def collect_main(argv: list[str]) -> int:
     ds = load_dataset(args.dataset)  # validate before loading the model
     req = CollectRequest(model=args.model, dataset=args.dataset, output=args.output, layers=args.layers,
                          position=args.position, batch_size=args.batch_size, generate=args.generate, chat=args.chat)
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return collect(lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect: batches"),
-                       dataset=ds)
+                       dataset=ds, world=w)
 
     r = runner.run(job, "collect")
+    if r is None:  # a rank other than 0: rank 0 writes and reports
+        return 0
     for w in r.warnings:
         err.print(f"warning: {w}", markup=False)
     _emit_json_only(r, args)
@@ -413,14 +418,19 @@ def probes_main(argv: list[str]) -> int:
     from engine.circuit.probes import load_battery
 
     load_battery(args.datasets, args.category)  # validate before loading the model
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return run_battery(lm, layers, args.datasets, args.category, args.threshold, args.chat, args.seed,
-                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"))
+                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"), world=w)
 
     r = runner.run(job, "probes")
+    if r is None:  # a rank other than 0
+        return 0
     emit(r, args, render_probes)
     return 0
 

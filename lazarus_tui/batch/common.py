@@ -130,14 +130,23 @@ class JobRunner:
     """Runs engine jobs with a Rich progress bar on stderr; Ctrl-C cancels the job."""
 
     def __init__(self, model: str | None, dtype: str, quiet: bool = False) -> None:
+        from engine.distributed import env_rank, launched
         from engine.session import EngineSession
 
         self.session = EngineSession(model, dtype)
-        self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1"
+        # under a distributed launcher stderr is a pipe to the launcher; it passes the terminal's width
+        # (COLUMNS) when it runs on one, and rank 0 then draws the combined progress through it
+        self.console = err
+        if launched() and env_rank() == 0 and os.environ.get("COLUMNS", "0").strip() not in ("", "0"):
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=True)
+        self.rank = env_rank()  # under a distributed launcher only rank 0 narrates
+        self.quiet = (quiet or env_rank() != 0
+                      or self.console is err and not sys.stderr.isatty()
+                      and os.environ.get("LAZARUS_PROGRESS") != "1")
 
     def run(self, fn: Callable[[Any], Any], label: str) -> Any:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), console=err, transient=True, disable=self.quiet)
+                            TimeElapsedColumn(), console=self.console, transient=True, disable=self.quiet)
         tasks: dict[str, Any] = {}
 
         def on_progress(ev: Any) -> None:
@@ -157,7 +166,8 @@ class JobRunner:
             if asked:
                 from engine.session import leave_now
 
-                err.print("interrupted", markup=False)
+                if self.rank == 0:
+                    err.print("interrupted", markup=False)
                 leave_now(130)
             asked.append(time.monotonic())
             job.cancel()
@@ -169,7 +179,7 @@ class JobRunner:
                     try:
                         return job.result(timeout=0.1)
                     except TimeoutError:
-                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0:
+                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0 and self.rank == 0:
                             asked.append(0.0)  # say it once
                             err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
         finally:

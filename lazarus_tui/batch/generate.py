@@ -17,6 +17,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compare-format", action="store_true", help="with and without a trailing space")
     p.add_argument("--show-tokens", action="store_true")
     p.add_argument("--raw", action="store_true", help="skip the chat template")
+    p.add_argument("--pipeline", action="store_true",
+                   help="under a distributed launcher: split the model's layers across the ranks "
+                        "(for models larger than one machine; docs/distributed.md)")
     add_output_args(p)
     args = p.parse_args(argv)
     from engine.errors import InputError
@@ -34,13 +37,25 @@ def main(argv: list[str]) -> int:
                           temperature=args.temperature, seed=args.seed, chat=not args.raw,
                           compare_format=args.compare_format, show_tokens=args.show_tokens)
     runner = JobRunner(args.model, args.dtype)
+    stage = None
+    if args.pipeline:
+        from engine.pipeline import pipeline_world
+
+        stage = pipeline_world()
 
     def job(ctx):
-        lm = ctx.model()
+        if stage is None:
+            lm = ctx.model()
+        else:  # this rank's layers only
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stage.rank, stage.size))
         return lm.info, run_generate(lm, req, ctx.cancelled,
-                                     lambda i, n: ctx.progress("token", i, n, "generate: tokens"))
+                                     lambda i, n: ctx.progress("token", i, n, "generate: tokens"), pipeline=stage)
 
     info, result = runner.run(job, "generate")
+    if result is None:  # a pipeline stage other than rank 0
+        return 0
 
     def render(r):
         model_header(info)

@@ -107,6 +107,10 @@ def main(argv: list[str]) -> int:
 
     if prompts is None:  # extract only
         assert extract is not None
+        from engine.distributed import env_rank
+
+        if env_rank() != 0:
+            return 0  # under a distributed launcher rank 0 extracts alone
 
         def job_extract(ctx):
             lm = ctx.model()
@@ -125,16 +129,31 @@ def main(argv: list[str]) -> int:
                        criterion=args.criterion, batched=not args.one_at_a_time,
                        direction_file=args.direction, neuron=args.neuron)
 
+    from engine.distributed import env_rank, launched, world
+    from engine.steering_split import splits
+
+    if launched() and not splits(req) and env_rank() != 0:
+        return 0  # rank 0 runs it alone
+    w = world() if launched() and splits(req) else None
+
     def job(ctx):
         lm = ctx.model()
         direction = None
         saved = None
         if extract is not None:
-            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=args.output if npz_out else None)
+            save_to = args.output if npz_out and (w is None or w.root) else None
+            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=save_to)
             saved = ex.saved_to
+        if w is not None and w.active:
+            from engine.steering_split import run_steer_distributed
+
+            return lm.info, run_steer_distributed(lm, req, w, ctx.cancelled, direction,
+                                                  lambda d, n: ctx.progress("parts", d, n, "steer: parts")), saved
         return lm.info, run_steer(lm, req, ctx.cancelled, progress(ctx), direction=direction), saved
 
     info, result, saved = runner.run(job, "steer")
+    if result is None:  # a rank other than 0
+        return 0
     if saved:
         err.print(f"[dim]saved direction {saved}[/dim]")
     emit(result, _json_args(args, npz_out), lambda r: render_steer(info, r))
