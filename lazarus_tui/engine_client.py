@@ -3,7 +3,7 @@
 Every method returns an ``engine.session.Job`` at once; the UI awaits it in a
 worker. Job bodies import ``engine.lens`` etc. lazily, so they run (and import
 MLX) on the engine thread only; this module imports no MLX. Tests pass a fake
-with the same methods (see tests/tui/fakes.py).
+with the same methods (``FakeEngine`` in tests/tui/conftest.py).
 """
 
 from __future__ import annotations

@@ -60,13 +60,6 @@ def parse_layers(text: str) -> list[int]:
     return parse(text)
 
 
-def check_layers(layers: list[int], n_layers: int) -> list[int]:
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-    return layers
-
-
 def parse_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
