@@ -39,9 +39,15 @@ def generate_ids(
     on_step: Callable[[int, int], None] | None = None,
     kv: KVState | None = None,
     first_logits: mx.array | None = None,
+    sample_rows: tuple[int, int] | None = None,
 ) -> list[RowOutput]:
     """Generate up to ``max_new_tokens`` for each row. With ``kv`` and ``first_logits`` the prompt
-    was already run (prefix reuse): generation starts from those logits [B, vocab]."""
+    was already run (prefix reuse): generation starts from those logits [B, vocab].
+
+    ``sample_rows=(first, total)``: these rows are rows ``first..first+B-1`` of a batch of ``total``
+    rows split across distributed ranks; each step draws the whole batch's random numbers (the Gumbel
+    noise ``mx.random.categorical`` adds, same key) and keeps these rows, so a part samples exactly
+    what the whole batch samples (given the same logits)."""
     if max_new_tokens < 1:
         raise InputError("max tokens must be at least 1")
     pad_id = hm.lm.tokenizer.pad_id or 0
@@ -60,7 +66,13 @@ def generate_ids(
     for step in range(max_new_tokens):
         if temperature > 0:
             key, sub = mx.random.split(key)
-            nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
+            scaled = logits.astype(mx.float32) / temperature
+            if sample_rows is None:
+                nxt = mx.random.categorical(scaled, key=sub)
+            else:  # categorical == argmax(logits + gumbel(shape, key)); the noise of the whole batch
+                first, total = sample_rows
+                noise = mx.random.gumbel((total, scaled.shape[-1]), key=sub)[first:first + B]
+                nxt = mx.argmax(scaled + noise, axis=-1)
         else:
             nxt = mx.argmax(logits, axis=-1)
         collect_step(outs, done, nxt.tolist(), stops)

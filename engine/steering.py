@@ -525,7 +525,8 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     """Generate once per (prompt, layer, coefficient), as one batch (``req.batched``), and score.
 
     A run split across ranks (engine/steering_split.py): ``only`` generates just these settings
-    (indices in prompt, layer, coefficient order) and leaves their projections at 0; ``generated``
+    (consecutive indices in prompt, layer, coefficient order; sampled with the whole batch's random
+    numbers for their rows, so ``-t > 0`` splits too) and leaves their projections at 0; ``generated``
     (every setting's token ids without EOS, and why it stopped) skips generation and computes the rest
     (projections, scores, divergence) exactly as one run does."""
     if generated is not None and not req.batched:
@@ -563,7 +564,12 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
         for lay in layers:
             for c in req.coefficients:
                 settings.append((pi, lay, float(c), float(scales[need.index(lay), pi])))
+    sample_rows = None
     if only is not None:
+        only = list(only)
+        if only and only != list(range(only[0], only[0] + len(only))):
+            raise ValueError("a part of a steering run is a run of consecutive settings")
+        sample_rows = (only[0], len(settings)) if only else None
         settings = [settings[i] for i in only]
 
     def intervention(lay: int, c: float, s: float, row: int | None) -> Intervention:
@@ -582,7 +588,7 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
             kv, first = prefix.steered_prompt(src, ivs)
             outs = generate_ids(hm, rows, req.max_tokens, interventions=ivs, temperature=req.temperature,
                                 seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step,
-                                kv=kv, first_logits=first)
+                                kv=kv, first_logits=first, sample_rows=sample_rows)
             gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
             stopped = [o.stopped for o in outs]
         else:

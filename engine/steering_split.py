@@ -4,9 +4,10 @@ Every rank runs the clean prompt pass over all prompts (the same padded batch on
 the steered rows see exactly the same prompt context) and generates only its share of the settings;
 rank 0 then scores all the generations as one run does (``run_steer(..., generated=...)``: the clean
 projections over every row in one batch, criteria, divergence from each prompt and layer's
-coefficient-0 output), so the result equals one process's. Greedy decoding only: with ``-t > 0`` the
-random stream is drawn over the whole batch, so a split would sample differently (such runs stay on
-rank 0, see :func:`splits`).
+coefficient-0 output), so the result equals one process's. Sampled runs (``-t > 0``) split too: one
+process draws each step's random numbers over the whole batch, and each part draws the same numbers
+(same key, whole batch's shape) and keeps its rows (``generate_ids(sample_rows=)``).
+``--one-at-a-time`` runs stay on rank 0 (see :func:`splits`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from engine.steering_results import SteerRequest, SteerResult
 
 
 def splits(req: SteerRequest) -> bool:
-    """Whether a run can be split exactly (greedy, batched)."""
-    return req.temperature == 0.0 and req.batched
+    """Whether a run can be split exactly (batched; greedy or sampled)."""
+    return req.batched
 
 
 def run_steer_distributed(lm: LoadedModel, req: SteerRequest, world: World,

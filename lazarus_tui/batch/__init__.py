@@ -70,6 +70,8 @@ def shares_work(argv: list[str]) -> bool:
     run on rank 0 alone."""
     if argv[:1] in (["ablate"], ["steer"]):  # steer decides itself (greedy runs only)
         return True
+    if argv[:1] in (["probe"], ["layer"], ["format-sensitivity"], ["neurons"], ["activation-diff"]):
+        return True  # their forward batches (engine.representations.last_hidden)
     if argv[:1] in (["generate"], ["analyze"]) and "--pipeline" in argv:
         return True
     return argv[:1] == ["circuit"] and (argv[1:2] == ["collect"] or argv[1:3] == ["probes", "run"])

@@ -80,14 +80,18 @@ def main(argv: list[str]) -> int:
                          neuron_names=names, mlp=args.mlp, from_direction=args.from_direction, top_k=args.top_k,
                          auto_discover=args.auto_discover, labels=split_labels(args.labels) if args.labels else None,
                          steer=args.steer, strength=args.strength, chat=args.chat)
+    from engine.distributed import world
     from engine.neurons import run_neurons
 
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
+        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
 
     info, result = runner.run(job, "neurons")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     emit(result, args, lambda r: render(r, info))
     return 0

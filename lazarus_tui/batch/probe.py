@@ -75,14 +75,19 @@ def main(argv: list[str]) -> int:
         parent = Path(args.save_direction).parent
         if not parent.exists():
             raise InputError(f"output directory does not exist: {parent}")
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return lm.info, run_probe(lm, req, ctx.cancelled,
-                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"))
+                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w)
 
     info, result = runner.run(job, "probe")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     if args.save_direction:
         result = save_probe_direction(result, args.save_direction)
         if args.json:

@@ -308,3 +308,49 @@ def test_pipelined_forward_over_two_ranks_equals_one_process(tmp_path):
         if name.endswith("resid_post"):
             lens = np.array(lm.adapter.lens_logits(lm.model, value))
             np.testing.assert_allclose(got[f"lens.{name}"], lens, rtol=0, atol=1e-5 * float(np.abs(lens).max()))
+
+
+def test_analysis_commands_two_ranks_equal_one_process(tmp_path):
+    """probe, layer, format-sensitivity, neurons (with --steer) and activation-diff share their forward
+    batches (16 prompts each) among the ranks: with more than 16 prompts each rank runs a batch, padded
+    as in one process, so the JSON is identical, float for float. A sampled steer grid (-t > 0) splits
+    its settings and samples what one process samples."""
+    from tests.families.factory import save_tiny_dir
+
+    a, b = save_tiny_dir("llama", tmp_path / "a"), save_tiny_dir("llama", tmp_path / "b", seed=1)
+    words = ["the cat", "a dog", "my red hat", "one two three", "the sun is", "we went to", "it was a", "so many",
+             "the old man", "a big tree", "she said that", "in the end"]
+    pos, neg = [f"{w} good" for w in words], [f"{w} bad" for w in words]  # 24 rows: batches of 16 + 8
+    (tmp_path / "pos.txt").write_text("\n".join(pos) + "\n")
+    (tmp_path / "neg.txt").write_text("\n".join(neg) + "\n")
+    (tmp_path / "all.txt").write_text("\n".join(pos + neg) + "\n")
+    labels = "|".join(["good"] * len(pos) + ["bad"] * len(neg))
+    direction = tmp_path / "dir.npz"
+    runs = [
+        ("probe", "-m", str(a), "--class-a", f"@{tmp_path / 'pos.txt'}", "--class-b", f"@{tmp_path / 'neg.txt'}",
+         "-t", "the cat good|a dog bad", "-l", "1"),
+        ("layer", "-m", str(a), "-p", f"@{tmp_path / 'all.txt'}", "-l", labels, "--layers", "0,2,3", "-a"),
+        ("format-sensitivity", "-m", str(a), "-p", f"@{tmp_path / 'pos.txt'}", "--layers", "1,3"),
+        ("neurons", "-m", str(a), "-p", f"@{tmp_path / 'all.txt'}", "--layers", "1,3", "-n", "0,5",
+         "--steer", f"{direction}:4"),
+        ("activation-diff", "-b", str(a), "-f", str(b), "-p", f"@{tmp_path / 'all.txt'}"),
+        ("steer", "-m", str(a), "--neuron", "3", "-p", "the cat|a dog", "--layers", "1,2", "--compare=-8,0,8",
+         "-n", "4", "--raw", "-t", "1.5", "--seed", "7"),
+    ]
+    for args in runs:
+        extra = ("--save-direction", str(direction)) if args[0] == "probe" else ()
+        one = subprocess.run(_cli(*args, *extra, "--json"), capture_output=True, text=True, check=False, cwd=ROOT,
+                             env=_env())
+        assert one.returncode == 0, (args[0], one.stderr)
+        two = subprocess.run(_launch(*args, "--json"), capture_output=True, text=True, check=False, cwd=ROOT,
+                             env={**_env(), "LAZARUS_DIST_STATS": "1"})
+        assert two.returncode == 0, (args[0], two.stderr)
+        stats = [line for line in two.stderr.splitlines() if line.startswith("rank 1: ")]
+        assert len(stats) == 1 and not stats[0].startswith("rank 1: 0 collectives"), (args[0], two.stderr)
+        got, want = json.loads(two.stdout), json.loads(one.stdout)
+        for key in ("saved_to", "generation_seconds"):
+            want.pop(key, None), got.pop(key, None)
+        assert got == want, args[0]
+        if args[0] == "activation-diff":
+            assert want["prompts"][0]["cosine_by_layer"]["1"] < 1.0  # two different models
+    assert len({tuple(o["token_ids"]) for o in want["outputs"]}) > 1  # steer: sampled, and different

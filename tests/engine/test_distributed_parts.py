@@ -134,6 +134,32 @@ def test_steer_settings_split_equals_one_run(tiny_llama):
     assert any(o.diverged_at is not None for o in merged.outputs[:6])  # twins generated in another part
 
 
+
+def test_sampled_steer_split_equals_one_run(tiny_llama):
+    """-t > 0: each part draws the whole batch's random numbers and keeps its rows, so the parts sample
+    what one run samples (one run's own sampling is unchanged: mx.random.categorical)."""
+    from engine.generate import generate_ids
+    from engine.hooks import HookedModel
+    from engine.steering import run_steer
+    from engine.steering_results import SteerRequest
+    from engine.steering_split import merge, splits
+
+    req = SteerRequest(prompts=["a b c", "hello there", "x"], coefficients=[-8.0, 0.0, 8.0], layers=[1, 2],
+                       neuron=3, max_tokens=5, chat=False, temperature=1.5, seed=7)
+    assert splits(req)
+    whole = run_steer(tiny_llama, req)
+    parts = [[0, 1], [2, 3, 4, 5, 6], list(range(7, 18))]
+    merged = merge(tiny_llama, req, None, [run_steer(tiny_llama, req, only=p) for p in parts],
+                   whole.generation_seconds)
+    assert merged.model_dump() == whole.model_dump()
+    greedy = run_steer(tiny_llama, req.model_copy(update={"temperature": 0.0}))
+    assert [o.token_ids for o in whole.outputs] != [o.token_ids for o in greedy.outputs]  # it did sample
+    hm = HookedModel(tiny_llama)
+    rows = [tiny_llama.tokenizer.prepare(p, chat=False) for p in req.prompts]
+    one = generate_ids(hm, rows, 5, temperature=1.5, seed=7)
+    assert [o.ids for o in generate_ids(hm, rows[1:], 5, temperature=1.5, seed=7, sample_rows=(1, 3))] == \
+        [o.ids for o in one[1:]]
+
 class _ThreadWorld(World):
     """A rank of an in-process 'job' of threads: the collectives meet at a barrier (no MLX group)."""
 
