@@ -55,11 +55,6 @@ def encode_prompts(lm: LoadedModel, prompts: Sequence[str], chat: bool = False) 
     return rows
 
 
-def pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
-
-
 Progress = Callable[[int, int], None]  # (blocks done, blocks in all) of the passes over the prompts
 
 
@@ -90,7 +85,7 @@ def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], 
         cap = CaptureSpec(kinds=(kind,), layers=layers, positions="last")
         on_layer = None if progress is None or not per_block else (
             lambda layer, _n: progress(bi * stop + layer + 1, len(starts) * stop))
-        out = hm.forward(Batch.from_lists(part, pad_id(lm)), capture=cap, interventions=interventions,
+        out = hm.forward(Batch.from_lists(part, lm.tokenizer.batch_pad_id), capture=cap, interventions=interventions,
                          logits="none", stop_layer=stop, cancel=cancel, on_layer=on_layer)
         stacked = mx.stack([out.captures[f"blocks.{layer}.{kind.value}"][:, 0, :] for layer in layers])
         return np.array(stacked.astype(mx.float32))
