@@ -21,7 +21,7 @@ from engine import blas
 from engine.distributions import LensStats, lens_stats, log_normaliser
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.layer_lists import resolve_layer_list
+from engine.layer_lists import evenly_spaced, resolve_layer_list
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -41,9 +41,7 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
     if strategy == LayerStrategy.ALL:
         return list(range(n_layers))
     if strategy == LayerStrategy.EVENLY_SPACED:
-        if step < 1:
-            raise InputError("--layer-step must be at least 1")
-        return sorted(set(range(0, n_layers, step)) | {n_layers - 1})
+        return evenly_spaced(n_layers, step)
     if strategy == LayerStrategy.FIRST_LAST:
         return sorted({0, n_layers - 1})
     if not custom:

@@ -25,20 +25,16 @@ from engine.analysis_results import (
 from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.layer_lists import resolve_layer_list
+from engine.layer_lists import evenly_spaced, resolve_layer_list
 from engine.models import LoadedModel
 
 BATCH = 16  # prompts per forward (bounds memory; all layers are captured in each pass)
 
 
-def default_layers(n_layers: int, step: int = 4) -> list[int]:
-    return sorted(set(range(0, n_layers, step)) | {n_layers - 1})
-
-
 def resolve_layers(layers: Sequence[int] | None, n_layers: int, step: int = 4) -> list[int]:
     """Check a layer list against the model (negative counts from the end); None → default."""
     if layers is None:
-        return default_layers(n_layers, step)
+        return evenly_spaced(n_layers, step)
     if not layers:
         raise InputError("no layers selected")
     return resolve_layer_list(layers, n_layers)
