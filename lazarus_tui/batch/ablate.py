@@ -8,6 +8,7 @@ import sys
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
+    add_chat_args,
     add_model_args,
     add_output_args,
     emit,
@@ -112,7 +113,7 @@ def build_request(args) -> object:
         prompts=[PromptCase(prompt=p, expected=e) for p, e in cases] if cases else None,
         component=component, heads=heads, layers=layers,
         mode="multi" if args.multi else "grid" if args.grid else "sweep",
-        method=args.method, reference=reference, chat=not args.raw, max_tokens=args.max_tokens)
+        method=args.method, reference=reference, chat=args.chat, max_tokens=args.max_tokens)
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -222,8 +223,8 @@ def twin_command(req) -> str:
             parts.append("--grid")
     if req.method == "mean":
         parts += ["--method", "mean", "--reference", "|".join(req.reference)]
-    if not req.chat:
-        parts.append("--raw")
+    if req.chat:
+        parts.append("--chat")
     parts += ["--max-tokens", str(req.max_tokens)]
     return " ".join(shlex.quote(x) for x in parts)
 
@@ -244,7 +245,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--prompts", default=None, help="difficulty gradient: 'p1:exp1|p2:exp2' or @file")
     p.add_argument("--method", choices=("zero", "mean"), default="zero")
     p.add_argument("--reference", default=None, help="reference prompts for --method mean: 'p1|p2' or @file")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
     p.add_argument("-n", "--max-tokens", type=int, default=60)
     p.add_argument("-v", "--verbose", action="store_true", help="full outputs")
     p.add_argument("--jsonl", action="store_true", help="one JSON line per sweep point (baseline first)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
+    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
 )
 
 
@@ -22,9 +22,7 @@ def build_parser() -> ArgumentParser:
                    help="under a distributed launcher: split the model's layers across the ranks "
                         "(for models larger than one machine; docs/distributed.md)")
     p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
-    chat = p.add_mutually_exclusive_group()
-    chat.add_argument("--chat", action="store_true", help="apply the chat template")
-    chat.add_argument("--raw", action="store_true", help="raw prompt (the default)")
+    add_chat_args(p)
     add_output_args(p)
     return p
 

@@ -38,6 +38,14 @@ def add_model_args(p: argparse.ArgumentParser, flag: tuple[str, ...] = ("-m", "-
     p.add_argument("--dtype", default="auto", help="auto|float32|float16|bfloat16|native|q4|q8 (auto: float32 on CPU)")
 
 
+def add_chat_args(p: argparse.ArgumentParser) -> None:
+    """The product's one chat-template rule (docs/tui.md): prompts go to the model as typed unless
+    ``--chat`` asks for the model's chat template; ``--raw`` names the default explicitly."""
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", action="store_true", help="apply the model's chat template")
+    chat.add_argument("--raw", action="store_true", help="prompts as typed (the default)")
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, split_prompts,
+    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, emit, model_header, out, split_prompts,
 )
 
 
@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-format", action="store_true", help="with and without a trailing space")
     p.add_argument("--show-tokens", action="store_true")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
     p.add_argument("--pipeline", action="store_true",
                    help="under a distributed launcher: split the model's layers across the ranks "
                         "(for models larger than one machine; docs/distributed.md)")
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     if args.temperature < 0:
         raise InputError("--temperature must be >= 0")
     req = GenerateRequest(model=args.model, prompts=prompts, max_tokens=args.max_tokens,
-                          temperature=args.temperature, seed=args.seed, chat=not args.raw,
+                          temperature=args.temperature, seed=args.seed, chat=args.chat,
                           compare_format=args.compare_format, show_tokens=args.show_tokens)
     runner = JobRunner(args.model, args.dtype)
     stage = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
+    add_chat_args,
     add_model_args,
     emit,
     err,
@@ -52,7 +53,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--criterion", default=None,
                    help="score outputs: substring, 'words:a,b', @wordfile, positive, negative or sentiment")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
     p.add_argument("--one-at-a-time", action="store_true",
                    help="generate each setting separately (same outputs, slower; for comparison)")
     p.add_argument("-o", "--output", default=None, help="FILE.npz: save the extracted direction; else result JSON")
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> int:
         if len(pos) != len(neg):
             raise InputError(f"--positive and --negative must pair up: {len(pos)} positive, {len(neg)} negative")
         extract = ExtractRequest(model=args.model, positive=pos, negative=neg, layer=args.layer, method=args.method,
-                                 chat=not args.raw, name=args.name or f"{args.positive_label} vs {args.negative_label}",
+                                 chat=args.chat, name=args.name or f"{args.positive_label} vs {args.negative_label}",
                                  positive_label=args.positive_label, negative_label=args.negative_label)
 
     runner = JobRunner(args.model, args.dtype)
@@ -125,7 +126,7 @@ def main(argv: list[str]) -> int:
 
     layers = grid if grid else ([args.layer] if args.layer is not None and not args.extract else None)
     req = SteerRequest(model=args.model, prompts=prompts, coefficients=coefs, layers=layers, position=args.position,
-                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=not args.raw,
+                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=args.chat,
                        criterion=args.criterion, batched=not args.one_at_a_time,
                        direction_file=args.direction, neuron=args.neuron)
 

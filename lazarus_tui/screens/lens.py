@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Label, Select, Static
+from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from engine.results import AnalyzeRequest, LayerStrategy
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
@@ -26,6 +26,9 @@ STRATEGIES = [("all layers", LayerStrategy.ALL.value), ("every 4th + last", Laye
 
 class LensScreen(WorkbenchScreen):
     TITLE = "Logit lens"
+    HOME = "#layers"
+    PANES = ("#layers", ".side")
+    RESULTS = ("#layers", ".side", "#ranks", "#summary")
     HELP = """\
 # Logit lens
 
@@ -38,14 +41,13 @@ put through the model's final norm and unembedding. The table fills as layers fi
 * **max KL** (yellow, `*`): the layer after the largest KL jump between consecutive layers
 * the strip under the table: the final token's rank at each layer (green = rank 1)
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens |
 | `up`/`down` (prompt) | prompt history |
 | `up`/`down` (table) | move through layers; `enter` shows a layer's full top-k and KL to the next |
-| `[` / `]` | lens at the previous / next prompt position |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("left_square_bracket", "position(-1)", "Prev pos"),
@@ -70,6 +72,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
             yield Input("5", type="integer", id="top-k", classes="small")
             yield Label("pos")
             yield Input("-1", type="integer", id="position", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         yield TokenStrip(id="tokens")
         with Horizontal(classes="main"):
             yield LayerTable(id="layers")
@@ -89,6 +92,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
             layer_strategy=self.query_one("#strategy", Select).value,
             top_k=int(self.query_one("#top-k", Input).value or 5),
             position=int(self.query_one("#position", Input).value or -1),
+            chat=self.chat(),
         )
 
     @on(Input.Submitted)
@@ -102,7 +106,6 @@ put through the model's final norm and unembedding. The table fills as layers fi
                         else exc.errors()[0]["msg"], title="bad request", severity="error")
             return
         self.run_analysis(req)
-        self.query_one(LayerTable).focus()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -125,10 +128,11 @@ put through the model's final norm and unembedding. The table fills as layers fi
         table = self.query_one(LayerTable)
         if table.result is None and ev.payload:
             table.show_rows(ev.payload)  # the layers finished so far, with their real numbers
-        self.app.engine_status = f"analyze: layer {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"analyze: layer {ev.done}/{ev.total}"
 
     def show_result(self, result: Any, final_ranks: dict[int, int]) -> None:
         self.result, self.final_ranks = result, final_ranks
+        self.label_results(position=result.position, layers=result.request.layer_strategy.value)
         self.query_one(LayerTable).show(result)
         self.query_one(ProbabilityChart).show(result)
         self.query_one(RankStrip).show(result.predicted_token, final_ranks)
@@ -139,6 +143,15 @@ put through the model's final norm and unembedding. The table fills as layers fi
         self.query_one("#summary", Static).update(
             f"prediction [b]{tok(result.predicted_token)}[/b] p={result.predicted_probability:.3f} · "
             f"decision: {dec}{kl} · position {result.position} {tok(result.tokens[result.position])}")
+
+    @on(Select.Changed, "#strategy")
+    def strategy_changed(self, event: Select.Changed) -> None:
+        if self.result is None:
+            return
+        if event.value != self.result.request.layer_strategy.value:
+            self.mark_stale(f"layers now {event.value}; enter reruns")
+        elif self.stale_reason and self.stale_reason.startswith("layers now"):
+            self.label_results(position=self.result.position, layers=self.result.request.layer_strategy.value)
 
     # -- browsing ----------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#layers")

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, OptionList, Static
+from textual.containers import Container, Horizontal, Vertical
+from textual.widgets import Checkbox, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.results import AnalyzeRequest, LayerStrategy
@@ -24,6 +24,9 @@ from lazarus_tui.widgets.rank_table import RankTable
 
 class TrackingScreen(WorkbenchScreen):
     TITLE = "Token tracking"
+    HOME = "#rank-table"
+    PANES = ("#token-chart", "#rank-table", "#gen-box")
+    RESULTS = ("#token-chart", "#rank-table", "#gen-box")
     HELP = """\
 # Token tracking
 
@@ -39,15 +42,14 @@ first is tracked and you are warned.
 which layer it became top-1 (grid cell = its rank at that layer; green = rank 1; *settled* =
 the layer from which it stays top-1).
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens with the tracked tokens |
 | `enter` (track) | add the token |
 | `delete` (tracked list) | remove the highlighted token |
 | `enter` (N) or `ctrl+g` | generate N tokens and track them |
-| `ctrl+l` | toggle log scale |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("ctrl+l", "toggle_log", "Log scale"),
@@ -57,7 +59,11 @@ the layer from which it stays top-1).
     ]
 
     def action_twin(self) -> None:
-        notify_analyze_twin(self, self.result)
+        """The lens line (tracked tokens) and, when the grid shows one, the generate-and-track line."""
+        from lazarus_tui.batch.track_generation import twin_command
+
+        gen = self.generation
+        notify_analyze_twin(self, self.result, [twin_command(gen.request, gen.model_id)] if gen is not None else [])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,14 +78,18 @@ the layer from which it stays top-1).
             yield Input(placeholder='token, e.g. " Paris"', id="add-token", classes="medium")
             yield Label("N")
             yield Input("8", type="integer", id="gen-n", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         with Horizontal(classes="main"):
-            with Vertical(classes="narrow"):
+            with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
                 yield Static(id="lookup-note")
-            yield TrackedTokenChart(id="token-chart")
-            yield RankTable(id="rank-table")
-        yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track", id="gen-summary")
-        yield GenerationGrid(id="gen-grid")
+            with Container(id="tt-right"):
+                yield TrackedTokenChart(id="token-chart")
+                yield RankTable(id="rank-table")
+                with Vertical(id="gen-box"):
+                    yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track",
+                                 id="gen-summary")
+                    yield GenerationGrid(id="gen-grid")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -130,11 +140,10 @@ the layer from which it stays top-1).
         event.stop()
         self.query_one("#prompt", PromptInput).remember(event.value)
         self.run_lens()
-        self.query_one("#rank-table").focus()
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
-                             track_tokens=list(self.tracked), top_k=5)
+                             track_tokens=list(self.tracked), top_k=5, chat=self.chat())
         self.lens_worker(req)
 
     @work(exclusive=True, group="tracking")
@@ -144,6 +153,7 @@ the layer from which it stays top-1).
         if result is None:
             return
         self.result = result
+        self.label_results(tracked=", ".join(repr(t) for t in self.tracked) or "none")
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
         if not self.tracked:
@@ -162,7 +172,8 @@ the layer from which it stays top-1).
     def action_generate(self) -> None:
         try:
             req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
-                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8))
+                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8),
+                                         chat=self.chat())
         except (ValidationError, ValueError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             self.notify(f"N: {msg}", title="bad request", severity="error")
@@ -178,6 +189,7 @@ the layer from which it stays top-1).
             self.query_one("#gen-summary", Static).update("generation tracking: no result")
             return
         self.generation = res
+        self.label_results(generated=len(res.positions))
         self.query_one(GenerationGrid).show(res)
         self.query_one("#gen-summary", Static).update(
             f"generated {len(res.positions)} tokens ({res.stopped}): {res.text!r} · rows: generated tokens, "
@@ -187,4 +199,4 @@ the layer from which it stays top-1).
         ev = message.event
         what = {"tracking": "track", "generation": "generate+track"}.get(message.group)
         if what:
-            self.app.engine_status = f"{what}: {ev.stage} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+            self.status = f"{what}: {ev.stage} {ev.done}/{ev.total}"

@@ -57,6 +57,9 @@ def test_verify_cli_passes(model):
     (["analyze", "-p", "x", "--top-k", "0"], "--top-k"),
     (["analyze"], "required"),
     (["generate", "-p", "x", "-n", "0"], "--max-tokens"),
+    (["generate", "-p", "x", "--chat", "--raw"], "not allowed with argument"),
+    (["track-generation", "-p", "x", "-n", "0"], "--max-new-tokens"),
+    (["track-generation", "-p", ""], "empty prompt"),
     (["hooks", "-p", "x", "--layers", "99"], "out of range"),
     (["models", "pull", "nope"], "unknown model alias"),
     (["analyze", "-m", "no-such-model", "-p", "x"], "unknown model"),
@@ -93,8 +96,9 @@ def test_generate_compare_format_and_arithmetic():
 
 
 @pytest.mark.real_model
-def test_generate_uses_chat_template_by_default():
-    proc = lazarus("generate", "-p", "What is the capital of France?", "-n", "8", "--json")
+def test_generate_uses_chat_template_when_asked():
+    """The one chat-template rule (docs/tui.md): raw unless --chat."""
+    proc = lazarus("generate", "-p", "What is the capital of France?", "-n", "8", "--chat", "--json")
     r = GenerateResult.model_validate_json(proc.stdout)
     assert r.chat_template_used and "Paris" in r.generations[0].text
     assert r.generations[0].formatted_prompt.endswith("<|im_start|>assistant\n")

@@ -183,6 +183,29 @@ def test_collect_resumes_without_recomputing(tiny_llama, tmp_path):
     assert all(not p.exists() or p.stat().st_mtime_ns == t for p, t in mtimes.items())
 
 
+def test_collect_again_reuses_a_finished_collection(tiny_llama, tmp_path, monkeypatch):
+    """Collecting the same dataset with the same settings again reuses every batch (no forward);
+    other settings recompute."""
+    import engine.circuit.collect as C
+
+    ds = _dataset(6)
+    req = CollectRequest(dataset="d", output=str(tmp_path / "r"), batch_size=2, generate=2)
+    first = collect(tiny_llama, req, dataset=ds)
+    data = Path(first.activations_file).read_bytes()
+    meta = json.loads(Path(first.metadata_file).read_text())
+    monkeypatch.setattr(C, "_run_batch", lambda *a, **k: pytest.fail("a finished batch was recomputed"))
+    seen = []
+    again = collect(tiny_llama, req, dataset=ds, on_batch=lambda d, t: seen.append((d, t)))
+    assert (again.batches_computed, again.batches_reused, again.batches_total) == (0, 3, 3)
+    assert seen[-1] == (3, 3) and Path(again.activations_file).read_bytes() == data
+    meta2 = json.loads(Path(again.metadata_file).read_text())
+    assert meta2["generations"] == meta["generations"] and len(meta2["generations"]) == 6
+    assert meta2["batches_reused"] == 3 and meta2["labels"] == meta["labels"]
+    monkeypatch.undo()
+    other = collect(tiny_llama, req.model_copy(update={"layers": "0,1"}), dataset=ds)
+    assert other.batches_computed == 3 and other.batches_reused == 0
+
+
 def test_collect_discards_shards_of_another_run(tiny_llama, tmp_path):
     ds = _dataset(4)
     req = CollectRequest(dataset="d", output=str(tmp_path / "x"), batch_size=2)

@@ -1,0 +1,69 @@
+"""`lazarus --batch track-generation`: generate N tokens greedily, then lens every layer at every
+generated position (``engine.tracking.track_generation``): the Token tracking screen's grid."""
+
+from __future__ import annotations
+
+import shlex
+
+from lazarus_tui.batch.common import (
+    ArgumentParser,
+    JobRunner,
+    add_chat_args,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+)
+
+
+def twin_command(req, model: str | None = None) -> str:
+    """The line that makes the same request (the Token tracking screen's twin, with the N field)."""
+    parts = ["lazarus", "--batch", "track-generation"]
+    if model or req.model:
+        parts += ["-m", model or req.model]
+    parts += ["-p", req.prompt, "-n", str(req.max_new_tokens)]
+    if req.chat:
+        parts.append("--chat")
+    return shlex.join(parts)
+
+
+def main(argv: list[str]) -> int:
+    p = ArgumentParser(prog="lazarus --batch track-generation",
+                       description="generate N tokens, then each generated token's rank at every layer")
+    add_model_args(p)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("-n", "--max-new-tokens", type=int, default=8)
+    add_chat_args(p)
+    add_output_args(p)
+    args = p.parse_args(argv)
+    from engine.errors import InputError
+    from engine.tracking import TrackGenerationRequest, track_generation
+
+    if not args.prompt:
+        raise InputError("empty prompt")
+    if args.max_new_tokens < 1:
+        raise InputError("--max-new-tokens must be at least 1")
+    req = TrackGenerationRequest(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                                 chat=args.chat)
+    runner = JobRunner(args.model, args.dtype)
+
+    def job(ctx):
+        lm = ctx.model()
+        return lm.info, track_generation(lm, req, ctx.cancelled, lambda stage, d, t: ctx.progress(stage, d, t, stage))
+
+    info, result = runner.run(job, "track-generation")
+
+    def render(r):
+        model_header(info)
+        out.print(f"Generated {len(r.positions)} tokens ({r.stopped}): {r.text!r}")
+        out.print("rank of each generated token at each layer (1 = top-1)\n")
+        out.print(f"{'#':>3}  {'token':<14} {'top-1 at':>8} {'settled':>8}  ranks by layer 0..{r.num_layers - 1}")
+        for g in r.positions:
+            em = "-" if g.emergence_layer is None else str(g.emergence_layer)
+            st = "-" if g.settled_layer is None else str(g.settled_layer)
+            out.print(f"{g.index:>3}  {g.token!r:<14} {em:>8} {st:>8}  {' '.join(str(x) for x in g.ranks)}",
+                      markup=False)
+
+    emit(result, args, render)
+    return 0
