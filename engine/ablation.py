@@ -27,7 +27,6 @@ from typing import Any
 
 import mlx.core as mx
 
-from engine.ablation_criteria import make_criterion
 from engine.ablation_results import (
     AblationOutput,
     AblationPoint,
@@ -36,6 +35,7 @@ from engine.ablation_results import (
     AblationSpec,
     ComponentType,
 )
+from engine.criteria import make_criterion
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step, generate_ids
 from engine.hooks import (

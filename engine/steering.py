@@ -32,7 +32,6 @@ the generated positions.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from engine.criteria import NEGATIVE_WORDS, POSITIVE_WORDS, polarity_passes, sentiment_hits, word_hits
 from engine.errors import InputError
 from engine.fileio import save_npz_atomic
 from engine.generate import generate_ids
@@ -67,10 +67,6 @@ __all__ = [
     "score_criterion",
     "steer_generate",
 ]
-
-POSITIVE_WORDS = frozenset(["good", "great", "excellent", "wonderful", "amazing", "fantastic", "happy", "happiness", "joy", "joyful", "love", "loved", "lovely", "beautiful", "delightful", "pleasant", "best", "awesome", "brilliant", "glad", "excited", "exciting", "perfect", "nice", "enjoy", "enjoyed", "enjoying", "fun", "cheerful", "grateful", "thankful", "superb", "positive", "success", "successful", "smile", "smiling", "warm", "kind", "bright", "peaceful", "calm", "proud", "hope", "hopeful", "incredible", "fabulous"])
-
-NEGATIVE_WORDS = frozenset(["bad", "terrible", "awful", "horrible", "sad", "sadness", "unhappy", "angry", "hate", "hated", "worst", "poor", "boring", "disappointing", "disappointed", "disappointment", "miserable", "depressed", "depressing", "painful", "pain", "ugly", "nasty", "annoying", "annoyed", "upset", "frustrating", "frustrated", "negative", "failure", "failed", "fail", "cry", "crying", "lonely", "fear", "afraid", "scared", "worried", "worry", "anxious", "hurt", "broken", "tired", "dull", "disgusting", "dreadful", "gloomy", "grim", "tragic", "unfortunate", "sorry"])
 
 
 # -- prompts and captures ---------------------------------------------------------------------
@@ -355,22 +351,22 @@ class SteeringDirection:
         return d
 
 
-# -- criteria ---------------------------------------------------------------------------------
+# -- criteria (the vocabulary and the positive/negative rule: engine.criteria) ------------------
 def _word_hits(text: str, words: Sequence[str] | frozenset[str]) -> list[str]:
-    found = re.findall(r"[A-Za-z']+", text.lower())
-    wanted = {w.lower() for w in words}
-    return [w for w in found if w in wanted]
+    return word_hits(text, {w.lower() for w in words})
 
 
 def score_criterion(text: str, criterion: str) -> CriterionScore:
-    """Score one output: ``positive``/``negative`` (sentiment word lists: hits),
+    """Score one output: ``positive``/``negative`` (sentiment word lists of ``engine.criteria``:
+    score = hits of that polarity, passes by its rule: at least one, and more than of the other),
     ``sentiment`` (positive hits - negative hits; passes when > 0), ``words:a,b,c`` or ``@file``
     (a word list, case-insensitive whole words: hits), else a substring (occurrences)."""
     if criterion in ("positive", "negative"):
-        hits = _word_hits(text, POSITIVE_WORDS if criterion == "positive" else NEGATIVE_WORDS)
-        return CriterionScore(criterion=criterion, score=len(hits), passed=bool(hits), matches=hits)
+        hits = sentiment_hits(text)[0 if criterion == "positive" else 1]
+        return CriterionScore(criterion=criterion, score=len(hits), passed=polarity_passes(criterion, text),
+                              matches=hits)
     if criterion == "sentiment":
-        pos, neg = _word_hits(text, POSITIVE_WORDS), _word_hits(text, NEGATIVE_WORDS)
+        pos, neg = sentiment_hits(text)
         score = len(pos) - len(neg)
         return CriterionScore(criterion=criterion, score=score, passed=score > 0,
                               matches=[f"+{w}" for w in pos] + [f"-{w}" for w in neg])
