@@ -123,7 +123,9 @@ def test_expand_and_validate(tiny_llama):
     assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType)
     assert expand_specs(AblationRequest(prompt="x", layers=[0], component="attention", heads=[0, 3]), n, h)[0].label \
         == "L0 heads 0,3"
-    for bad in ({"layers": [4]}, {"layers": [-1]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],
+    # the one layer rule (engine.layer_lists): -1 is the last layer, as everywhere else
+    assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[-1]), n, h)] == [f"L{n - 1} mlp"]
+    for bad in ({"layers": [4]}, {"layers": [-5]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],
                                                                                       "component": "attention"}):
         with pytest.raises(InputError):
             expand_specs(AblationRequest(prompt="x", **bad), n, h)

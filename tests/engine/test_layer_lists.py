@@ -22,3 +22,12 @@ def test_lists_and_spacing_follow_the_rule():
     assert evenly_spaced(4, 10) == [0, 3]
     with pytest.raises(InputError):
         evenly_spaced(30, 0)
+
+
+def test_ablation_specs_follow_the_same_rule():
+    from engine.ablation import check_spec
+    from engine.ablation_results import AblationSpec
+
+    assert check_spec(AblationSpec(layers=[0, -1]), 4, 2).layers == [0, 3]
+    with pytest.raises(InputError, match="layer 4 out of range"):
+        check_spec(AblationSpec(layers=[4]), 4, 2)
