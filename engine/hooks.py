@@ -31,6 +31,7 @@ import mlx.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.errors import Cancelled, InputError
+from engine.limits import check_prompt
 from engine.models import LoadedModel
 
 
@@ -253,6 +254,8 @@ class HookedModel:
         cap_layers = set(range(self.n_layers) if capture is None or capture.layers is None else
                          (self.check_layer(x) for x in capture.layers)) if capture else set()
         cap_kinds = set(capture.kinds) if capture else set()
+        if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
+            check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
         captures: dict[str, mx.array] = {}
         # absolute prompt position of every token in this chunk, per row: [B, S]
         positions = mx.arange(offset, offset + S)[None, :] - mx.array(pad, dtype=mx.int32)[:, None]

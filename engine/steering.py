@@ -42,7 +42,7 @@ import numpy as np
 
 from engine.criteria import NEGATIVE_WORDS, POSITIVE_WORDS, polarity_passes, sentiment_hits, word_hits
 from engine.errors import InputError
-from engine.fileio import save_npz_atomic
+from engine.fileio import output_name, read_text, save_npz_atomic
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -279,11 +279,7 @@ class SteeringDirection:
     def save(self, path: str | Path) -> Path:
         """Write ``.npz`` (``np.savez``; strings as unicode arrays, so ``allow_pickle=False`` loads it).
         Written to a temp file and renamed."""
-        target = Path(path)
-        if target.suffix != ".npz":
-            target = target.with_name(target.name + ".npz")
-        if not target.parent.exists():
-            raise InputError(f"output directory does not exist: {target.parent}")
+        target = output_name(path, ".npz")
         fields: dict[str, Any] = {
             "direction": self.direction.astype(np.float32),
             "layer": np.int64(-1 if self.layer is None else self.layer),
@@ -372,10 +368,7 @@ def score_criterion(text: str, criterion: str) -> CriterionScore:
                               matches=[f"+{w}" for w in pos] + [f"-{w}" for w in neg])
     if criterion.startswith(("words:", "@")):
         if criterion.startswith("@"):
-            path = Path(criterion[1:])
-            if not path.exists():
-                raise InputError(f"word list file not found: {path}")
-            words = [w.strip() for w in path.read_text().split() if w.strip()]
+            words = [w.strip() for w in read_text(criterion[1:], "word list file").split() if w.strip()]
         else:
             words = [w.strip() for w in criterion[len("words:"):].split(",") if w.strip()]
         if not words:

@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from engine.circuit.dataset import load_dataset
 from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
 from engine.distributed import World
 from engine.errors import AnalysisError, InputError
+from engine.fileio import write_atomic
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
 from engine.models import LoadedModel
 
@@ -78,14 +78,7 @@ def _fingerprint(lm: LoadedModel, ds: CircuitDataset, layers: list[int], req: Co
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, binary=True)
 
 
 def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: list[int], position: str,

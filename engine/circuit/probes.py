@@ -22,6 +22,7 @@ from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEnt
 from engine.circuit.probe_data import BUILTIN
 from engine.distributed import World
 from engine.errors import Cancelled, InputError
+from engine.fileio import make_dir
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
@@ -43,12 +44,7 @@ def builtin_datasets() -> list[CircuitDataset]:
 
 
 def init_datasets(directory: str) -> list[Path]:
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"{d} exists and is not a directory")
-    if not d.parent.exists():
-        raise InputError(f"output directory does not exist: {d.parent}")
-    d.mkdir(exist_ok=True)
+    d = make_dir(directory)
     return [save_dataset(ds, d / f"{ds.name}.json") for ds in builtin_datasets()]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
@@ -77,8 +78,6 @@ def build_request(args) -> object:
         raise InputError("--heads ablates attention heads: use --component attention (or leave it out)")
     if args.multi and args.grid:
         raise InputError("--multi and --grid exclude each other")
-    if args.max_tokens < 1:
-        raise InputError("--max-tokens must be at least 1")
     layers = parse_layers(args.layers) if args.layers is not None else None
     cases = parse_prompt_cases(args.prompts) if args.prompts is not None else None
     if cases is None and not args.prompt:
@@ -246,7 +245,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--method", choices=("zero", "mean"), default="zero")
     p.add_argument("--reference", default=None, help="reference prompts for --method mean: 'p1|p2' or @file")
     add_chat_args(p)
-    p.add_argument("-n", "--max-tokens", type=int, default=60)
+    p.add_argument("-n", "--max-tokens", type=F.max_tokens, default=60)
     p.add_argument("-v", "--verbose", action="store_true", help="full outputs")
     p.add_argument("--jsonl", action="store_true", help="one JSON line per sweep point (baseline first)")
     add_output_args(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
 )
@@ -12,16 +13,16 @@ def build_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("-p", "--prompt", required=True)
     p.add_argument("--all-layers", action="store_true", help="capture every layer")
-    p.add_argument("-s", "--layer-step", type=int, default=4)
+    p.add_argument("-s", "--layer-step", type=F.integer(1, 100_000), default=4)
     p.add_argument("--layer-strategy", default=None, help="all|evenly_spaced|first_last|custom")
     p.add_argument("--layers", default=None, help="custom layers, e.g. 0,4,8 or 20-23")
     p.add_argument("-t", "--track", action="append", default=[], help="token to track (repeatable)")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--embedding-scale", type=float, default=None)
+    p.add_argument("--top-k", type=F.top_k, default=5)
+    p.add_argument("--embedding-scale", type=F.real(0, 1e4, lo_open=True), default=None)
     p.add_argument("--pipeline", action="store_true",
                    help="under a distributed launcher: split the model's layers across the ranks "
                         "(for models larger than one machine; docs/distributed.md)")
-    p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
+    p.add_argument("--position", type=F.position, default=-1, help="prompt position to read (default: last)")
     add_chat_args(p)
     add_output_args(p)
     return p
@@ -39,10 +40,6 @@ def request_from_args(args):
     except ValueError as exc:
         raise InputError(f"unknown layer strategy {args.layer_strategy!r} "
                          f"(choose from {', '.join(s.value for s in LayerStrategy)})") from exc
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
-    if args.layer_step < 1:
-        raise InputError("--layer-step must be at least 1")
     if args.prompt == "":
         raise InputError("empty prompt")
     for t in args.track:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, run_pair, two_model_header
 from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
@@ -15,7 +16,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dtype", default="auto", help="model 1's dtype (auto|float32|float16|bfloat16|q4|q8)")
     p.add_argument("--dtype2", default=None, help="model 2's dtype (default: --dtype)")
     p.add_argument("-p", "--prompt", required=True)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=F.top_k, default=5)
     p.add_argument("--track", default=None, help="tokens to track, comma-separated: ' Paris, London'")
     p.add_argument("--chat", action="store_true", help="apply each model's chat template")
     add_output_args(p)
@@ -63,10 +64,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.analysis_results import CompareRequest
     from engine.compare import compare
-    from engine.errors import InputError
 
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
     track = [t for t in args.track.split(",")] if args.track else []
     dtype2 = args.dtype2 or args.dtype
     req = CompareRequest(model1=args.model1, model2=args.model2 or args.model1, dtype1=args.dtype, dtype2=dtype2,

@@ -9,6 +9,7 @@ grid. Every setting is one row of one batched generation. See docs/steering.md.
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
@@ -33,13 +34,13 @@ def build_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("-p", "--prompts", "--prompt", dest="prompts", default=None, help="'a|b' or @file")
     p.add_argument("-d", "--direction", default=None, help="a direction .npz (steer --extract or probe)")
-    p.add_argument("--neuron", type=int, default=None, help="steer along one residual dimension (one-hot)")
-    p.add_argument("-l", "--layer", type=int, default=None,
+    p.add_argument("--neuron", type=F.integer(0, 1_000_000), default=None, help="steer along one residual dimension (one-hot)")
+    p.add_argument("-l", "--layer", type=F.layer, default=None,
                    help="layer (overrides the file's; extraction default: the middle layer)")
     p.add_argument("--layers", default=None, help="layer grid, e.g. 6,10,14 or 8-12 (one row per layer x coef)")
-    p.add_argument("-c", "--coefficient", type=float, default=1.0, help="strength, in units of s (default 1)")
+    p.add_argument("-c", "--coefficient", type=F.real(-1000, 1000), default=1.0, help="strength, in units of s (default 1)")
     p.add_argument("--compare", default=None, help='coefficient list, e.g. "-2,-1,0,1,2"')
-    p.add_argument("--position", type=int, default=None,
+    p.add_argument("--position", type=F.position, default=None,
                    help="steer only this prompt position (negative from the end); default every position")
     p.add_argument("--extract", action="store_true", help="extract a direction from --positive/--negative")
     p.add_argument("--positive", default=None, help="positive prompts: 'a|b' or @file")
@@ -48,15 +49,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--name", default=None, help="the direction's name (saved in the file)")
     p.add_argument("--positive-label", default="positive")
     p.add_argument("--negative-label", default="negative")
-    p.add_argument("-n", "--max-tokens", type=int, default=50)
-    p.add_argument("-t", "--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", "--max-tokens", type=F.max_tokens, default=50)
+    p.add_argument("-t", "--temperature", type=F.temperature, default=0.0)
+    p.add_argument("--seed", type=F.seed, default=0)
     p.add_argument("--criterion", default=None,
                    help="score outputs: substring, 'words:a,b', @wordfile, positive, negative or sentiment")
     add_chat_args(p)
     p.add_argument("--one-at-a-time", action="store_true",
                    help="generate each setting separately (same outputs, slower; for comparison)")
-    p.add_argument("-o", "--output", default=None, help="FILE.npz: save the extracted direction; else result JSON")
+    p.add_argument("-o", "--output", type=F.output_file, default=None, help="FILE.npz: save the extracted direction; else result JSON")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
     return p
 
@@ -74,10 +75,6 @@ def main(argv: list[str]) -> int:
     npz_out = args.output is not None and args.output.endswith(".npz")
     if npz_out and not args.extract:
         raise InputError("-o FILE.npz saves an extracted direction; it needs --extract")
-    if args.max_tokens < 1:
-        raise InputError("--max-tokens must be at least 1")
-    if args.temperature < 0:
-        raise InputError("--temperature must be >= 0")
     grid = parse_layers(args.layers) if args.layers else None
     if grid and args.layer is not None and not args.extract:
         raise InputError("give -l/--layer or --layers, not both")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
@@ -33,7 +34,9 @@ def main(argv: list[str]) -> int:
                        description="generate N tokens, then each generated token's rank at every layer")
     add_model_args(p)
     p.add_argument("-p", "--prompt", required=True)
-    p.add_argument("-n", "--max-new-tokens", type=int, default=8)
+    from engine.tracking import MAX_TRACKED_GENERATION
+
+    p.add_argument("-n", "--max-new-tokens", type=F.integer(1, MAX_TRACKED_GENERATION), default=8)
     add_chat_args(p)
     add_output_args(p)
     args = p.parse_args(argv)
@@ -42,8 +45,6 @@ def main(argv: list[str]) -> int:
 
     if not args.prompt:
         raise InputError("empty prompt")
-    if args.max_new_tokens < 1:
-        raise InputError("--max-new-tokens must be at least 1")
     req = TrackGenerationRequest(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
                                  chat=args.chat)
     runner = JobRunner(args.model, args.dtype)
