@@ -83,7 +83,7 @@ def _rows(lm: LoadedModel, prompts: Sequence[str], chat: bool) -> list[list[int]
 def _last_hidden(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequence[int],
                  cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """Layer outputs at each row's last token, in one forward: [len(layers), rows, hidden] (float64)."""
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     out = hm.forward(Batch.from_lists(rows, pad_id), capture=CaptureSpec(layers=list(layers), positions="last"),
                      logits="none", stop_layer=max(layers) + 1, cancel=cancel)
     return np.stack([np.array(out.captures[f"blocks.{layer}.resid_post"].astype(mx.float32))[:, -1, :]
@@ -93,7 +93,7 @@ def _last_hidden(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequenc
 def prompt_scale(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequence[int]) -> np.ndarray:
     """``s`` per (layer, row): mean per-token L2 norm of the layer's output over the row's real
     tokens, excluding position 0 (the attention sink; see the module docstring). [layers, rows]."""
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     batch = Batch.from_lists(rows, pad_id)
     out = hm.forward(batch, capture=CaptureSpec(layers=list(layers)), logits="none", stop_layer=max(layers) + 1)
     scales = np.zeros((len(layers), len(rows)))
@@ -409,7 +409,7 @@ def _projections(hm: HookedModel, prompt_rows: Sequence[list[int]], gen_rows: Se
     ``units[i]`` at the last token, and its mean over the generated tokens. One forward."""
     full = [list(p) + list(g) for p, g in zip(prompt_rows, gen_rows)]
     need = sorted(set(layers))
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     batch = Batch.from_lists(full, pad_id)
     out = hm.forward(batch, capture=CaptureSpec(layers=need), logits="none", stop_layer=max(need) + 1)
     caps = {lay: np.array(out.captures[f"blocks.{lay}.resid_post"].astype(mx.float32)) for lay in need}
@@ -451,7 +451,7 @@ class _CleanPrefix:
 
         self.hm, self.layers = hm, list(layers)
         self.lmin, self.lmax = min(layers), max(layers)
-        self.pad_id = hm.lm.tokenizer.pad_id or 0
+        self.pad_id = hm.lm.tokenizer.batch_pad_id
         self.batch = Batch.from_lists(prompt_rows, self.pad_id)
         self.kv = KVState(hm.n_layers, self.batch.pad)
         out = hm.forward(self.batch, capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.resid_pre),
