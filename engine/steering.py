@@ -41,8 +41,9 @@ import mlx.core as mx
 import numpy as np
 
 from engine.criteria import NEGATIVE_WORDS, POSITIVE_WORDS, polarity_passes, sentiment_hits, word_hits
+from engine.direction_files import load_direction, save_direction
 from engine.errors import InputError
-from engine.fileio import output_name, read_text, save_npz_atomic
+from engine.fileio import read_text
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -277,70 +278,52 @@ class SteeringDirection:
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``.npz`` (``np.savez``; strings as unicode arrays, so ``allow_pickle=False`` loads it).
-        Written to a temp file and renamed."""
-        target = output_name(path, ".npz")
-        fields: dict[str, Any] = {
-            "direction": self.direction.astype(np.float32),
-            "layer": np.int64(-1 if self.layer is None else self.layer),
-            "model_id": np.str_(self.model_id),
-            "method": np.str_(self.method),
-            "norm": np.float64(self.norm),
-            "positive_prompts": np.array(self.positive_prompts, dtype=np.str_),
-            "negative_prompts": np.array(self.negative_prompts, dtype=np.str_),
-            "hidden_size": np.int64(self.hidden_size),
-            "labels": np.array([self.positive_label, self.negative_label], dtype=np.str_),
-            "label_positive": np.str_(self.positive_label),  # the probe/directions spelling
-            "label_negative": np.str_(self.negative_label),
-            "name": np.str_(self.name),
-            "chat": np.int64(-1 if self.chat is None else int(self.chat)),
+        """Write ``.npz`` (``engine.direction_files.save_direction``: atomic, no pickles)."""
+        extra: dict[str, Any] = {
+            "norm": np.float64(self.norm), "positive_prompts": list(self.positive_prompts),
+            "negative_prompts": list(self.negative_prompts), "labels": [self.positive_label, self.negative_label],
+            "label_positive": self.positive_label, "label_negative": self.negative_label,  # the probe spelling
+            "name": self.name, "chat": np.int64(-1 if self.chat is None else int(self.chat)),
         }
         if self.neuron_index is not None:
-            fields["neuron"] = np.int64(self.neuron_index)
+            extra["neuron"] = np.int64(self.neuron_index)
         if self.layer_separation:
-            fields["layer_separation"] = np.array([s.separation for s in self.layer_separation], dtype=np.float64)
-        save_npz_atomic(target, fields)
+            extra["layer_separation"] = np.array([s.separation for s in self.layer_separation], dtype=np.float64)
+        target = save_direction(path, self.direction, layer=-1 if self.layer is None else self.layer,
+                                model_id=self.model_id, method=self.method, **extra)
         self.path = str(target)
         return target
 
     @classmethod
     def load(cls, path: str | Path, lm: LoadedModel | None = None) -> SteeringDirection:
-        """Read a ``.npz`` direction (ours, or a probe's ``label_positive``/``label_negative`` file).
-        With ``lm``, a file made for another hidden size is refused (InputError, one line)."""
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"direction file not found: {p}")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except Exception as exc:
-            raise InputError(f"cannot read direction file {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        if "direction" not in data:
-            raise InputError(f"direction file {p} has no 'direction' array")
+        """Read a ``.npz`` direction (ours, or a probe's ``label_positive``/``label_negative`` file) with
+        ``engine.direction_files.load_direction``. With ``lm``, a file made for another hidden size is
+        refused (InputError, one line)."""
+        f = load_direction(path)
+        data = f.extra
 
         def scalar(key: str, default: Any) -> Any:
-            return data[key].item() if key in data and data[key].ndim == 0 else default
+            v = data.get(key)
+            return default if v is None or isinstance(v, np.ndarray) else v
 
         def strings(key: str) -> list[str]:
-            return [str(x) for x in data[key].reshape(-1)] if key in data else []
+            return [str(x) for x in np.asarray(data[key]).reshape(-1)] if key in data else []
 
-        layer = scalar("layer", None)
-        layer = None if layer is None or int(layer) < 0 else int(layer)
         labels = strings("labels")
         pos_label = labels[0] if len(labels) == 2 else str(scalar("label_positive", "positive"))
         neg_label = labels[1] if len(labels) == 2 else str(scalar("label_negative", "negative"))
         chat = scalar("chat", -1)
         neuron = scalar("neuron", None)
         seps = [LayerSeparation(layer=i, separation=float(s))
-                for i, s in enumerate(data["layer_separation"].reshape(-1))] if "layer_separation" in data else []
-        d = cls(data["direction"], layer=layer, model_id=str(scalar("model_id", "unknown")),
-                method=str(scalar("method", "mean")), name=str(scalar("name", p.stem)),
+                for i, s in enumerate(np.asarray(data["layer_separation"]).reshape(-1))] if "layer_separation" in data else []
+        d = cls(f.direction.astype(np.float32), layer=f.layer, model_id=f.model_id or "unknown",
+                method=f.method or "mean", name=str(scalar("name", Path(f.path).stem)),
                 positive_prompts=strings("positive_prompts"), negative_prompts=strings("negative_prompts"),
                 positive_label=pos_label, negative_label=neg_label,
                 chat=None if int(chat) < 0 else bool(chat), neuron=None if neuron is None else int(neuron),
-                source="file", path=str(p), layer_separation=seps)
+                source="file", path=f.path, layer_separation=seps)
         if "hidden_size" in data and int(data["hidden_size"]) != d.hidden_size:
-            raise InputError(f"direction file {p} is inconsistent: hidden_size {int(data['hidden_size'])} "
+            raise InputError(f"direction file {f.path} is inconsistent: hidden_size {int(data['hidden_size'])} "
                              f"but the direction has {d.hidden_size} values")
         if lm is not None:
             d.check(lm)
