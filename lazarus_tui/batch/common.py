@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from engine.errors import Cancelled, InputError
 
+
 class _Out(Console):
     """stdout's console: a reader that goes away (``| head``) ends the command like ``--json`` does
     (lazarus_tui.batch.dispatch: exit 0, quietly), not with Rich's own exit 1."""
