@@ -585,7 +585,7 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     seconds = time.perf_counter() - t0
 
     results = []
-    for i, ((pi, lay, c, s), st, ids, (proj, mproj)) in enumerate(zip(settings, stopped, gens, projs)):
+    for (pi, lay, c, s), st, ids, (proj, mproj) in zip(settings, stopped, gens, projs):
         text = tok.decode(ids)
         results.append(SteeredOutput(
             prompt=req.prompts[pi], layer=lay, coefficient=c, scale=s, added_norm=abs(c) * s, text=text,
