@@ -85,6 +85,13 @@ class LazarusSide:
         r = analyze(self.lm, AnalyzeRequest(prompt=prompt, layer_strategy="all", top_k=5))
         return {"n_tokens": len(r.token_ids), "top5": [[p.token_id for p in lp.predictions] for lp in r.layer_predictions]}
 
+    def forward(self, ids: list[int]) -> dict:
+        """One plain hooked forward, logits at the last position."""
+        from engine.hooks import Batch
+
+        out = self.hm.forward(Batch.from_lists([ids]), logits="last")
+        return {"top": int(mx.argmax(out.logits[0, -1]).item())}
+
     def ablation(self, ids: list[int]) -> dict:
         from engine.ablation import run_ablation
         from engine.ablation_results import AblationRequest

@@ -45,7 +45,6 @@ from engine.hooks import (
     Intervention,
     Site,
     SiteKind,
-    _mask,
 )
 from engine.layer_lists import check_layer
 from engine.models import LoadedModel
@@ -87,7 +86,8 @@ def expand_specs(req: AblationRequest, n_layers: int, n_heads: int) -> list[Abla
         elif req.mode == "grid":
             if req.heads is not None:
                 raise InputError("the layer x component grid does not take heads")
-            specs = [AblationSpec(layers=[x], component=c) for x in layers for c in ComponentType]
+            specs = [AblationSpec(layers=[x], component=c) for x in layers for c in ComponentType
+                     if c != ComponentType.BLOCK]
         else:
             specs = [AblationSpec(layers=[x], component=req.component, heads=req.heads) for x in layers]
     return [check_spec(s, n_layers, n_heads) for s in specs]
@@ -104,6 +104,8 @@ def spec_sites(spec: AblationSpec) -> list[SiteKey]:
             sites.append((layer, "attn_out", None))
         if comp in (ComponentType.MLP, ComponentType.BOTH) and (layer, "mlp_out", None) not in sites:
             sites.append((layer, "mlp_out", None))
+        if comp == ComponentType.BLOCK and (layer, "block_out", None) not in sites:
+            sites.append((layer, "block_out", None))
     return sites
 
 
@@ -123,24 +125,6 @@ def spec_interventions(spec: AblationSpec, method: str, means: dict[SiteKey, lis
 
 
 # -- mean activations ------------------------------------------------------------------------
-def _head_outputs(hm: HookedModel, layer: int, resid_pre: mx.array) -> mx.array:
-    """Per-head attention outputs (before o_proj) of ``layer`` for one unpadded row: [B, S, H, D]."""
-    block = hm.blocks[layer]
-    attn = block.self_attn
-    x = block.input_layernorm(resid_pre)
-    B, S, _ = x.shape
-    q = attn.q_proj(x).reshape(B, S, attn.n_heads, -1).transpose(0, 2, 1, 3)
-    k = attn.k_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    v = attn.v_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    if hm.adapter.qk_norm:
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = attn.rope(q, offset=0), attn.rope(k, offset=0)
-    window = hm.adapter.sliding_window if layer in hm._sliding else None
-    mask = _mask([0] * B, 0, S, window)
-    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=attn.scale, mask=mask)
-    return out.transpose(0, 2, 1, 3)
-
-
 def mean_activations(hm: HookedModel, reference_rows: Sequence[Sequence[int]], sites: set[SiteKey],
                      cancel: Callable[[], bool] | None = None) -> dict[SiteKey, list[float]]:
     """Mean of each site's activation over every position of every reference prompt."""
@@ -150,18 +134,15 @@ def mean_activations(hm: HookedModel, reference_rows: Sequence[Sequence[int]], s
     sums: dict[SiteKey, mx.array] = {}
     count = 0
     for ids in reference_rows:
+        kinds = {SiteKind(kind) if head is None else SiteKind.attn_heads for _, kind, head in sites}
         out = hm.forward(Batch.from_lists([ids]), logits="none", cancel=cancel,
-                         capture=CaptureSpec(kinds=(SiteKind.resid_pre, SiteKind.attn_out, SiteKind.mlp_out),
-                                             layers=layers))
-        heads_by_layer: dict[int, mx.array] = {}
+                         capture=CaptureSpec(kinds=tuple(kinds), layers=layers))
         for key in sites:
             layer, kind, head = key
             if head is None:
                 val = out.captures[f"blocks.{layer}.{kind}"][0].astype(mx.float32).sum(axis=0)
-            else:
-                if layer not in heads_by_layer:
-                    heads_by_layer[layer] = _head_outputs(hm, layer, out.captures[f"blocks.{layer}.resid_pre"])
-                val = heads_by_layer[layer][0, :, head, :].astype(mx.float32).sum(axis=0)
+            else:  # the head's output before the output projection
+                val = out.captures[f"blocks.{layer}.attn_heads"][0, :, head, :].astype(mx.float32).sum(axis=0)
             sums[key] = val if key not in sums else sums[key] + val
         mx.eval(*sums.values())
         count += len(ids)
@@ -397,6 +378,10 @@ def run_ablation(lm: LoadedModel, req: AblationRequest, cancel: Callable[[], boo
                 for pi in range(len(prompts))]))
         return pts
 
+    if strategy == "batched" and hm.state_layers:
+        strategy = "sequential"  # the batched sweep reuses per-layer keys/values, which state-space layers lack
+        notes.append(f"{info.model_type}: state-space layers keep no per-layer keys/values to share, "
+                     "so sweep points run one by one")
     if strategy == "sequential":
         total = len(prompts) * (1 + len(specs))
         done = 0

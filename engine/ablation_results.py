@@ -14,11 +14,13 @@ from engine.results import SCHEMA_VERSION, Frozen
 
 
 class ComponentType(str, Enum):
-    """What an ablation removes: the MLP output, the attention output, or both (per block)."""
+    """What an ablation removes: the MLP output, the attention output, both, or everything the block
+    adds to the residual (``block``: whole-layer ablation, for every family, state-space ones included)."""
 
     MLP = "mlp"
     ATTENTION = "attention"
     BOTH = "both"
+    BLOCK = "block"
 
 
 AblationMethod = Literal["zero", "mean"]

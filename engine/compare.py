@@ -3,7 +3,8 @@
 Each model runs once (all layers captured at the last position, all unembedded in one
 matmul). Rows align layers by index when the models have the same depth, else by relative
 depth: model 1's layer l is paired with model 2's layer round((l+1)/n1 * n2) - 1. KL between
-the two lens distributions is given only when the tokenizers match (same vocabulary).
+the two lens distributions is given only when the tokenizers match (same vocabulary). Each
+model is read through its own lens (``lens1``/``lens2``: logit, or a tuned lens bound to it).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel
 from engine.results import TokenPrediction
+from engine.tuned_lens import resolve_lens
 
 
-def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool] | None):
+def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool] | None, lens_spec: str = "logit"):
+    lens = resolve_lens(lm, lens_spec)
     hm = HookedModel(lm)
     layers = list(range(hm.n_layers))
     out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers,
                                                                  positions="last"), logits="none", cancel=cancel)
     resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in layers], axis=0)
-    return np.array(lens_distributions(hm, resid)[0])  # [layers, vocab] float32
+    return np.array(lens_distributions(hm, resid, layers, lens)[0])  # [layers, vocab] float32
 
 
 def _ranks(logits: np.ndarray, tid: int) -> list[int]:
@@ -42,8 +45,8 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
         raise InputError("empty prompt")
     ids1 = m1.tokenizer.prepare(req.prompt, chat=req.chat)
     ids2 = m2.tokenizer.prepare(req.prompt, chat=req.chat)
-    lg1 = _lens_all_layers(m1, ids1, cancel)
-    lg2 = _lens_all_layers(m2, ids2, cancel)
+    lg1 = _lens_all_layers(m1, ids1, cancel, req.lens1)
+    lg2 = _lens_all_layers(m2, ids2, cancel, req.lens2)
     names1 = [f"model 1 layer {i}" for i in range(lg1.shape[0])]
     names2 = [f"model 2 layer {i}" for i in range(lg2.shape[0])]
     lp1, lp2 = log_softmax(lg1, names1), log_softmax(lg2, names2)  # float64, float64 normaliser

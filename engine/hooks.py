@@ -1,4 +1,9 @@
-"""The hooked forward: MLX has no forward hooks, so we run the block loop ourselves.
+"""The hooked forward: mlx-lm's own model computes, lazarus observes and intervenes.
+
+A pass calls the family's own ``Model.__call__``; thin wrappers (``engine.hook_points``)
+around each block, its attention and MLP modules, the attention output projection, the MLP
+down projection and the routed experts report to the pass, which reads and edits the values
+there. Masks, positions, sliding/global layers and embedding scales are the family's own.
 
 Typed sites per layer (``blocks.{L}.{kind}``):
 
@@ -7,177 +12,53 @@ Typed sites per layer (``blocks.{L}.{kind}``):
 - ``mlp_out``     what the MLP adds to the residual                [B, S, hidden]
 - ``resid_post``  the residual stream leaving block L ("layer L output") [B, S, hidden]
 - ``attn_pattern`` softmax attention probabilities                 [B, heads, S, K]
-- ``mlp_hidden``  the MLP's hidden activation (input of down_proj) [B, S, intermediate]
+- ``mlp_hidden``  the MLP's hidden activation (input of the down projection) [B, S, intermediate]
+- ``attn_heads``  each head's output (input of the output projection) [B, S, heads, head_dim]
+- ``moe_router``  each token's expert weights (0 = expert not chosen) [B, S, experts]
+- ``block_out``   what block L adds to the residual (resid_post - resid_pre): whole-layer ablation [B, S, hidden]
 
-Interventions are data (``Intervention``): zero, mean, scale, add, replace, on a
-site, optionally one head (attention: the head's output before ``o_proj``),
-one prompt position, one batch row. They stay on for every generated token.
-
-Masks are built per layer: causal, sliding-window for local layers (Gemma 3),
-and left padding for batches. When no site needs a block's internals, the
-block's own modules run exactly as mlx-lm runs them, so an unhooked pass equals
-the model's forward (``lazarus --batch verify`` checks it per model).
+Which sites a family has, and what attn_out means where a post-norm sits outside attention,
+is in ``engine.models.families`` (docs/models.md). Interventions are data
+(``Intervention``): zero, mean, scale, add, replace, on a site, optionally one head (the
+head's output before the output projection), one prompt position, one batch row. They stay
+on for every generated token. With no intervention a pass equals the model's own forward
+(``lazarus --batch verify`` checks it per model).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Literal
 
 import mlx.core as mx
-import mlx.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.errors import Cancelled, InputError
+from engine import hook_points
+from engine.errors import InputError
+from engine.hook_pass import Pass as _Pass
+from engine.hook_pass import Stop as _Stop
+from engine.hook_pass import row_by_row
+from engine.hook_types import (
+    Batch,
+    CaptureSpec,
+    ForwardOutput,
+    Intervention,
+    InterventionOp,
+    KVState,
+    PositionSpec,
+    Site,
+    SiteKind,
+)
 from engine.limits import check_prompt
 from engine.models import LoadedModel
+from engine.models.adapter import get_path
 
-
-class SiteKind(str, Enum):
-    resid_pre = "resid_pre"
-    attn_out = "attn_out"
-    mlp_out = "mlp_out"
-    resid_post = "resid_post"
-    attn_pattern = "attn_pattern"
-    mlp_hidden = "mlp_hidden"
-
-
-class Site(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    layer: int
-    kind: SiteKind
-
-    def __str__(self) -> str:
-        return f"blocks.{self.layer}.{self.kind.value}"
-
-    @classmethod
-    def parse(cls, text: str) -> Site:
-        parts = text.split(".")
-        if len(parts) != 3 or parts[0] != "blocks" or not parts[1].lstrip("-").isdigit():
-            raise InputError(f"bad site {text!r}: expected blocks.<layer>.<kind>")
-        try:
-            return cls(layer=int(parts[1]), kind=SiteKind(parts[2]))
-        except ValueError as exc:
-            raise InputError(f"bad site kind in {text!r} (kinds: {', '.join(k.value for k in SiteKind)})") from exc
-
-
-InterventionOp = Literal["zero", "mean", "scale", "add", "replace"]
-
-
-class Intervention(BaseModel):
-    """One change to one site. ``vector`` is the mean (mean), the added direction (add) or the
-    activation written in (replace); its length is the site's width, or head_dim with ``head``."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-    site: Site
-    op: InterventionOp
-    head: int | None = None
-    position: int | None = None  # prompt position (negative counts from the end of the prompt); None = all
-    row: int | None = None  # batch row; None = every row
-    factor: float = 1.0  # scale factor, or multiplier of `vector` for add
-    vector: list[float] | None = Field(default=None, repr=False)
-
-    @field_validator("vector", mode="before")
-    @classmethod
-    def _to_list(cls, v: Any) -> Any:
-        if v is not None and not isinstance(v, list):
-            return [float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
-        return v
-
-
-PositionSpec = Literal["all", "last"] | list[int]
-
-
-@dataclass
-class CaptureSpec:
-    """Which sites to keep: kinds at layers (None = every layer), at positions."""
-
-    kinds: Sequence[SiteKind] = (SiteKind.resid_post,)
-    layers: Sequence[int] | None = None
-    positions: PositionSpec = "all"
-
-
-@dataclass
-class Batch:
-    """Left-padded token ids and each row's padding."""
-
-    ids: mx.array  # [B, S]
-    pad: list[int]  # left padding per row
-    lengths: list[int]  # real tokens per row
-
-    @classmethod
-    def from_lists(cls, rows: Sequence[Sequence[int]], pad_id: int = 0) -> Batch:
-        if not rows or any(len(r) == 0 for r in rows):
-            raise InputError("empty prompt: nothing to run")
-        width = max(len(r) for r in rows)
-        pads = [width - len(r) for r in rows]
-        ids = [[pad_id] * p + list(r) for p, r in zip(pads, rows)]
-        return cls(mx.array(ids, dtype=mx.int32), pads, [len(r) for r in rows])
-
-
-@dataclass
-class ForwardOutput:
-    logits: mx.array | None  # [B, P, vocab] at the requested positions
-    captures: dict[str, mx.array] = field(default_factory=dict)
-    resid: mx.array | None = None  # the residual after the last block run (before the final norm)
-
-
-class KVState:
-    """Per-layer KV caches for a batch, plus the padding needed to build masks later."""
-
-    def __init__(self, n_layers: int, pad: list[int]) -> None:
-        from mlx_lm.models.cache import KVCache
-
-        self.caches = [KVCache() for _ in range(n_layers)]
-        self.pad = list(pad)
-        self.offset = 0  # tokens already in the cache (padded width)
-
-    def select_rows(self, rows: Sequence[int]) -> KVState:
-        """A copy holding only ``rows`` of the batch (for reusing one prefix across variants)."""
-        idx = mx.array(list(rows), dtype=mx.int32)
-        new = KVState.__new__(KVState)
-        from mlx_lm.models.cache import KVCache
-
-        new.caches = []
-        for c in self.caches:
-            nc = KVCache()
-            if c.keys is not None:
-                keys, values, offset = c.state  # preallocated buffers; the first `offset` steps are real
-                nc.state = (keys[idx, :, :offset], values[idx, :, :offset], offset)
-            new.caches.append(nc)
-        new.pad = [self.pad[i] for i in rows]
-        new.offset = self.offset
-        return new
-
-
-def _fast_mask(pad: list[int], offset: int, n: int, window: int | None) -> mx.array | str | None:
-    """What mlx-lm itself passes when nothing needs an explicit mask (no padding, inside the window):
-    "causal" for a prompt, None for one new token after the cache, so SDPA skips materialising it."""
-    if not any(pad) and (window is None or offset + n <= window):
-        if n == 1:  # one new token sees every cached one
-            return None
-        if offset == 0:
-            return "causal"
-    return _mask(pad, offset, n, window)
-
-
-def _mask(pad: list[int], offset: int, n: int, window: int | None) -> mx.array:
-    """Boolean attention mask [B, 1, n, offset+n]: causal, optional window, left padding."""
-    q = mx.arange(offset, offset + n)[:, None]  # [n, 1]
-    k = mx.arange(offset + n)[None, :]  # [1, K]
-    allowed = k <= q
-    if window is not None:
-        allowed = allowed & (q < k + window)
-    p = mx.array(pad, dtype=mx.int32)[:, None, None, None]  # [B,1,1,1]
-    # a padding query attends to itself only, so no row is empty (its output is never read)
-    allowed = allowed[None, None] & ((k[None, None] >= p) | (k[None, None] == q[None, None]))
-    return allowed
+__all__ = ["Batch", "CaptureSpec", "ForwardOutput", "HookedModel", "Intervention", "InterventionOp", "KVState",
+           "PositionSpec", "Site", "SiteKind"]
 
 
 class HookedModel:
-    """Runs a ``LoadedModel`` block by block with captures and interventions."""
+    """Runs a ``LoadedModel``'s own forward with captures and interventions."""
 
     def __init__(self, lm: LoadedModel) -> None:
         self.lm = lm
@@ -188,6 +69,34 @@ class HookedModel:
         self._sliding = set(lm.adapter.sliding_layers)
         self._vec_cache: dict[int, tuple[Intervention, mx.array]] = {}
         self._delta_cache: dict[tuple[int, ...], tuple[tuple[Intervention, ...], mx.array]] = {}
+        inst = _install(lm)
+        self._owner, self._avail, self._layer_kinds = inst["owner"], inst["avail"], inst["kinds"]
+        self._experts: dict[int, int] = inst["experts"]
+        self.n_heads = int(lm.adapter.dims.get("num_heads") or lm.info.num_heads)
+        self._factors: dict[float | None, float | None] = {}  # embedding scale -> factor on the family's
+        dims = lm.adapter.dims
+        self._group_axis = lm.adapter.spec.grouped_scores and dims.get("num_heads") != dims.get("num_kv_heads")
+        self._takes_embeddings = "input_embeddings" in inspect.signature(type(lm.model).__call__).parameters
+
+    # -- what this family offers ---------------------------------------------------------------
+    @property
+    def site_kinds(self) -> tuple[SiteKind, ...]:
+        """The site kinds this model has at one layer at least."""
+        return tuple(k for k in SiteKind if self._avail[k])
+
+    @property
+    def state_layers(self) -> bool:
+        """Some layers keep a recurrent state (state-space, convolution) instead of keys/values, so
+        per-layer key/value reuse (batched ablation and steering sweeps) does not apply."""
+        return any(kind is not None for kind in self._layer_kinds)
+
+    def has_site(self, kind: SiteKind, layer: int) -> bool:
+        return layer in self._avail[kind]
+
+    def _missing(self, kind: SiteKind, layer: int | None = None) -> InputError:
+        where = "" if layer is None else f" at layer {layer}"
+        note = self.adapter.spec.note
+        return InputError(f"{self.adapter.model_type} has no {kind.value} site{where}" + (f" ({note})" if note else ""))
 
     # -- validation ------------------------------------------------------------------------
     def check_layer(self, layer: int) -> int:
@@ -202,19 +111,26 @@ class HookedModel:
             self.check_layer(iv.site.layer)
             if iv.site.layer < 0:
                 iv = iv.model_copy(update={"site": Site(layer=iv.site.layer % self.n_layers, kind=iv.site.kind)})
-            if iv.site.kind == SiteKind.attn_pattern:
-                raise InputError("interventions on attn_pattern are not supported; intervene on attn_out (per head)")
-            if iv.head is not None and iv.site.kind != SiteKind.attn_out:
+            kind = iv.site.kind
+            if kind in (SiteKind.attn_pattern, SiteKind.moe_router):
+                raise InputError(f"interventions on {kind.value} are not supported; intervene on attn_out (per head) "
+                                 "or mlp_out")
+            if kind == SiteKind.attn_heads:
+                raise InputError("intervene on a head through attn_out with a head number")
+            if iv.head is not None and kind != SiteKind.attn_out:
                 raise InputError("a head can only be chosen for attn_out interventions")
-            if iv.head is not None and not 0 <= iv.head < info.num_heads:
-                raise InputError(f"head {iv.head} out of range (0-{info.num_heads - 1})")
+            if iv.head is not None and not 0 <= iv.head < self.n_heads:
+                raise InputError(f"head {iv.head} out of range (0-{self.n_heads - 1})")
+            need = SiteKind.attn_heads if iv.head is not None else kind
+            if not self.has_site(need, iv.site.layer):
+                raise self._missing(need, iv.site.layer)
             if iv.row is not None and not 0 <= iv.row < batch_size:
                 raise InputError(f"batch row {iv.row} out of range (batch of {batch_size})")
             if iv.op in ("mean", "add", "replace") and iv.vector is None:
                 raise InputError(f"intervention {iv.op} on {iv.site} needs a vector")
             if iv.vector is not None:
                 width = (info.head_dim if iv.head is not None
-                         else info.intermediate_size if iv.site.kind == SiteKind.mlp_hidden else info.hidden_size)
+                         else info.intermediate_size if kind == SiteKind.mlp_hidden else info.hidden_size)
                 if len(iv.vector) != width:
                     raise InputError(f"vector for {iv.site} has {len(iv.vector)} values, expected {width}")
             out.append(iv)
@@ -241,143 +157,93 @@ class HookedModel:
         ``kv`` (optional) is extended in place; ``logits`` picks which positions get unembedded.
         ``cancel`` is checked between layers. With ``on_layer(layer, n_layers)`` each layer is
         evaluated as it finishes (live progress; cancellation then takes effect mid-pass).
+        ``embedding_scale`` replaces the family's own embedding scale for this pass.
         """
-        ids = batch.ids
-        B, S = ids.shape
+        B, S = batch.ids.shape
         ivs = self.check_interventions(interventions, B)
-        offset = kv.offset if kv is not None else 0
-        pad = batch.pad
+        why = self.adapter.spec.no_padding
+        if why and any(batch.pad):
+            if kv is not None:
+                raise InputError(f"{self.adapter.model_type}: prompts of different lengths cannot share a cached batch "
+                                 f"({why}); run them one at a time")
+            return row_by_row(self, batch, ivs, capture, logits, start_layer, h, stop_layer, cancel, embedding_scale,
+                              on_layer)
         stop = self.n_layers if stop_layer is None else stop_layer
-        by_layer: dict[int, list[Intervention]] = {}
-        for iv in ivs:
-            by_layer.setdefault(iv.site.layer, []).append(iv)
+        if start_layer >= stop:
+            return ForwardOutput(None, {}, h)
         cap_layers = set(range(self.n_layers) if capture is None or capture.layers is None else
                          (self.check_layer(x) for x in capture.layers)) if capture else set()
         cap_kinds = set(capture.kinds) if capture else set()
+        for kind in cap_kinds:
+            if not self._avail[kind]:
+                raise self._missing(kind)
+        offset = kv.offset if kv is not None else 0
         if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
             check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
-        captures: dict[str, mx.array] = {}
-        # absolute prompt position of every token in this chunk, per row: [B, S]
-        positions = mx.arange(offset, offset + S)[None, :] - mx.array(pad, dtype=mx.int32)[:, None]
-        lengths = mx.array(batch.lengths, dtype=mx.int32)[:, None]
-
-        if h is None:
-            h = self.adapter.embed(self.model, ids, embedding_scale)
-        masks: dict[int | None, mx.array] = {}
-
-        def keep(kind: SiteKind, layer: int, value: mx.array) -> None:
-            if kind in cap_kinds and layer in cap_layers:
-                captures[f"blocks.{layer}.{kind.value}"] = self._select_positions(value, capture, batch, kind)
-
-        for layer in range(start_layer, stop):
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled")
-            block = self.blocks[layer]
-            window = self.adapter.sliding_window if layer in self._sliding else None
-            if window not in masks:
-                masks[window] = _fast_mask(pad, offset, S, window)
-            mask = masks[window]
-            lay_ivs = by_layer.get(layer, [])
-            site_ivs = {k: [iv for iv in lay_ivs if iv.site.kind == k] for k in SiteKind}
-            c = kv.caches[layer] if kv is not None else None
-
-            h = self._apply(h, site_ivs[SiteKind.resid_pre], positions, lengths)
-            keep(SiteKind.resid_pre, layer, h)
-            need_pattern = SiteKind.attn_pattern in cap_kinds and layer in cap_layers
-            head_ivs = [iv for iv in site_ivs[SiteKind.attn_out] if iv.head is not None]
-            whole_attn_ivs = [iv for iv in site_ivs[SiteKind.attn_out] if iv.head is None]
-            attn_in = block.input_layernorm(h)
-            if need_pattern or head_ivs:
-                attn, pattern = self._attention(block.self_attn, attn_in, mask, c, need_pattern, head_ivs,
-                                                positions, lengths)
-                if pattern is not None:
-                    keep(SiteKind.attn_pattern, layer, pattern)
-            else:
-                attn = block.self_attn(attn_in, mask, c)
-            if self.adapter.block_style == "sandwich":
-                attn = block.post_attention_layernorm(attn)
-            attn = self._apply(attn, whole_attn_ivs, positions, lengths)
-            keep(SiteKind.attn_out, layer, attn)
-            h = self._residual_add(h, attn)
-
-            mlp_in = (block.pre_feedforward_layernorm(h) if self.adapter.block_style == "sandwich"
-                      else block.post_attention_layernorm(h))
-            need_hidden = site_ivs[SiteKind.mlp_hidden] or (SiteKind.mlp_hidden in cap_kinds and layer in cap_layers)
-            if need_hidden:
-                mlp = block.mlp
-                hidden = self._activation(mlp.gate_proj(mlp_in), mlp.up_proj(mlp_in))
-                hidden = self._apply(hidden, site_ivs[SiteKind.mlp_hidden], positions, lengths)
-                keep(SiteKind.mlp_hidden, layer, hidden)
-                mlp_out = mlp.down_proj(hidden)
-            else:
-                mlp_out = block.mlp(mlp_in)
-            if self.adapter.block_style == "sandwich":
-                mlp_out = block.post_feedforward_layernorm(mlp_out)
-            mlp_out = self._apply(mlp_out, site_ivs[SiteKind.mlp_out], positions, lengths)
-            keep(SiteKind.mlp_out, layer, mlp_out)
-            h = self._residual_add(h, mlp_out)
-            h = self._apply(h, site_ivs[SiteKind.resid_post], positions, lengths)
-            keep(SiteKind.resid_post, layer, h)
-            if on_layer is not None:
-                mx.eval(h, *captures.values())
-                on_layer(layer, self.n_layers)
-
+        factor = None
+        if h is None and start_layer == 0:
+            factor = self._factors.get(embedding_scale)
+            if factor is None and embedding_scale not in self._factors:
+                factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
+        extra: dict[str, Any] = {}
+        if factor is not None and self._takes_embeddings:  # exactly as reference_logits runs the model
+            emb = self.adapter.embed_tokens(self.model)(batch.ids)
+            extra["input_embeddings"] = emb * mx.array(factor, dtype=emb.dtype)
+            factor = None
+        p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
+                  offset)
+        caches = self._caches(kv, batch, offset, start_layer, stop)
+        prev, hook_points.ACTIVE = hook_points.ACTIVE, p
+        try:
+            self.model(batch.ids, cache=caches, **extra)
+            raise RuntimeError(f"{self.adapter.model_type}: the model's forward never reached layer {stop - 1}")
+        except _Stop as done:
+            out_h = done.h
+        finally:
+            hook_points.ACTIVE = prev
+        self._check_reached(p, ivs, cap_kinds, cap_layers, start_layer, stop)
         if kv is not None and stop == self.n_layers:
             kv.offset = offset + S
         out_logits = None
         if logits != "none" and stop == self.n_layers:
-            hs = h[:, -1:, :] if logits == "last" else h
+            hs = out_h[:, -1:, :] if logits == "last" else out_h
             out_logits = self.adapter.lens_logits(self.model, hs)
-        return ForwardOutput(out_logits, captures, h)
+        return ForwardOutput(out_logits, p.captures, out_h)
+
+    def _check_reached(self, p: _Pass, ivs: list[Intervention], kinds: set[SiteKind], layers: set[int],
+                       start: int, stop: int) -> None:
+        """Every requested site that the family has must have been reached by its forward: a module
+        the table names but the family's code never calls would otherwise drop an intervention silently."""
+        want = {(layer, k) for k in kinds for layer in layers if start <= layer < stop and layer in self._avail[k]}
+        want |= {(iv.site.layer, SiteKind.attn_heads if iv.head is not None else iv.site.kind) for iv in ivs
+                 if start <= iv.site.layer < stop}
+        missed = sorted((layer, k.value) for layer, k in want - p.reached)
+        if missed:
+            layer, kind = missed[0]
+            raise RuntimeError(f"{self.adapter.model_type}: blocks.{layer}.{kind} was never reached by the model's "
+                               "forward (the module the family table names is not the one its code calls)")
+
+    def _caches(self, kv: KVState | None, batch: Batch, offset: int, start: int, stop: int) -> list[Any] | None:
+        """The cache list handed to the family's forward: a view per attention layer (the real
+        cache for layers that run, a stand-in at ``offset`` for those that do not), so masks carry
+        the padding; the real cache for state-space layers."""
+        if kv is None:
+            if not any(batch.pad):
+                return None  # exactly the model's own path
+            return [hook_points.LayerView(None, 0, batch.pad, self._group_axis) if k is None else None
+                    for k in self._layer_kinds]
+        if any(k is not None for k in self._layer_kinds):
+            fresh = None
+            for i, k in enumerate(self._layer_kinds):
+                c = kv.caches[i]
+                if k is not None and not isinstance(c, k) and getattr(c, "keys", 1) is None:
+                    fresh = fresh or self.model.make_cache()
+                    kv.caches[i] = fresh[i]
+        return [kv.caches[i] if k is not None else
+                hook_points.LayerView(kv.caches[i] if start <= i < stop else None, offset, kv.pad, self._group_axis)
+                for i, k in enumerate(self._layer_kinds)]
 
     # -- pieces ----------------------------------------------------------------------------
-    def _residual_add(self, x: mx.array, y: mx.array) -> mx.array:
-        if self.adapter.block_style == "sandwich" and x.dtype == mx.float16:
-            from mlx_lm.models.gemma3_text import clip_residual
-
-            return clip_residual(x, y)
-        return x + y
-
-    def _activation(self, gate: mx.array, up: mx.array) -> mx.array:
-        if self.adapter.mlp_activation == "gelu_approx":
-            return nn.gelu_approx(gate) * up
-        from mlx_lm.models.activations import swiglu
-
-        return swiglu(gate, up)
-
-    def _attention(self, attn: Any, x: mx.array, mask: mx.array, cache: Any, need_pattern: bool,
-                   head_ivs: list[Intervention], positions: mx.array, lengths: mx.array
-                   ) -> tuple[mx.array, mx.array | None]:
-        """Attention computed in the open, for patterns and per-head interventions."""
-        B, S, _ = x.shape
-        q = attn.q_proj(x).reshape(B, S, attn.n_heads, -1).transpose(0, 2, 1, 3)  # [B, H, S, D]
-        k = attn.k_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
-        v = attn.v_proj(x).reshape(B, S, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        if self.adapter.qk_norm:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        off = cache.offset if cache is not None else 0
-        q, k = attn.rope(q, offset=off), attn.rope(k, offset=off)
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
-        pattern = None
-        if need_pattern:
-            if not isinstance(mask, mx.array):  # "causal"/None: build the explicit mask for the open path
-                mask = _mask([0] * B, off, S, None)
-            rep = attn.n_heads // attn.n_kv_heads
-            kk = mx.repeat(k, rep, axis=1) if rep > 1 else k
-            vv = mx.repeat(v, rep, axis=1) if rep > 1 else v
-            scores = (q * attn.scale) @ kk.transpose(0, 1, 3, 2)  # [B, H, S, K]
-            scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
-            pattern = mx.softmax(scores.astype(mx.float32), axis=-1).astype(q.dtype)
-            out = pattern @ vv  # [B, H, S, D]
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=attn.scale, mask=mask)
-        z = out.transpose(0, 2, 1, 3)  # [B, S, H, D]
-        for iv in head_ivs:
-            head = z[:, :, iv.head, :]
-            z = _set_head(z, iv.head, self._apply(head, [iv], positions, lengths))
-        return attn.o_proj(z.reshape(B, S, -1)), pattern
-
     def _vector(self, iv: Intervention, dtype: Any) -> mx.array:
         """``iv.vector`` as an array, converted once per intervention object (generation reuses it
         every step). The cache holds the intervention itself, so its id cannot be reused while cached."""
@@ -442,14 +308,59 @@ class HookedModel:
             idx = _padded_index(capture.positions, batch)
             return mx.stack([value[b, :, idx[b], :] for b in range(value.shape[0])])
         if capture.positions == "last":
-            return value[:, -1:, :]
+            return value[:, -1:]
         idx = _padded_index(capture.positions, batch)
         if all(row == idx[0] for row in idx):  # same positions in every row (no padding): one slice/take
             first = idx[0]
             if len(first) == 1:
-                return value[:, first[0]:first[0] + 1, :]
+                return value[:, first[0]:first[0] + 1]
             return mx.take(value, mx.array(first), axis=1)
-        return mx.take_along_axis(value, mx.array(idx)[:, :, None], axis=1)
+        ix = mx.array(idx).reshape(len(idx), -1, *([1] * (value.ndim - 2)))
+        return mx.take_along_axis(value, ix, axis=1)
+
+
+def _install(lm: LoadedModel) -> dict[str, Any]:
+    """Wrap the model's modules once (shared by every HookedModel of this model)."""
+    model = lm.model
+    done = model.__dict__.get("_lz_install")
+    if done is not None:
+        return done
+    ad = lm.adapter
+    owner = object()
+    avail: dict[SiteKind, set[int]] = {k: set() for k in SiteKind}
+    observed = hook_points.patch_attention_modules(model)
+    experts: dict[int, int] = {}
+    for i, (block, parts) in enumerate(zip(ad.blocks(model), ad.parts)):
+        hook_points.wrap(block, "block", i, owner)
+        avail[SiteKind.resid_pre].add(i)
+        avail[SiteKind.resid_post].add(i)
+        avail[SiteKind.block_out].add(i)
+        attn = get_path(block, parts.attn) if parts.attn else None
+        mlp = get_path(block, parts.mlp) if parts.mlp else None
+        at = None if parts.attn_out_at == "-" else get_path(block, parts.attn_out_at) if parts.attn_out_at else attn
+        if at is not None:
+            hook_points.wrap(at, "attn_out", i, owner)
+            avail[SiteKind.attn_out].add(i)
+        if attn is not None and type(attn).__module__ in observed:
+            avail[SiteKind.attn_pattern].add(i)
+        if attn is not None and parts.o_proj:
+            hook_points.wrap(attn[parts.o_proj], "heads", i, owner)
+            avail[SiteKind.attn_heads].add(i)
+        mt = None if parts.mlp_out_at == "-" else get_path(block, parts.mlp_out_at) if parts.mlp_out_at else mlp
+        if mt is not None:
+            hook_points.wrap(mt, "mlp_out", i, owner)
+            avail[SiteKind.mlp_out].add(i)
+        if mlp is not None and parts.down:
+            hook_points.wrap(mlp[parts.down], "mlp_hidden", i, owner)
+            avail[SiteKind.mlp_hidden].add(i)
+        if mlp is not None and parts.experts and mt is mlp:
+            hook_points.wrap(mlp[parts.experts], "experts", i, owner)
+            experts[i] = hook_points.n_experts(mlp[parts.experts])
+            avail[SiteKind.moe_router].add(i)
+    done = {"owner": owner, "avail": avail, "experts": experts,
+            "kinds": hook_points.attention_layers(model, len(ad.parts))}
+    object.__setattr__(model, "_lz_install", done)
+    return done
 
 
 def _padded_index(positions: Sequence[int], batch: Batch) -> list[list[int]]:
@@ -462,9 +373,3 @@ def _padded_index(positions: Sequence[int], batch: Batch) -> list[list[int]]:
             row.append(p + (pos % n))
         out.append(row)
     return out
-
-
-def _set_head(z: mx.array, head: int, value: mx.array) -> mx.array:
-    """z [B, S, H, D] with head ``head`` replaced by ``value`` [B, S, D]."""
-    sel = (mx.arange(z.shape[2]) == head)[None, None, :, None]
-    return mx.where(sel, value[:, :, None, :], z)

@@ -63,7 +63,8 @@ def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | N
     n = hm.n_layers
     layers = sorted({hm.check_layer(x) for x in req.layers}) if req.layers else sorted({0, n // 2, n - 1})
     ids = lm.tokenizer.prepare(req.prompt, chat=False)
-    kinds = list(DEMO_SITES) + ([SiteKind.attn_pattern] if req.capture_attention else [])
+    demo = [k for k in DEMO_SITES if k in hm.site_kinds]  # state-space models have the residual sites only
+    kinds = demo + ([SiteKind.attn_pattern] if req.capture_attention else [])
     out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=kinds, layers=layers,
                      positions="last" if req.last_only else "all"), logits="none", cancel=cancel)
     pieces = lm.tokenizer.pieces(ids)
@@ -76,13 +77,16 @@ def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | N
     rows = []
     for i, layer in enumerate(layers):
         sites = []
-        for kind in DEMO_SITES:
-            x = out.captures[f"blocks.{layer}.{kind.value}"].astype(mx.float32)  # [1, P, hidden]
+        for kind in demo:
+            key = f"blocks.{layer}.{kind.value}"
+            if key not in out.captures:  # hybrids: attention sites at attention layers only
+                continue
+            x = out.captures[key].astype(mx.float32)  # [1, P, hidden]
             norms = mx.linalg.norm(x[0], axis=-1)
             sites.append(SiteCapture(site=f"blocks.{layer}.{kind.value}", shape=list(x.shape),
                                      norm_last=norms[-1].item(), norm_mean=norms.mean().item()))
         heads = []
-        if req.capture_attention:
+        if req.capture_attention and f"blocks.{layer}.attn_pattern" in out.captures:
             pat = out.captures[f"blocks.{layer}.attn_pattern"][0, :, -1, :].astype(mx.float32)  # [H, K]
             k = min(req.top_sources, pat.shape[-1])
             order = mx.argsort(-pat, axis=-1)[:, :k].tolist()

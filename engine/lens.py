@@ -1,9 +1,9 @@
 """The logit lens: what each layer's residual stream would predict.
 
-For each selected layer: the layer output at one prompt position, through the
-model's own final norm, unembedding (tied when the model ties) and soft-cap,
-then softmax. All layers are unembedded in one matmul, at one position only, and
-read back once; entropy, KL/JS between consecutive layers, top-k and
+For each selected layer: the layer output at one prompt position (through a tuned lens's
+translator when ``req.lens`` names one: ``lens_input``), through the model's own final norm,
+unembedding (tied when the model ties) and soft-cap, then softmax. All layers are unembedded in
+one matmul, at one position only, and read back once; entropy, KL/JS between consecutive layers, top-k and
 full-vocabulary ranks are computed from those logits (``engine.distributions``).
 """
 
@@ -32,6 +32,7 @@ from engine.results import (
     TokenEvolutionResult,
     TokenPrediction,
 )
+from engine.tuned_lens import TunedLens, resolve_lens
 
 CONFIDENT_BELOW = 0.3  # normalised entropy under which a layer counts as confident
 
@@ -49,32 +50,46 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
     return resolve_layer_list(custom, n_layers)
 
 
-def lens_distributions(hm: HookedModel, resid: mx.array) -> tuple[mx.array, mx.array]:
-    """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden].
+def lens_input(resid: mx.array, layers: Sequence[int] | None, lens: TunedLens | None) -> mx.array:
+    """The residual a lens reads: ``resid`` itself (logit lens), or through the tuned lens's translator
+    for each row's layer. The one place a tuned lens enters; every lens reader comes through here."""
+    if lens is None:
+        return resid
+    if layers is None:
+        raise ValueError("a tuned lens needs each residual row's layer")
+    return lens.translate(resid, list(layers))
+
+
+def lens_distributions(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
+                       lens: TunedLens | None = None) -> tuple[mx.array, mx.array]:
+    """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden] (row i read as
+    layer ``layers[i]``'s, through ``lens`` when given).
 
     The normaliser is ``engine.distributions.log_normaliser`` (float64)."""
+    resid = lens_input(resid, layers, lens)
     logits = hm.adapter.lens_logits(hm.model, resid[None])[0].astype(mx.float32)  # [N, vocab]
     c = log_normaliser(np.array(logits))
     return logits, logits - mx.array(c[:, None].astype(np.float32))
 
 
-def fast_lens_logits(hm: HookedModel, resid: mx.array) -> mx.array:
-    """Lens logits [N, vocab] in float32 for residuals [N, hidden].
+def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
+                     lens: TunedLens | None = None) -> mx.array:
+    """Lens logits [N, vocab] in float32 for residuals [N, hidden] (rows' layers and lens as in
+    ``lens_distributions``).
 
     Same maths as ``lens_distributions`` (final norm, unembedding, soft-cap), but the
     unembedding matrix is kept transposed and contiguous (a cached copy): on the CPU
     backend ``x @ W.T`` on the stored [vocab, hidden] matrix is ~1.6x slower.
     """
+    resid = lens_input(resid, layers, lens)
     lm = hm.lm
     wt = lm.extras.get("unembed_t")
     if wt is None:
-        w = lm.model.model.embed_tokens.weight if hm.adapter.tied_embeddings else lm.model.lm_head.weight
-        if w.dtype not in (mx.float32, mx.float16, mx.bfloat16):  # quantized: use the model's own head
-            return lens_distributions(hm, resid)[0]
-        wt = mx.contiguous(w.T)
-        mx.eval(wt)
+        wt = _plain_head(hm, resid[:1])
         lm.extras["unembed_t"] = wt
-    h = hm.model.model.norm(resid)
+    if wt is False:  # quantized, biased or scaled head: the family's own
+        return lens_distributions(hm, resid)[0]
+    h = hm.adapter.final_norm(hm.model)(resid)
     n = h.shape[0]
     pad = _row_padding(n)
     if pad:
@@ -84,6 +99,25 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array) -> mx.array:
     if cap:
         logits = mx.tanh(logits / cap) * cap
     return logits
+
+
+def _plain_head(hm: HookedModel, probe: mx.array) -> mx.array | bool:
+    """The transposed unembedding matrix when the family's head is exactly final norm, that matrix
+    and the soft-cap (checked once on one residual against the family's own head), else False."""
+    w = hm.adapter.unembed_weight(hm.model)
+    if w is None or w.dtype not in (mx.float32, mx.float16, mx.bfloat16):
+        return False
+    wt = mx.contiguous(w.T)
+    logits = (hm.adapter.final_norm(hm.model)(probe) @ wt).astype(mx.float32)
+    cap = hm.adapter.final_logit_softcap
+    if cap:
+        logits = mx.tanh(logits / cap) * cap
+    own = hm.adapter.lens_logits(hm.model, probe[None])[0].astype(mx.float32)
+    scale = float(mx.abs(own).max().item()) or 1.0
+    if float(mx.abs(logits - own).max().item()) > 1e-3 * scale:
+        return False
+    mx.eval(wt)
+    return wt
 
 
 def _row_padding(n: int) -> int:
@@ -117,7 +151,7 @@ def _layer_rows(tok: Any, st: LensStats, layers: Sequence[int], row: dict[int, i
 def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req: AnalyzeRequest,
                  cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None,
                  on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int],
-                 pipeline: Any = None) -> np.ndarray | None:
+                 pipeline: Any = None, lens: TunedLens | None = None) -> np.ndarray | None:
     """Lens logits [len(read), vocab] at ``pos``. With ``on_rows`` the stack runs in a few segments and each
     segment's requested layers are reported as finished rows (live display), at the price of one small
     unembedding matmul per segment instead of one for all layers."""
@@ -130,7 +164,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         if out is None:
             return None
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)
-        return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm))))
+        return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm)), read, lens))
     n = hm.n_layers
     seg = max(1, -(-n // 5))
     segments = [(0, n)] if on_rows is None else [(a, min(n, a + seg)) for a in range(0, n, seg)]
@@ -145,7 +179,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         if not seg_read:
             continue
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in seg_read], axis=0)
-        part = np.asarray(fast_lens_logits(hm, resid))  # [len(seg_read), vocab], a view of MLX's buffer
+        part = np.asarray(fast_lens_logits(hm, resid, seg_read, lens))  # [len(seg_read), vocab], a view of MLX's buffer
         parts.append(part)
         shown = [layer for layer in seg_read if layer in layers]
         if on_rows is not None and shown:
@@ -178,10 +212,13 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
         raise InputError(f"position {pos} out of range for a prompt of {len(ids)} tokens")
     pos %= len(ids)
     tracked = [(t, *tok.lookup(t)) for t in req.track_tokens]  # (text, id, all ids)
+    if pipeline is not None and req.lens != "logit":  # each rank holds one stage: no whole model to bind to
+        raise InputError("a tuned lens cannot be read through a pipelined model yet (use one process)")
+    lens = resolve_lens(lm, req.lens)
 
     read = sorted(set(layers) | {n - 1})
     row = {layer: i for i, layer in enumerate(read)}
-    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers, pipeline)  # [L, vocab]
+    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers, pipeline, lens)  # [L, vocab]
     if logits is None:  # a pipeline stage other than rank 0
         return None
     vocab = logits.shape[-1]
@@ -218,4 +255,5 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
         layer_predictions=layer_preds, layer_transitions=transitions, token_evolutions=evolutions,
         decision_layer=decision, predicted_token=final[0].token, predicted_probability=final[0].probability,
         final_entropy=st.entropy[row[n - 1]], vocab_size=int(vocab), final_token_ranks=final_ranks,
+        lens=lens.binding if lens is not None else None,
     )

@@ -529,7 +529,9 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
 
     t0 = time.perf_counter()
     need = sorted(set(layers))
-    prefix = _CleanPrefix(hm, prompt_rows, need, cancel) if req.batched else None
+    # the batched sweep shares per-layer keys/values between rows: state-space layers have none
+    batched = req.batched and not hm.state_layers
+    prefix = _CleanPrefix(hm, prompt_rows, need, cancel) if batched else None
     scales = prefix.scales if prefix is not None else prompt_scale(hm, prompt_rows, need)  # [need, prompts]
     settings: list[tuple[int, int, float, float]] = []  # (prompt index, layer, coef, s)
     for pi in range(len(req.prompts)):

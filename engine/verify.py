@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
+from engine.hooks import Batch, CaptureSpec, HookedModel, KVState
 from engine.models import LoadedModel
 from engine.results import VerifyPrompt, VerifyResult
 
@@ -56,13 +56,13 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
         if on_prompt:
             on_prompt(i, len(prompts), label)
         ids = lm.tokenizer.encode(text)
-        native = lm.model(mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
+        native = lm.adapter.reference_logits(lm.model, mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
         mx.eval(native)
         # one logits tensor at a time next to the model's own (Gemma's long prompt: 1.4 GB each)
         plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
         d = _max_abs_diff(native, plain)
         del plain
-        every = CaptureSpec(kinds=tuple(SiteKind), layers=None, positions="last")
+        every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")
         opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=every, cancel=cancel).logits
         d = _worst(d, _max_abs_diff(native, opened))
         del opened

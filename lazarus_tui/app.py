@@ -60,8 +60,9 @@ class LazarusApp(App[int]):
     engine_status: reactive[str] = reactive("")
 
     def __init__(self, engine: Any, *, model: str | None = None, dtype: str | None = None,
-                 load_on_start: bool = True) -> None:
+                 load_on_start: bool = True, lens_file: str | None = None) -> None:
         super().__init__()
+        self.lens_file = lens_file  # the tuned lens the `t` toggle reads (None: the model's default file)
         self.engine = engine
         self.blas = engine.blas()
         self.start_model = model

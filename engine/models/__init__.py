@@ -245,29 +245,18 @@ def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scal
         adapter = replace(adapter, embedding_scale=embedding_scale)
     dtype_name = _apply_dtype(model, dtype, quantized)
     mx.eval(model.parameters())
-    info = ModelInfo(
-        model_id=model_id,
-        family=adapter.family,
-        model_type=adapter.model_type,
-        num_layers=int(config["num_hidden_layers"]),
-        hidden_size=int(config["hidden_size"]),
-        vocab_size=int(config["vocab_size"]),
-        num_heads=int(config["num_attention_heads"]),
-        num_kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
-        head_dim=int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]),
-        intermediate_size=int(config["intermediate_size"]),
-        tied_embeddings=adapter.tied_embeddings,
-        dtype=dtype_name,
-        source=source,
-        source_format=fmt,
-        device=device_name(),
-        embedding_scale=adapter.embedding_scale,
-        final_logit_softcap=adapter.final_logit_softcap,
-        sliding_window=adapter.sliding_window,
-        sliding_layers=list(adapter.sliding_layers),
-        load_seconds=round(time.perf_counter() - t0, 3),
-    )
+    info = _info(adapter, model_id=model_id, dtype=dtype_name, source=source, source_format=fmt,
+                 load_seconds=round(time.perf_counter() - t0, 3))
     return LoadedModel(model, tokenizer, adapter, config, info)
+
+
+def _info(adapter: Adapter, **fields: Any) -> ModelInfo:
+    """ModelInfo from the adapter: its dims come from the config under the family's own names
+    (n_embd, n_head, ...) and from the modules the hooks see (head width, MLP width)."""
+    return ModelInfo(family=adapter.family, model_type=adapter.model_type, **adapter.dims,
+                     tied_embeddings=adapter.tied_embeddings, device=device_name(),
+                     embedding_scale=adapter.embedding_scale, final_logit_softcap=adapter.final_logit_softcap,
+                     sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers), **fields)
 
 
 def wrap_model(model: Any, tokenizer: Any = None, model_id: str = "in-memory") -> LoadedModel:
@@ -277,18 +266,8 @@ def wrap_model(model: Any, tokenizer: Any = None, model_id: str = "in-memory") -
         raise InputError("expected an mlx-lm model (with .args) or a LoadedModel")
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     adapter = adapter_for(model, config)
-    heads = int(config["num_attention_heads"])
-    info = ModelInfo(
-        model_id=model_id, family=adapter.family, model_type=adapter.model_type,
-        num_layers=int(config["num_hidden_layers"]), hidden_size=int(config["hidden_size"]),
-        vocab_size=int(config["vocab_size"]), num_heads=heads,
-        num_kv_heads=int(config.get("num_key_value_heads") or heads),
-        head_dim=int(config.get("head_dim") or config["hidden_size"] // heads),
-        intermediate_size=int(config["intermediate_size"]), tied_embeddings=adapter.tied_embeddings,
-        dtype=(_leaf_dtypes(model) or ["float32"])[0], source="in-memory", source_format="mlx-lm",
-        device=device_name(), embedding_scale=adapter.embedding_scale, sliding_window=adapter.sliding_window,
-        sliding_layers=list(adapter.sliding_layers),
-    )
+    info = _info(adapter, model_id=model_id, dtype=(_leaf_dtypes(model) or ["float32"])[0], source="in-memory",
+                 source_format="mlx-lm")
     return LoadedModel(model, tokenizer, adapter, config, info)
 
 

@@ -19,7 +19,7 @@ from lazarus_tui.batch.common import (
     split_prompts,
 )
 
-COMPONENTS = ("mlp", "attention", "both")
+COMPONENTS = ("mlp", "attention", "both", "block")
 
 
 def parse_prompt_cases(text: str) -> list[tuple[str, str]]:
@@ -71,7 +71,7 @@ def build_request(args) -> object:
     from engine.errors import InputError
 
     if args.component is not None and args.component not in COMPONENTS:
-        raise InputError(f"unknown component {args.component!r} (choose mlp, attention or both)")
+        raise InputError(f"unknown component {args.component!r} (choose mlp, attention, both or block)")
     heads = parse_heads(args.heads) if args.heads is not None else None
     component = args.component or ("attention" if heads is not None else "mlp")
     if heads is not None and component != "attention":
@@ -235,7 +235,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("-p", "--prompt", default=None, help="the prompt (ignored with --prompts)")
     p.add_argument("-c", "--criterion", default=None,
                    help="function_call|sorry|positive|negative|refusal, re:REGEX, or a substring")
-    p.add_argument("--component", default=None, help="mlp (default), attention or both")
+    p.add_argument("--component", default=None, help="mlp (default), attention, both, or block (everything the block adds: whole-layer ablation)")
     p.add_argument("--heads", default=None, help="attention heads to ablate at each listed layer, e.g. 0,3")
     p.add_argument("--layers", default=None, help="5 | 5,8 | 20-23 (default: every layer)")
     p.add_argument("--multi", action="store_true", help="ablate all listed layers together")

@@ -32,6 +32,8 @@ def build_parser() -> ArgumentParser:
                    help="under a distributed launcher: split the model's layers across the ranks "
                         "(for models larger than one machine; docs/distributed.md)")
     p.add_argument("--position", type=F.position, default=-1, help="prompt position to read (default: last)")
+    p.add_argument("--lens", default="logit", help="logit (default), tuned:FILE, or tuned (the model's default "
+                   "file; lazarus --batch tuned-lens train)")
     add_chat_args(p)
     add_output_args(p)
     return p
@@ -55,9 +57,13 @@ def request_from_args(args):
         if t == "":
             raise InputError("tracked token is empty")
     layers = parse_layers(args.layers) if args.layers else None
+    from engine.tuned_lens import parse_lens_spec
+
+    parse_lens_spec(args.lens)
     return AnalyzeRequest(model=args.model, prompt=args.prompt, layer_strategy=strategy, layer_step=args.layer_step,
                           custom_layers=layers, top_k=args.top_k, track_tokens=args.track,
-                          embedding_scale=args.embedding_scale, chat=args.chat, position=args.position)
+                          embedding_scale=args.embedding_scale, chat=args.chat, position=args.position,
+                          lens=args.lens)
 
 
 def render(r, info) -> None:
@@ -70,7 +76,10 @@ def render(r, info) -> None:
     out.print("=== Final Prediction ===")
     for tp in r.final_prediction:
         out.print(f"  {tp.probability:.4f} {bar(tp.probability):<50} {tp.token!r}")
-    out.print("\n=== Logit Lens (top prediction at each layer) ===")
+    if r.lens is not None:
+        b = r.lens
+        out.print(f"\nTuned lens: {b.path} (trained for {b.model_id}, weights {b.weights_hash}, {b.tokens} positions)")
+    out.print(f"\n=== {'Tuned' if r.lens is not None else 'Logit'} Lens (top prediction at each layer) ===")
     out.print(f"  {'Layer':>5}  {'top-1':<16} {'p':>7} {'entropy':>8} {'norm':>5}  top-k")
     for lp in r.layer_predictions:
         mark = "*" if lp.layer_idx == r.decision_layer else " "
@@ -160,4 +169,6 @@ def twin_command(req, model: str | None = None) -> str:
         parts.append("--chat")
     if req.embedding_scale is not None:
         parts += ["--embedding-scale", str(req.embedding_scale)]
+    if req.lens != "logit":
+        parts += ["--lens", req.lens]
     return shlex.join(parts)

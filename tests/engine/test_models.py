@@ -36,8 +36,11 @@ def test_gemma_has_paris_in_top3(gemma):
     info = gemma.info
     assert (info.family, info.num_layers, info.hidden_size) == ("gemma3", 18, 640)
     assert info.sliding_window == 512 and info.sliding_layers == [i for i in range(18) if (i + 1) % 6]
-    # Gemma scales embeddings by sqrt(hidden), rounded to bfloat16 as the reference implementation does
-    assert info.embedding_scale == pytest.approx(25.25, abs=1e-6)
+    # Gemma scales embeddings by sqrt(hidden): in float32 the exact value (as HF transformers in float32),
+    # not mlx-lm's bfloat16-rounded 25.25; the hooked forward and verify's reference both use it
+    assert info.embedding_scale == pytest.approx(640 ** 0.5, abs=1e-9)
+    assert gemma.adapter.native_embedding_scale == pytest.approx(25.25, abs=1e-6)
+    assert gemma.adapter.embedding_factor(gemma.model) == pytest.approx(640 ** 0.5 / 25.25, rel=1e-7)
 
 
 @pytest.mark.real_model
