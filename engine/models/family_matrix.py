@@ -37,8 +37,8 @@ def family_rows() -> list[FamilyRow]:
         if fam.refused:
             rows.append(FamilyRow(mt, "refused", fam.refused, fam.note))
         elif mt in VERIFIED:
-            missing = "; ".join(x for x in (fam.missing, f"padded batches run row by row and cached ones are refused: {fam.no_padding}"
-                                            if fam.no_padding else "") if x)
+            padding = f"padded batches run row by row and cached ones are refused: {fam.no_padding}" if fam.no_padding else ""
+            missing = "; ".join(x for x in (fam.missing, padding) if x)
             rows.append(FamilyRow(mt, "partial" if missing else "verified", missing, fam.note))
         else:
             rows.append(FamilyRow(mt, "untested", "found by discovery, not yet proven by the test suite; "
