@@ -1,4 +1,4 @@
-# lazarus — two commands: `make run` and `make test`.
+# lazarus — two commands: `make run` and `make test` (and `make lint`, which CI runs first).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -41,8 +41,10 @@ bench: setup models
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
-lint:
-	$(BIN)/python -m ruff check engine lazarus_tui tests bench
+# ruff (rules in pyproject.toml: E, F, I, B, UP) and mypy (engine/, strict on models and results)
+lint: setup
+	$(BIN)/python -m ruff check engine lazarus_tui tests bench scripts
+	$(BIN)/python -m mypy
 
 screenshots: setup models
 	$(BIN)/python scripts/screenshots.py

@@ -42,8 +42,8 @@ def main() -> None:
         x = mx.array([ids])
         req = AnalyzeRequest(prompt=prompt, layer_strategy="all", track_tokens=[" Paris"], top_k=5)
         t = alternate({
-            "forward": lambda: mx.eval(lm.model(x)),
-            "lens": lambda: analyze(lm, req),
+            "forward": lambda x=x: mx.eval(lm.model(x)),
+            "lens": lambda req=req: analyze(lm, req),
         }, repeats=args.repeats, paired=True)
         pairs = sorted(b / a for a, b in zip(t["forward_all"], t["lens_all"]))
         print(f"{label:<10} {len(ids):>6} {t['forward'] * 1e3:11.1f} {t['lens'] * 1e3:9.1f} "

@@ -46,5 +46,5 @@ def install_light_mlx_lm() -> None:
         setattr(mod, name, value)
         return value
 
-    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    mod.__getattr__ = __getattr__  # type: ignore[method-assign]  # a module-level __getattr__ (PEP 562)
     sys.modules["mlx_lm"] = mod

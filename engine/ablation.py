@@ -27,7 +27,6 @@ from typing import Any
 
 import mlx.core as mx
 
-from engine.ablation_criteria import make_criterion
 from engine.ablation_results import (
     AblationOutput,
     AblationPoint,
@@ -36,6 +35,7 @@ from engine.ablation_results import (
     AblationSpec,
     ComponentType,
 )
+from engine.criteria import make_criterion
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step, generate_ids
 from engine.hooks import (
@@ -46,6 +46,7 @@ from engine.hooks import (
     Site,
     SiteKind,
 )
+from engine.layer_lists import check_layer
 from engine.models import LoadedModel
 
 Progress = Callable[[str, int, int, str, Any], None]
@@ -54,9 +55,8 @@ SiteKey = tuple[int, str, "int | None"]  # (layer, "attn_out"|"mlp_out", head)
 
 # -- sweep points ----------------------------------------------------------------------------
 def check_spec(spec: AblationSpec, n_layers: int, n_heads: int) -> AblationSpec:
-    for layer in spec.layers:
-        if not 0 <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
+    """``spec`` validated against the model, its layers resolved by the one layer rule (-1 = last)."""
+    layers = [check_layer(layer, n_layers) for layer in spec.layers]
     if spec.components is not None:
         if len(spec.components) != len(spec.layers):
             raise InputError("components: one per layer")
@@ -70,7 +70,7 @@ def check_spec(spec: AblationSpec, n_layers: int, n_heads: int) -> AblationSpec:
         for head in spec.heads:
             if not 0 <= head < n_heads:
                 raise InputError(f"head {head} out of range (model has {n_heads} heads: 0-{n_heads - 1})")
-    return spec
+    return spec if layers == spec.layers else spec.model_copy(update={"layers": layers})
 
 
 def expand_specs(req: AblationRequest, n_layers: int, n_heads: int) -> list[AblationSpec]:

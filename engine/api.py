@@ -14,7 +14,9 @@ from enum import Enum
 from typing import Any, TextIO
 
 import mlx.core as mx
+import numpy as np
 
+from engine.distributions import top_k_probs
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel, ModelInfo, wrap_model
@@ -41,7 +43,7 @@ class ModelAnalyzer:
         return cls(model, dtype=dtype, embedding_scale=embedding_scale)
 
     async def __aenter__(self) -> ModelAnalyzer:
-        from engine.lens_kernels import prepare
+        from engine.distributions import prepare
 
         prepare()  # the lens statistics' loops compile while the model loads
         self._lm = await self.session.load(self.model_id, self.dtype)
@@ -161,10 +163,8 @@ class LogitLens:
             raise RuntimeError("no hidden states captured: configure capture_hidden_states and run forward")
         layers = sorted(hs)
         resid = mx.stack([hs[layer][batch_index, position] for layer in layers])  # [L, hidden]
-        logits, logp = lens_distributions(self.hooks.hooked, resid, layers, self.lens)
-        probs = mx.exp(logp)
-        top = mx.argsort(-logits, axis=-1)[:, :top_k]
-        top_p = mx.take_along_axis(probs, top, axis=-1)
+        logits = lens_distributions(self.hooks.hooked, resid, layers, self.lens)[0]
+        top, top_p = top_k_probs(np.array(logits), top_k, [f"layer {layer}" for layer in layers])
         return [(layer, [(self._piece(t), p) for t, p in zip(ti, pi)])
                 for layer, ti, pi in zip(layers, top.tolist(), top_p.tolist())]
 

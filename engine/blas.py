@@ -25,7 +25,8 @@ _CANDIDATES = (
     "/usr/lib64/libopenblas.so.0",
     "/usr/lib/libopenblas.so.0",
 )
-FIX_HINT = "install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread) or set LAZARUS_BLAS=/path/to/libopenblas.so"
+FIX_HINT = ("install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread) or set "
+            "LAZARUS_BLAS=/path/to/libopenblas.so")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class BlasState:
     requested: str | None  # the LAZARUS_BLAS value, if any
     loaded: str | None  # the path we loaded with RTLD_GLOBAL
     error: str | None  # why nothing was loaded
+    mlx_first: bool = False  # mlx.core was imported before engine: MLX keeps the BLAS it bound to
 
 
 _state: BlasState | None = None
@@ -61,6 +63,11 @@ def preload() -> BlasState:
     requested = os.environ.get("LAZARUS_BLAS")
     if requested and requested.lower() == "none":
         _state = BlasState("linux", requested, None, "disabled by LAZARUS_BLAS=none")
+        return _state
+    if "mlx.core" in sys.modules:  # its BLAS symbols are bound already: a preload now changes nothing
+        _state = BlasState("linux", requested, None, "mlx was imported before engine", mlx_first=True)
+        _warn("lazarus: mlx was imported before engine, so MLX keeps its reference BLAS (matmuls ~30x "
+              "slower on Linux); import engine first (docs/python-api.md)")
         return _state
     path = requested or _find()
     if not path:
@@ -96,19 +103,6 @@ def _warn(message: str) -> None:
 
 def state() -> BlasState:
     return preload()
-
-
-def mapped_blas_libraries() -> list[str]:
-    """BLAS-looking shared libraries mapped into this process (Linux), for `doctor`."""
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
-        return []
-    found: list[str] = []
-    for line in maps.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and "blas" in parts[-1].lower() and parts[-1] not in found:
-            found.append(parts[-1])
-    return found
 
 
 def describe() -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.analysis_results import CompareRequest, CompareResult, CompareRow, CompareTracked
 from engine.diff import same_tokenizer
+from engine.distributions import kl_js, log_softmax, token_probs_ranks, top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.lens import lens_distributions
@@ -31,13 +32,11 @@ def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool]
     out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers,
                                                                  positions="last"), logits="none", cancel=cancel)
     resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in layers], axis=0)
-    logits, logp = lens_distributions(hm, resid, layers, lens)
-    mx.eval(logits, logp)
-    return logits, logp
+    return np.array(lens_distributions(hm, resid, layers, lens)[0])  # [layers, vocab] float32
 
 
-def _ranks(logits: mx.array, tid: int) -> list[int]:
-    return ((logits > logits[:, tid:tid + 1]).sum(axis=-1) + 1).tolist()
+def _ranks(logits: np.ndarray, tid: int) -> list[int]:
+    return token_probs_ranks(logits, [tid] * logits.shape[0])[1].tolist()
 
 
 def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
@@ -46,8 +45,11 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
         raise InputError("empty prompt")
     ids1 = m1.tokenizer.prepare(req.prompt, chat=req.chat)
     ids2 = m2.tokenizer.prepare(req.prompt, chat=req.chat)
-    lg1, lp1 = _lens_all_layers(m1, ids1, cancel, req.lens1)
-    lg2, lp2 = _lens_all_layers(m2, ids2, cancel, req.lens2)
+    lg1 = _lens_all_layers(m1, ids1, cancel, req.lens1)
+    lg2 = _lens_all_layers(m2, ids2, cancel, req.lens2)
+    names1 = [f"model 1 layer {i}" for i in range(lg1.shape[0])]
+    names2 = [f"model 2 layer {i}" for i in range(lg2.shape[0])]
+    lp1, lp2 = log_softmax(lg1, names1), log_softmax(lg2, names2)  # float64, float64 normaliser
     n1, n2 = lg1.shape[0], lg2.shape[0]
     same_tok = same_tokenizer(m1, m2) and lg1.shape[-1] == lg2.shape[-1]
     if n1 == n2:
@@ -55,16 +57,13 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
     else:
         pairs = [(i, min(n2 - 1, max(0, round((i + 1) / n1 * n2) - 1))) for i in range(n1)]
         alignment = "by relative depth (model 1's layers; model 2's layer round((l+1)/n1*n2)-1)"
-    p1, p2 = mx.exp(lp1), mx.exp(lp2)
-    top1_1, top1_2 = mx.argmax(lg1, axis=-1), mx.argmax(lg2, axis=-1)
-    tp1 = mx.take_along_axis(p1, top1_1[:, None], axis=-1)[:, 0]
-    tp2 = mx.take_along_axis(p2, top1_2[:, None], axis=-1)[:, 0]
+    top1_1, top1_2 = np.argmax(lg1, axis=-1), np.argmax(lg2, axis=-1)
     kl = None
-    if same_tok:
-        i1 = mx.array([a for a, _ in pairs])
-        i2 = mx.array([b for _, b in pairs])
-        kl = (p1[i1] * (lp1[i1] - lp2[i2])).sum(axis=-1).tolist()
-    t1, t2, q1, q2 = top1_1.tolist(), top1_2.tolist(), tp1.tolist(), tp2.tolist()
+    if same_tok:  # non-negative terms (engine.distributions), no clamping needed
+        kl = kl_js(lg1[[a for a, _ in pairs]], lg2[[b for _, b in pairs]])[0]
+    t1, t2 = top1_1.tolist(), top1_2.tolist()
+    q1 = np.exp(np.take_along_axis(lp1, top1_1[:, None], axis=-1)[:, 0]).tolist()
+    q2 = np.exp(np.take_along_axis(lp2, top1_2[:, None], axis=-1)[:, 0]).tolist()
     tok1, tok2 = m1.tokenizer, m2.tokenizer
     rows = []
     for j, (a, b) in enumerate(pairs):
@@ -72,14 +71,12 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
         pb = TokenPrediction(token=tok2.piece(t2[b]), token_id=t2[b], probability=q2[b], rank=1)
         rows.append(CompareRow(depth=(a + 1) / n1, layer1=a, layer2=b, top1_model1=pa, top1_model2=pb,
                                same_top1=(t1[a] == t2[b]) if same_tok else None,
-                               kl_1_2=max(kl[j], 0.0) if kl is not None else None))
+                               kl_1_2=kl[j] if kl is not None else None))
 
-    def final(lg: mx.array, lp: mx.array, tok) -> list[TokenPrediction]:
-        k = min(req.top_k, lg.shape[-1])
-        idx = np.argsort(-np.array(lg[-1]))[:k]
-        pr = np.exp(np.array(lp[-1]))
-        return [TokenPrediction(token=tok.piece(int(t)), token_id=int(t), probability=float(pr[t]), rank=r + 1)
-                for r, t in enumerate(idx)]
+    def final(lg: np.ndarray, tok) -> list[TokenPrediction]:
+        ids, pr = top_k_probs(lg[-1], req.top_k)
+        return [TokenPrediction(token=tok.piece(int(t)), token_id=int(t), probability=float(p), rank=r + 1)
+                for r, (t, p) in enumerate(zip(ids[0], pr[0]))]
 
     tracked = []
     for text in req.track:
@@ -91,10 +88,10 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
         tracked.append(CompareTracked(token=text, emergence_model1=next((i for i, r in enumerate(r1) if r == 1), None),
                                       emergence_model2=next((i for i, r in enumerate(r2) if r == 1), None),
                                       rank_final_model1=r1[-1], rank_final_model2=r2[-1],
-                                      prob_final_model1=float(p1[-1, id1].item()),
-                                      prob_final_model2=float(p2[-1, id2].item())))
-    final_kl = float(max((p1[-1] * (lp1[-1] - lp2[-1])).sum().item(), 0.0)) if same_tok else None
+                                      prob_final_model1=float(np.exp(lp1[-1, id1])),
+                                      prob_final_model2=float(np.exp(lp2[-1, id2]))))
+    final_kl = kl_js(lg1[-1:], lg2[-1:])[0][0] if same_tok else None
     return CompareResult(model1_id=m1.info.model_id, model2_id=m2.info.model_id, request=req, num_layers1=n1,
                          num_layers2=n2, alignment=alignment, same_tokenizer=same_tok, tokens1=tok1.pieces(ids1),
-                         tokens2=tok2.pieces(ids2), final1=final(lg1, lp1, tok1), final2=final(lg2, lp2, tok2),
+                         tokens2=tok2.pieces(ids2), final1=final(lg1, tok1), final2=final(lg2, tok2),
                          rows=rows, tracked=tracked, final_kl=final_kl)

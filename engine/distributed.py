@@ -338,4 +338,5 @@ def shares(n: int, size: int) -> list[list[int]]:
     return out
 
 
-__all__ = ["RankFailed", "World", "blas_threads", "env_rank", "finish", "launched", "local_ranks", "pack", "shares", "unpack", "world"]
+__all__ = ["RankFailed", "World", "blas_threads", "env_rank", "finish", "launched", "local_ranks", "pack", "shares", "unpack",
+           "world"]

@@ -50,7 +50,7 @@ def generate_ids(
     what the whole batch samples (given the same logits)."""
     if max_new_tokens < 1:
         raise InputError("max tokens must be at least 1")
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     batch = Batch.from_lists(rows, pad_id)
     B = len(rows)
     if kv is None or first_logits is None:

@@ -214,7 +214,7 @@ def row_by_row(hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: 
 
     def stitch(parts: list[mx.array], axes: tuple[int, ...]) -> mx.array:
         rows = []
-        for part, pad in zip(parts, batch.pad):
+        for part in parts:
             widths = [(0, 0)] * part.ndim
             for ax in axes:
                 if part.shape[ax] != S:  # a full-length axis (not a selection of positions)

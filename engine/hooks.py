@@ -49,6 +49,7 @@ from engine.hook_types import (
     Site,
     SiteKind,
 )
+from engine.layer_lists import check_layer
 from engine.limits import check_prompt
 from engine.models import LoadedModel
 from engine.models.adapter import get_path
@@ -100,9 +101,8 @@ class HookedModel:
 
     # -- validation ------------------------------------------------------------------------
     def check_layer(self, layer: int) -> int:
-        if not -self.n_layers <= layer < self.n_layers:
-            raise InputError(f"layer {layer} out of range (model has {self.n_layers} layers: 0-{self.n_layers - 1})")
-        return layer % self.n_layers
+        """The one layer rule (``engine.layer_lists.check_layer``: -1 = the last layer)."""
+        return check_layer(layer, self.n_layers)
 
     def check_interventions(self, ivs: Iterable[Intervention], batch_size: int) -> list[Intervention]:
         out = []

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import mlx.core as mx
+import numpy as np
 from pydantic import Field
 
+from engine.distributions import top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.lens import logsumexp_exact
 from engine.models import LoadedModel
 from engine.results import SCHEMA_VERSION, Frozen
 
@@ -71,9 +72,8 @@ def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | N
     if req.logit_lens:
         resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0, -1] for layer in layers])
         logits = lm.adapter.lens_logits(lm.model, resid[None])[0].astype(mx.float32)
-        probs = mx.exp(logits - logsumexp_exact(logits))
-        top = mx.argmax(probs, axis=-1)
-        lens = list(zip(top.tolist(), mx.take_along_axis(probs, top[:, None], axis=-1)[:, 0].tolist()))
+        top, top_p = top_k_probs(np.array(logits), 1, [f"layer {layer}" for layer in layers])
+        lens = list(zip(top[:, 0].tolist(), top_p[:, 0].tolist()))
     rows = []
     for i, layer in enumerate(layers):
         sites = []

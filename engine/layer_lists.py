@@ -32,12 +32,22 @@ def parse_layers(text: str, n_layers: int | None = None) -> list[int]:
     return layers if n_layers is None else resolve_layer_list(layers, n_layers)
 
 
+def check_layer(layer: int, n_layers: int) -> int:
+    """The one layer rule: ``-n_layers <= layer < n_layers``, negatives counted from the end
+    (``-1`` = the last layer); returns the index in ``0..n_layers-1``, else an ``InputError``."""
+    if not -n_layers <= layer < n_layers:
+        raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
+    return layer % n_layers
+
+
 def resolve_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
-    """``layers`` range-checked against a model of ``n_layers``, negatives resolved from the end,
-    sorted without repeats; a layer out of range is an ``InputError``."""
-    out = []
-    for layer in layers:
-        if not -n_layers <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-        out.append(layer % n_layers)
-    return sorted(set(out))
+    """``layers`` range-checked against a model of ``n_layers`` (``check_layer``), sorted without
+    repeats."""
+    return sorted({check_layer(layer, n_layers) for layer in layers})
+
+
+def evenly_spaced(n_layers: int, step: int = 4) -> list[int]:
+    """Every ``step``-th layer from 0, and the last."""
+    if step < 1:
+        raise InputError("--layer-step must be at least 1")
+    return sorted(set(range(0, n_layers, step)) | {n_layers - 1})

@@ -2,9 +2,9 @@
 
 For each selected layer: the layer output at one prompt position (through a tuned lens's
 translator when ``req.lens`` names one: ``lens_input``), through the model's own final norm,
-unembedding (tied when the model ties) and soft-cap, then softmax. All layers are unembedded in one matmul, at one position only, and
-read back once; entropy, KL/JS between consecutive layers, top-k and
-full-vocabulary ranks are computed from those logits (``engine.lens_stats``).
+unembedding (tied when the model ties) and soft-cap, then softmax. All layers are unembedded in
+one matmul, at one position only, and read back once; entropy, KL/JS between consecutive layers, top-k and
+full-vocabulary ranks are computed from those logits (``engine.distributions``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import mlx.core as mx
 import numpy as np
 
 from engine import blas
+from engine.distributions import LensStats, lens_stats, log_normaliser
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.layer_lists import resolve_layer_list
-from engine.lens_stats import LensStats, lens_stats
+from engine.layer_lists import evenly_spaced, resolve_layer_list
 from engine.models import LoadedModel
 from engine.results import (
     AnalysisResult,
@@ -42,9 +42,7 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
     if strategy == LayerStrategy.ALL:
         return list(range(n_layers))
     if strategy == LayerStrategy.EVENLY_SPACED:
-        if step < 1:
-            raise InputError("--layer-step must be at least 1")
-        return sorted(set(range(0, n_layers, step)) | {n_layers - 1})
+        return evenly_spaced(n_layers, step)
     if strategy == LayerStrategy.FIRST_LAST:
         return sorted({0, n_layers - 1})
     if not custom:
@@ -67,16 +65,11 @@ def lens_distributions(hm: HookedModel, resid: mx.array, layers: Sequence[int] |
     """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden] (row i read as
     layer ``layers[i]``'s, through ``lens`` when given).
 
-    The normaliser is summed in float64: MLX's float32 reduction over a whole vocabulary drifts
-    by ~1e-4 relative (SmolLM2's p(' Paris') reads 0.77264 instead of 0.77253)."""
+    The normaliser is ``engine.distributions.log_normaliser`` (float64)."""
     resid = lens_input(resid, layers, lens)
     logits = hm.adapter.lens_logits(hm.model, resid[None])[0].astype(mx.float32)  # [N, vocab]
-    return logits, logits - logsumexp_exact(logits)
-
-
-def logsumexp_exact(logits: mx.array) -> mx.array:
-    """``logsumexp`` over the last axis, accumulated in float64 (on the CPU stream), as float32."""
-    return mx.logsumexp(logits.astype(mx.float64), axis=-1, keepdims=True, stream=mx.cpu).astype(mx.float32)
+    c = log_normaliser(np.array(logits))
+    return logits, logits - mx.array(c[:, None].astype(np.float32))
 
 
 def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
@@ -120,8 +113,8 @@ def _plain_head(hm: HookedModel, probe: mx.array) -> mx.array | bool:
     if cap:
         logits = mx.tanh(logits / cap) * cap
     own = hm.adapter.lens_logits(hm.model, probe[None])[0].astype(mx.float32)
-    scale = float(mx.abs(own).max().item()) or 1.0
-    if float(mx.abs(logits - own).max().item()) > 1e-3 * scale:
+    scale = float(np.abs(np.array(own)).max()) or 1.0
+    if float(np.abs(np.array(logits - own)).max()) > 1e-3 * scale:
         return False
     mx.eval(wt)
     return wt
@@ -173,7 +166,8 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)
         return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm)), read, lens))
     n = hm.n_layers
-    segments = [(0, n)] if on_rows is None else [(a, min(n, a + max(1, -(-n // 5)))) for a in range(0, n, max(1, -(-n // 5)))]
+    seg = max(1, -(-n // 5))
+    segments = [(0, n)] if on_rows is None else [(a, min(n, a + seg)) for a in range(0, n, seg)]
     h = None
     parts = []
     for start, stop in segments:
@@ -189,7 +183,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         parts.append(part)
         shown = [layer for layer in seg_read if layer in layers]
         if on_rows is not None and shown:
-            st = lens_stats(part, min(req.top_k, part.shape[-1]), [], [])
+            st = lens_stats(part, min(req.top_k, part.shape[-1]), [], [], row_names=[f"layer {x}" for x in seg_read])
             on_rows(_layer_rows(hm.lm.tokenizer, st, shown, {layer: i for i, layer in enumerate(seg_read)},
                                 part.shape[-1]))
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -231,7 +225,8 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
     final_top = int(np.argmax(logits[row[n - 1]]))
     pairs = [(row[a], row[b]) for a, b in itertools.pairwise(layers)] if req.compute_transitions else []
     # tracked tokens, then the final prediction (for its rank at every layer)
-    st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs)
+    st = lens_stats(logits, min(req.top_k, vocab), [t[1] for t in tracked] + [final_top], pairs,
+                    row_names=[f"layer {layer}" for layer in read])
     layer_preds = _layer_rows(tok, st, layers, row, vocab)
     transitions = [
         LayerTransition(from_layer=a, to_layer=b, kl_divergence=kl, js_divergence=js,

@@ -18,7 +18,7 @@ from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
-from engine.representations import Progress, encode_prompts, last_hidden, pad_id, resolve_layers
+from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
 
 
 def separation_scores(x: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -47,7 +47,7 @@ def parse_steer(spec: str) -> tuple[str, float | None]:
 def _mean_token_norm(lm: LoadedModel, rows: list[list[int]], layer: int) -> float:
     """Mean per-token L2 norm of layer ``layer``'s output over the prompts' real tokens after the first (the steering scale)."""
     hm = HookedModel(lm)
-    out = hm.forward(Batch.from_lists(rows, pad_id(lm)),
+    out = hm.forward(Batch.from_lists(rows, lm.tokenizer.batch_pad_id),
                      capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=[layer], positions="all"),
                      logits="none", stop_layer=layer + 1)
     import mlx.core as mx

@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from engine.analysis_results import PatchLayer, PatchRequest, PatchResult
+from engine.distributions import token_probs_ranks, top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -40,11 +41,9 @@ def _positions(spec: str, n_src: int, n_tgt: int) -> list[tuple[int, int]]:
 
 
 def _top(tok, logits: np.ndarray, k: int) -> list[TokenPrediction]:
-    z = logits - logits.max()
-    probs = np.exp(z) / np.exp(z).sum()
-    idx = np.argsort(-logits)[:k]
-    return [TokenPrediction(token=tok.piece(int(t)), token_id=int(t), probability=float(probs[t]), rank=r + 1)
-            for r, t in enumerate(idx)]
+    ids, probs = top_k_probs(logits, k)
+    return [TokenPrediction(token=tok.piece(int(t)), token_id=int(t), probability=float(p), rank=r + 1)
+            for r, (t, p) in enumerate(zip(ids[0], probs[0]))]
 
 
 def patch(lm: LoadedModel, req: PatchRequest, cancel: Callable[[], bool] | None = None) -> PatchResult:
@@ -71,19 +70,20 @@ def patch(lm: LoadedModel, req: PatchRequest, cancel: Callable[[], bool] | None 
             ivs.append(Intervention(site=Site(layer=layer, kind=SiteKind.resid_post), op="replace",
                                     vector=np.array(vec.astype(mx.float32)), position=pt, row=row))
     p_out = hm.forward(Batch.from_lists([tgt] * len(layers)), interventions=ivs, logits="last", cancel=cancel)
-    s_logits = np.array(s_out.logits[0, -1].astype(mx.float32), dtype=np.float64)
-    t_logits = np.array(t_out.logits[0, -1].astype(mx.float32), dtype=np.float64)
-    p_logits = np.array(p_out.logits[:, -1].astype(mx.float32), dtype=np.float64)  # [R, V]
+    assert s_out.logits is not None and t_out.logits is not None and p_out.logits is not None  # logits="last"
+    s_logits = np.array(s_out.logits[0, -1].astype(mx.float32))
+    t_logits = np.array(t_out.logits[0, -1].astype(mx.float32))
+    p_logits = np.array(p_out.logits[:, -1].astype(mx.float32))  # [R, V]
     s_ans, t_ans = int(np.argmax(s_logits)), int(np.argmax(t_logits))
+    names = [f"layer {layer} patched" for layer in layers]
+    s_prob, s_rank = token_probs_ranks(p_logits, [s_ans] * len(layers), names)
+    t_prob, t_rank = token_probs_ranks(p_logits, [t_ans] * len(layers), names)
     rows = []
     for i, layer in enumerate(layers):
         lg = p_logits[i]
-        lp = lg - (lg.max() + np.log(np.exp(lg - lg.max()).sum()))
         rows.append(PatchLayer(layer=layer, top=_top(tok, lg, req.top_k),
-                               source_answer_prob=float(np.exp(lp[s_ans])),
-                               source_answer_rank=int((lg > lg[s_ans]).sum() + 1),
-                               target_answer_prob=float(np.exp(lp[t_ans])),
-                               target_answer_rank=int((lg > lg[t_ans]).sum() + 1),
+                               source_answer_prob=float(s_prob[i]), source_answer_rank=int(s_rank[i]),
+                               target_answer_prob=float(t_prob[i]), target_answer_rank=int(t_rank[i]),
                                source_answer_top1=int(np.argmax(lg)) == s_ans))
     return PatchResult(model_id=lm.info.model_id, request=req, source_tokens=tok.pieces(src),
                        target_tokens=tok.pieces(tgt), source_top=_top(tok, s_logits, req.top_k),

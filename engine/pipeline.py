@@ -145,7 +145,7 @@ def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_t
     start, stop = stage_layers(hm.n_layers, world.rank, world.size)
     last = world.rank == world.size - 1
     own = [iv for iv in interventions if start <= iv.site.layer < stop]
-    batch = Batch.from_lists(rows, hm.lm.tokenizer.pad_id or 0)
+    batch = Batch.from_lists(rows, hm.lm.tokenizer.batch_pad_id)
     kv = KVState(hm.n_layers, batch.pad)
     key = mx.random.key(seed)
     stops = set(stop_ids)

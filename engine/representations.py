@@ -25,20 +25,16 @@ from engine.analysis_results import (
 from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.layer_lists import resolve_layer_list
+from engine.layer_lists import evenly_spaced, resolve_layer_list
 from engine.models import LoadedModel
 
 BATCH = 16  # prompts per forward (bounds memory; all layers are captured in each pass)
 
 
-def default_layers(n_layers: int, step: int = 4) -> list[int]:
-    return sorted(set(range(0, n_layers, step)) | {n_layers - 1})
-
-
 def resolve_layers(layers: Sequence[int] | None, n_layers: int, step: int = 4) -> list[int]:
     """Check a layer list against the model (negative counts from the end); None → default."""
     if layers is None:
-        return default_layers(n_layers, step)
+        return evenly_spaced(n_layers, step)
     if not layers:
         raise InputError("no layers selected")
     return resolve_layer_list(layers, n_layers)
@@ -53,11 +49,6 @@ def encode_prompts(lm: LoadedModel, prompts: Sequence[str], chat: bool = False) 
             raise InputError(f"prompt {i + 1} is empty")
         rows.append(lm.tokenizer.prepare(p, chat=chat))
     return rows
-
-
-def pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
 
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks in all) of the passes over the prompts
@@ -90,7 +81,7 @@ def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], 
         cap = CaptureSpec(kinds=(kind,), layers=layers, positions="last")
         on_layer = None if progress is None or not per_block else (
             lambda layer, _n: progress(bi * stop + layer + 1, len(starts) * stop))
-        out = hm.forward(Batch.from_lists(part, pad_id(lm)), capture=cap, interventions=interventions,
+        out = hm.forward(Batch.from_lists(part, lm.tokenizer.batch_pad_id), capture=cap, interventions=interventions,
                          logits="none", stop_layer=stop, cancel=cancel, on_layer=on_layer)
         stacked = mx.stack([out.captures[f"blocks.{layer}.{kind.value}"][:, 0, :] for layer in layers])
         return np.array(stacked.astype(mx.float32))

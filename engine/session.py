@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -155,13 +156,18 @@ class JobContext:
         return self.session._get_model(spec, dtype, self)
 
 
+KEEP_MODELS = 2  # models a session keeps loaded: the current one and the last other one used
+
+
 class EngineSession:
-    """Owns the engine thread, the job queue and the loaded models."""
+    """Owns the engine thread, the job queue and the loaded models (the last ``KEEP_MODELS`` used)."""
 
     def __init__(self, model: str | None = None, dtype: str = "auto") -> None:
         self.default_spec = model
         self.default_dtype = dtype
-        self._models: dict[tuple[str | None, str], Any] = {}
+        # the models this session holds, least recently used first; at most KEEP_MODELS (the current
+        # one is never dropped), so switching models back and forth does not pile up weights
+        self._models: OrderedDict[tuple[str | None, str], Any] = OrderedDict()
         self.current: Any = None
         self._queue: queue.Queue[tuple[Job[Any], Callable[[JobContext], Any], Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -329,9 +335,15 @@ class EngineSession:
                 if ctx is not None:
                     ctx.progress("load", done, total, desc)
             self._models[key] = load(spec, dtype=dtype, progress=progress)
+        self._models.move_to_end(key)
         lm = self._models[key]
         if self.current is None:
             self.current = lm
+        for old in list(self._models)[:-1]:
+            if len(self._models) <= KEEP_MODELS:
+                break
+            if self._models[old] is not self.current:
+                del self._models[old]  # freed once no screen or caller holds it (engine.models shares by weakref)
         return lm
 
     def load(self, spec: str | None = None, dtype: str | None = None, *,

@@ -32,7 +32,6 @@ the generated positions.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,8 +40,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from engine.criteria import NEGATIVE_WORDS, POSITIVE_WORDS, polarity_passes, sentiment_hits, word_hits
+from engine.direction_files import load_direction, save_direction
 from engine.errors import InputError
-from engine.fileio import output_name, read_text, save_npz_atomic
+from engine.fileio import read_text
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -68,10 +69,6 @@ __all__ = [
     "steer_generate",
 ]
 
-POSITIVE_WORDS = frozenset(["good", "great", "excellent", "wonderful", "amazing", "fantastic", "happy", "happiness", "joy", "joyful", "love", "loved", "lovely", "beautiful", "delightful", "pleasant", "best", "awesome", "brilliant", "glad", "excited", "exciting", "perfect", "nice", "enjoy", "enjoyed", "enjoying", "fun", "cheerful", "grateful", "thankful", "superb", "positive", "success", "successful", "smile", "smiling", "warm", "kind", "bright", "peaceful", "calm", "proud", "hope", "hopeful", "incredible", "fabulous"])
-
-NEGATIVE_WORDS = frozenset(["bad", "terrible", "awful", "horrible", "sad", "sadness", "unhappy", "angry", "hate", "hated", "worst", "poor", "boring", "disappointing", "disappointed", "disappointment", "miserable", "depressed", "depressing", "painful", "pain", "ugly", "nasty", "annoying", "annoyed", "upset", "frustrating", "frustrated", "negative", "failure", "failed", "fail", "cry", "crying", "lonely", "fear", "afraid", "scared", "worried", "worry", "anxious", "hurt", "broken", "tired", "dull", "disgusting", "dreadful", "gloomy", "grim", "tragic", "unfortunate", "sorry"])
-
 
 # -- prompts and captures ---------------------------------------------------------------------
 def _use_chat(lm: LoadedModel, chat: bool) -> bool:
@@ -87,7 +84,7 @@ def _rows(lm: LoadedModel, prompts: Sequence[str], chat: bool) -> list[list[int]
 def _last_hidden(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequence[int],
                  cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """Layer outputs at each row's last token, in one forward: [len(layers), rows, hidden] (float64)."""
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     out = hm.forward(Batch.from_lists(rows, pad_id), capture=CaptureSpec(layers=list(layers), positions="last"),
                      logits="none", stop_layer=max(layers) + 1, cancel=cancel)
     return np.stack([np.array(out.captures[f"blocks.{layer}.resid_post"].astype(mx.float32))[:, -1, :]
@@ -97,7 +94,7 @@ def _last_hidden(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequenc
 def prompt_scale(hm: HookedModel, rows: Sequence[Sequence[int]], layers: Sequence[int]) -> np.ndarray:
     """``s`` per (layer, row): mean per-token L2 norm of the layer's output over the row's real
     tokens, excluding position 0 (the attention sink; see the module docstring). [layers, rows]."""
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     batch = Batch.from_lists(rows, pad_id)
     out = hm.forward(batch, capture=CaptureSpec(layers=list(layers)), logits="none", stop_layer=max(layers) + 1)
     scales = np.zeros((len(layers), len(rows)))
@@ -281,92 +278,74 @@ class SteeringDirection:
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``.npz`` (``np.savez``; strings as unicode arrays, so ``allow_pickle=False`` loads it).
-        Written to a temp file and renamed."""
-        target = output_name(path, ".npz")
-        fields: dict[str, Any] = {
-            "direction": self.direction.astype(np.float32),
-            "layer": np.int64(-1 if self.layer is None else self.layer),
-            "model_id": np.str_(self.model_id),
-            "method": np.str_(self.method),
-            "norm": np.float64(self.norm),
-            "positive_prompts": np.array(self.positive_prompts, dtype=np.str_),
-            "negative_prompts": np.array(self.negative_prompts, dtype=np.str_),
-            "hidden_size": np.int64(self.hidden_size),
-            "labels": np.array([self.positive_label, self.negative_label], dtype=np.str_),
-            "label_positive": np.str_(self.positive_label),  # the probe/directions spelling
-            "label_negative": np.str_(self.negative_label),
-            "name": np.str_(self.name),
-            "chat": np.int64(-1 if self.chat is None else int(self.chat)),
+        """Write ``.npz`` (``engine.direction_files.save_direction``: atomic, no pickles)."""
+        extra: dict[str, Any] = {
+            "norm": np.float64(self.norm), "positive_prompts": list(self.positive_prompts),
+            "negative_prompts": list(self.negative_prompts), "labels": [self.positive_label, self.negative_label],
+            "label_positive": self.positive_label, "label_negative": self.negative_label,  # the probe spelling
+            "name": self.name, "chat": np.int64(-1 if self.chat is None else int(self.chat)),
         }
         if self.neuron_index is not None:
-            fields["neuron"] = np.int64(self.neuron_index)
+            extra["neuron"] = np.int64(self.neuron_index)
         if self.layer_separation:
-            fields["layer_separation"] = np.array([s.separation for s in self.layer_separation], dtype=np.float64)
-        save_npz_atomic(target, fields)
+            extra["layer_separation"] = np.array([s.separation for s in self.layer_separation], dtype=np.float64)
+        target = save_direction(path, self.direction, layer=-1 if self.layer is None else self.layer,
+                                model_id=self.model_id, method=self.method, **extra)
         self.path = str(target)
         return target
 
     @classmethod
     def load(cls, path: str | Path, lm: LoadedModel | None = None) -> SteeringDirection:
-        """Read a ``.npz`` direction (ours, or a probe's ``label_positive``/``label_negative`` file).
-        With ``lm``, a file made for another hidden size is refused (InputError, one line)."""
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"direction file not found: {p}")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except Exception as exc:
-            raise InputError(f"cannot read direction file {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        if "direction" not in data:
-            raise InputError(f"direction file {p} has no 'direction' array")
+        """Read a ``.npz`` direction (ours, or a probe's ``label_positive``/``label_negative`` file) with
+        ``engine.direction_files.load_direction``. With ``lm``, a file made for another hidden size is
+        refused (InputError, one line)."""
+        f = load_direction(path)
+        data = f.extra
 
         def scalar(key: str, default: Any) -> Any:
-            return data[key].item() if key in data and data[key].ndim == 0 else default
+            v = data.get(key)
+            return default if v is None or isinstance(v, np.ndarray) else v
 
         def strings(key: str) -> list[str]:
-            return [str(x) for x in data[key].reshape(-1)] if key in data else []
+            return [str(x) for x in np.asarray(data[key]).reshape(-1)] if key in data else []
 
-        layer = scalar("layer", None)
-        layer = None if layer is None or int(layer) < 0 else int(layer)
         labels = strings("labels")
         pos_label = labels[0] if len(labels) == 2 else str(scalar("label_positive", "positive"))
         neg_label = labels[1] if len(labels) == 2 else str(scalar("label_negative", "negative"))
         chat = scalar("chat", -1)
         neuron = scalar("neuron", None)
         seps = [LayerSeparation(layer=i, separation=float(s))
-                for i, s in enumerate(data["layer_separation"].reshape(-1))] if "layer_separation" in data else []
-        d = cls(data["direction"], layer=layer, model_id=str(scalar("model_id", "unknown")),
-                method=str(scalar("method", "mean")), name=str(scalar("name", p.stem)),
+                for i, s in enumerate(np.asarray(data["layer_separation"]).reshape(-1))] if "layer_separation" in data else []
+        d = cls(f.direction.astype(np.float32), layer=f.layer, model_id=f.model_id or "unknown",
+                method=f.method or "mean", name=str(scalar("name", Path(f.path).stem)),
                 positive_prompts=strings("positive_prompts"), negative_prompts=strings("negative_prompts"),
                 positive_label=pos_label, negative_label=neg_label,
                 chat=None if int(chat) < 0 else bool(chat), neuron=None if neuron is None else int(neuron),
-                source="file", path=str(p), layer_separation=seps)
+                source="file", path=f.path, layer_separation=seps)
         if "hidden_size" in data and int(data["hidden_size"]) != d.hidden_size:
-            raise InputError(f"direction file {p} is inconsistent: hidden_size {int(data['hidden_size'])} "
+            raise InputError(f"direction file {f.path} is inconsistent: hidden_size {int(data['hidden_size'])} "
                              f"but the direction has {d.hidden_size} values")
         if lm is not None:
             d.check(lm)
         return d
 
 
-# -- criteria ---------------------------------------------------------------------------------
+# -- criteria (the vocabulary and the positive/negative rule: engine.criteria) ------------------
 def _word_hits(text: str, words: Sequence[str] | frozenset[str]) -> list[str]:
-    found = re.findall(r"[A-Za-z']+", text.lower())
-    wanted = {w.lower() for w in words}
-    return [w for w in found if w in wanted]
+    return word_hits(text, {w.lower() for w in words})
 
 
 def score_criterion(text: str, criterion: str) -> CriterionScore:
-    """Score one output: ``positive``/``negative`` (sentiment word lists: hits),
+    """Score one output: ``positive``/``negative`` (sentiment word lists of ``engine.criteria``:
+    score = hits of that polarity, passes by its rule: at least one, and more than of the other),
     ``sentiment`` (positive hits - negative hits; passes when > 0), ``words:a,b,c`` or ``@file``
     (a word list, case-insensitive whole words: hits), else a substring (occurrences)."""
     if criterion in ("positive", "negative"):
-        hits = _word_hits(text, POSITIVE_WORDS if criterion == "positive" else NEGATIVE_WORDS)
-        return CriterionScore(criterion=criterion, score=len(hits), passed=bool(hits), matches=hits)
+        hits = sentiment_hits(text)[0 if criterion == "positive" else 1]
+        return CriterionScore(criterion=criterion, score=len(hits), passed=polarity_passes(criterion, text),
+                              matches=hits)
     if criterion == "sentiment":
-        pos, neg = _word_hits(text, POSITIVE_WORDS), _word_hits(text, NEGATIVE_WORDS)
+        pos, neg = sentiment_hits(text)
         score = len(pos) - len(neg)
         return CriterionScore(criterion=criterion, score=score, passed=score > 0,
                               matches=[f"+{w}" for w in pos] + [f"-{w}" for w in neg])
@@ -413,7 +392,7 @@ def _projections(hm: HookedModel, prompt_rows: Sequence[list[int]], gen_rows: Se
     ``units[i]`` at the last token, and its mean over the generated tokens. One forward."""
     full = [list(p) + list(g) for p, g in zip(prompt_rows, gen_rows)]
     need = sorted(set(layers))
-    pad_id = hm.lm.tokenizer.pad_id or 0
+    pad_id = hm.lm.tokenizer.batch_pad_id
     batch = Batch.from_lists(full, pad_id)
     out = hm.forward(batch, capture=CaptureSpec(layers=need), logits="none", stop_layer=max(need) + 1)
     caps = {lay: np.array(out.captures[f"blocks.{lay}.resid_post"].astype(mx.float32)) for lay in need}
@@ -455,7 +434,7 @@ class _CleanPrefix:
 
         self.hm, self.layers = hm, list(layers)
         self.lmin, self.lmax = min(layers), max(layers)
-        self.pad_id = hm.lm.tokenizer.pad_id or 0
+        self.pad_id = hm.lm.tokenizer.batch_pad_id
         self.batch = Batch.from_lists(prompt_rows, self.pad_id)
         self.kv = KVState(hm.n_layers, self.batch.pad)
         out = hm.forward(self.batch, capture=CaptureSpec(kinds=(SiteKind.resid_post, SiteKind.resid_pre),
@@ -608,7 +587,7 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     seconds = time.perf_counter() - t0
 
     results = []
-    for i, ((pi, lay, c, s), st, ids, (proj, mproj)) in enumerate(zip(settings, stopped, gens, projs)):
+    for (pi, lay, c, s), st, ids, (proj, mproj) in zip(settings, stopped, gens, projs):
         text = tok.decode(ids)
         results.append(SteeredOutput(
             prompt=req.prompts[pi], layer=lay, coefficient=c, scale=s, added_norm=abs(c) * s, text=text,

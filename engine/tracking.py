@@ -12,7 +12,7 @@ heat-strip comes from ``AnalysisResult.final_token_ranks``):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -80,7 +80,9 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
                      on_step: Callable[[str, int, int], None] | None = None) -> TrackGenerationResult:
     """See the module docstring; ``on_step(stage, done, total)`` with stage "token" then "layer"."""
     import mlx.core as mx
+    import numpy as np
 
+    from engine.distributions import token_probs_ranks
     from engine.generate import generate_ids
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
     from engine.lens import lens_distributions
@@ -99,8 +101,9 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     stopped = outs[0].stopped
     if stopped == "eos" and gen and gen[-1] in tok.eos_ids:
         gen = gen[:-1]
-    base = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids), num_layers=n_layers,
-                text=tok.decode(gen), stopped=stopped, lens=lens.binding if lens is not None else None)
+    base: dict[str, Any] = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids),
+                                num_layers=n_layers, text=tok.decode(gen), stopped=stopped,
+                                lens=lens.binding if lens is not None else None)
     if not gen:
         return TrackGenerationResult(**base, positions=[])
 
@@ -112,14 +115,12 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
                      on_layer=(lambda layer, n: on_step("layer", layer + 1, n)) if on_step else None)
     resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0] for layer in range(n_layers)])  # [L, P, hidden]
     row_layers = [layer for layer in range(n_layers) for _ in range(P)]
-    logits, logp = lens_distributions(hm, resid.reshape(n_layers * P, -1), row_layers, lens)  # [L*P, vocab]
-    chosen = mx.tile(mx.array(gen, dtype=mx.int32), (n_layers,))[:, None]  # [L*P, 1]: row l*P+p -> gen[p]
-    c_logit = mx.take_along_axis(logits, chosen, axis=-1)  # [L*P, 1]
-    ranks = ((logits > c_logit).sum(axis=-1) + 1).reshape(n_layers, P)  # full vocabulary
-    probs = mx.exp(mx.take_along_axis(logp, chosen, axis=-1)[:, 0]).reshape(n_layers, P)
-    top1 = mx.argmax(logits, axis=-1).reshape(n_layers, P)
-    mx.eval(ranks, probs, top1)
-    ranks_l, probs_l, top1_l = ranks.tolist(), probs.tolist(), top1.tolist()
+    logits = np.array(lens_distributions(hm, resid.reshape(n_layers * P, -1), row_layers, lens)[0])  # [L*P, vocab]
+    names = [f"layer {layer} at generated token {p}" for layer in range(n_layers) for p in range(P)]
+    probs, ranks = token_probs_ranks(logits, gen * n_layers, names)  # row l*P+p -> gen[p]
+    probs_l = probs.reshape(n_layers, P).tolist()
+    ranks_l = ranks.reshape(n_layers, P).tolist()
+    top1_l = np.argmax(logits, axis=-1).reshape(n_layers, P).tolist()
 
     positions = []
     for p, tid in enumerate(gen):

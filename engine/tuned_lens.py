@@ -7,7 +7,8 @@ Every lens reader (``engine.lens``, tracking, compare, tuned-lens eval) applies 
 
 A lens file (safetensors) holds ``weight`` [layers, hidden, hidden] and ``bias`` [layers, hidden]
 in float32, plus metadata binding it to its model: model id, a SHA-256 of its weights (the final
-norm and unembedding whole, a sample of the rest: ``weights_hash``), hidden size, layer count, dtype, training corpus and token count. A file
+norm and unembedding whole, a sample of the rest: ``weights_hash``), hidden size, layer count, dtype,
+training corpus and token count. A file
 whose binding does not match the loaded model is refused (``InputError``, exit 2): a lens
 trained for one checkpoint is silently wrong on another.
 
@@ -174,7 +175,8 @@ def read_lens_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, s
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot read tuned lens {p.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read tuned lens {p.name}: {why}") from exc
     w, b = tensors.get("weight"), tensors.get("bias")
     L, d = binding.num_layers, binding.hidden_size
     if w is None or b is None or w.shape != (L, d, d) or b.shape != (L, d):

@@ -68,6 +68,7 @@ class LazarusApp(App[int]):
         self.start_model = model
         self.start_dtype = dtype
         self.load_on_start = load_on_start
+        self._gc_frozen = False  # gc.freeze() once, after the first model load
         self.entries: list[ScreenEntry] = screen_entries()
         for entry in self.entries:
             self.add_mode(entry.name, entry.screen)
@@ -145,13 +146,16 @@ class LazarusApp(App[int]):
             return
         self.model_info = info
         self.engine_status = f"ready · loaded in {info.load_seconds:.1f}s"
-        # Everything alive now (app, widgets, tokenizer, model wrappers) lives as long as the app:
-        # move it out of the collector's reach, so full collections stay short and cannot stall
-        # the UI for hundreds of milliseconds while the engine works.
-        import gc
+        # Once, after the first load: the app and its widgets live as long as the app; moving them
+        # out of the collector's reach keeps full collections short, so they cannot stall the UI
+        # for hundreds of milliseconds while the engine works. Not after later loads: frozen
+        # objects are never collected, and a model switched away from must be freed.
+        if not self._gc_frozen:
+            import gc
 
-        gc.collect()
-        gc.freeze()
+            gc.collect()
+            gc.freeze()
+            self._gc_frozen = True
 
     def on_engine_died(self, message: EngineDied) -> None:
         self.engine_status = "engine restarted"

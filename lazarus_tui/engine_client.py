@@ -3,7 +3,7 @@
 Every method returns an ``engine.session.Job`` at once; the UI awaits it in a
 worker. Job bodies import ``engine.lens`` etc. lazily, so they run (and import
 MLX) on the engine thread only; this module imports no MLX. Tests pass a fake
-with the same methods (see tests/tui/fakes.py).
+with the same methods (``FakeEngine`` in tests/tui/conftest.py).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class EngineClient:
     def load(self, spec: str | None = None, dtype: str | None = None, on_progress: OnProgress = None) -> Job[Any]:
         """Load (or reuse) a model and make it current; the job's result is its ``ModelInfo``."""
         def job(ctx: Any) -> Any:
-            from engine.lens_kernels import prepare
+            from engine.distributions import prepare
 
             prepare()  # the lens statistics' loops compile while the model loads
             lm = ctx.model(spec if spec is not None else self.model_spec, dtype or self.dtype)

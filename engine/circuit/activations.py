@@ -67,7 +67,7 @@ def _ranges(layers: list[int]) -> str:
     if not layers:
         return "none"
     out, start, prev = [], layers[0], layers[0]
-    for x in layers[1:] + [None]:  # type: ignore[list-item]
+    for x in [*layers[1:], None]:
         if x is not None and x == prev + 1:
             prev = x
             continue

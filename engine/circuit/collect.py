@@ -81,14 +81,9 @@ def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
     write_atomic(path, write, binary=True)
 
 
-def _pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
-
-
 def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: list[int], position: str,
                generate: int, cancel: Callable[[], bool] | None) -> tuple[dict[str, np.ndarray], list[str]]:
-    batch = Batch.from_lists(rows, _pad_id(lm))
+    batch = Batch.from_lists(rows, lm.tokenizer.batch_pad_id)
     cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers, positions="last" if position == "last" else "all")
     kv = KVState(hm.n_layers, batch.pad) if generate else None
     out = hm.forward(batch, capture=cap, logits="last" if generate else "none", kv=kv,

@@ -179,7 +179,7 @@ def binary(positive_file: str, negative_file: str, label_positive: str = "positi
     if label_positive == label_negative:
         raise InputError("the two labels must differ")
     prompts = []
-    for i, (texts, label) in enumerate(((neg, 0), (pos, 1))):
+    for texts, label in ((neg, 0), (pos, 1)):
         for j, t in enumerate(texts):
             prompts.append(DatasetPrompt(text=t, label=label, pair=j if contrastive else None))
     return CircuitDataset(name=name or f"{label_positive}_vs_{label_negative}",

@@ -3,8 +3,9 @@
 Probes are standardised logistic regressions (scikit-learn). Held-out accuracy: a stratified
 split, 25% test (at least one prompt per class), the probe trained on the rest only.
 CV accuracy: stratified k-fold, k = min(5, smallest class). The majority-class share is the
-baseline a probe must beat. Contrastive datasets (``pair`` ids) split whole pairs. k-means runs on the first (up to) 50 principal components with
-k = number of categories; silhouette is over those clusters, ARI compares them to categories.
+baseline a probe must beat. Contrastive datasets (``pair`` ids) split whole pairs. k-means runs
+on the first (up to) 50 principal components with k = number of categories; silhouette is over
+those clusters, ARI compares them to categories.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25, groups: np.ndar
     With ``groups`` (contrast pairs) whole groups go to one side."""
     rng = np.random.default_rng(seed)
     if groups is not None:
-        for attempt in range(50):
+        for _attempt in range(50):
             uniq = np.unique(groups)
             rng.shuffle(uniq)
             n_test = max(1, int(round(test_size * len(uniq))))

@@ -72,11 +72,6 @@ def load_battery(directory: str | None, category: str | None) -> list[CircuitDat
     return sets
 
 
-def _pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    return tok.pad_id if tok.pad_id is not None else (tok.eos_ids[0] if tok.eos_ids else 0)
-
-
 def capture_all(lm: LoadedModel, rows: list[list[int]], layers: list[int], batch: int = BATCH,
                 cancel: Callable[[], bool] | None = None,
                 on_batch: Callable[[int, int], None] | None = None,
@@ -91,7 +86,7 @@ def capture_all(lm: LoadedModel, rows: list[list[int]], layers: list[int], batch
 
     def compute(b: int) -> bytes:
         idx = order[b * batch:(b + 1) * batch]
-        res = hm.forward(Batch.from_lists([rows[i] for i in idx], _pad_id(lm)),
+        res = hm.forward(Batch.from_lists([rows[i] for i in idx], lm.tokenizer.batch_pad_id),
                          capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers, positions="last"),
                          logits="none", stop_layer=max(layers) + 1, cancel=cancel)
         stacked = mx.stack([res.captures[f"blocks.{x}.resid_post"][:, 0, :] for x in layers]).astype(mx.float32)

@@ -40,9 +40,8 @@ def family_rows() -> list[FamilyRow]:
             # verified: the suite proves every site the family has (hooked == native, lens, ablation, steering,
             # q4); the detail says which sites it does not have. partial: hybrid / state-space families, whose
             # attention or MLP sites exist only at some layers or not at all.
-            detail = "; ".join(x for x in (f"no {fam.missing}" if fam.missing else "",
-                                           f"padded batches run row by row and cached ones are refused: "
-                                           f"{fam.no_padding}" if fam.no_padding else "") if x)
+            padding = f"padded batches run row by row and cached ones are refused: {fam.no_padding}" if fam.no_padding else ""
+            detail = "; ".join(x for x in (f"no {fam.missing}" if fam.missing else "", padding) if x)
             rows.append(FamilyRow(mt, "partial" if fam.recurrent else "verified", detail, fam.note))
         else:
             rows.append(FamilyRow(mt, "untested", "found by discovery, not yet proven by the test suite; "

@@ -109,6 +109,15 @@ class Tokenizer:
         self.eos_token = backend.id_to_token(self.eos_ids[0]) if self.eos_ids else None
 
     # -- encoding --------------------------------------------------------------------------
+    @property
+    def batch_pad_id(self) -> int:
+        """The id that fills the short rows of a batch (the one convention: the model's pad token,
+        else its first end-of-text token, else 0). Padded positions are masked out of attention and
+        never read, so the choice changes no result; one convention keeps batches reproducible."""
+        if self.pad_id is not None:
+            return self.pad_id
+        return self.eos_ids[0] if self.eos_ids else 0
+
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids; adds BOS when the model wants it and the text does not already start with it."""
         ids = self.backend.encode(text, add_special_tokens=False).ids

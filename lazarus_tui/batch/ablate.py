@@ -235,7 +235,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("-p", "--prompt", default=None, help="the prompt (ignored with --prompts)")
     p.add_argument("-c", "--criterion", default=None,
                    help="function_call|sorry|positive|negative|refusal, re:REGEX, or a substring")
-    p.add_argument("--component", default=None, help="mlp (default), attention, both, or block (everything the block adds: whole-layer ablation)")
+    p.add_argument("--component", default=None,
+                   help="mlp (default), attention, both, or block (everything the block adds: whole-layer ablation)")
     p.add_argument("--heads", default=None, help="attention heads to ablate at each listed layer, e.g. 0,3")
     p.add_argument("--layers", default=None, help="5 | 5,8 | 20-23 (default: every layer)")
     p.add_argument("--multi", action="store_true", help="ablate all listed layers together")

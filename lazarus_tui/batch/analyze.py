@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
+    ArgumentParser,
+    JobRunner,
+    add_chat_args,
+    add_model_args,
+    add_output_args,
+    bar,
+    emit,
+    model_header,
+    out,
+    parse_layers,
 )
 
 
@@ -96,14 +105,15 @@ def render(r, info) -> None:
         out.print("Decision layer: none (no captured layer is confident in the final prediction)")
     t = r.max_kl_transition
     if t is not None:
-        out.print(f"Max KL transition: layers {t.from_layer} -> {t.to_layer} (KL {t.kl_divergence:.3f}, JS {t.js_divergence:.3f})")
+        out.print(f"Max KL transition: layers {t.from_layer} -> {t.to_layer} "
+                  f"(KL {t.kl_divergence:.3f}, JS {t.js_divergence:.3f})")
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     req = request_from_args(args)
+    from engine.distributions import prepare
     from engine.lens import analyze
-    from engine.lens_kernels import prepare
 
     prepare()  # compiled while the model loads
 

@@ -51,7 +51,8 @@ def dataset_parser() -> ArgumentParser:
     c.add_argument("-o", "--output", type=F.output_file, required=True, help="dataset file (.json or .jsonl)")
     c.add_argument("--kind", choices=("tool_calling", "arithmetic", "binary", "contrastive"), default="tool_calling")
     c.add_argument("--per-tool", type=F.integer(0, 100_000), default=25, help="tool_calling: prompts per tool (default 25)")
-    c.add_argument("--no-tool", type=F.integer(0, 100_000), default=100, help="tool_calling: prompts needing no tool (default 100)")
+    c.add_argument("--no-tool", type=F.integer(0, 100_000), default=100,
+                   help="tool_calling: prompts needing no tool (default 100)")
     c.add_argument("--tools", default=None, help="tool_calling: comma list of tools (default: all six)")
     c.add_argument("--count", type=F.integer(1, 100_000), default=100, help="arithmetic: number of prompts")
     c.add_argument("--ops", default="+-*", help="arithmetic: operations from +-*")
@@ -138,7 +139,8 @@ def collect_parser() -> ArgumentParser:
     p.add_argument("--position", choices=("last", "mean"), default="last",
                    help="last prompt token, or the mean over the prompt's tokens")
     p.add_argument("--batch-size", type=F.integer(1, 1024), default=16)
-    p.add_argument("--generate", type=F.integer(0, F.MAX_TOKENS), default=0, metavar="N", help="also generate N tokens per prompt (greedy)")
+    p.add_argument("--generate", type=F.integer(0, F.MAX_TOKENS), default=0, metavar="N",
+                   help="also generate N tokens per prompt (greedy)")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     p.add_argument("--result", type=F.output_file, default=None, help="write the run summary as JSON to this file")
     _json_args(p, result_file=False)

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from engine.errors import Cancelled, InputError
 
+
 class _Out(Console):
     """stdout's console: a reader that goes away (``| head``) ends the command like ``--json`` does
     (lazarus_tui.batch.dispatch: exit 0, quietly), not with Rich's own exit 1."""
@@ -90,13 +91,6 @@ def parse_layers(text: str) -> list[int]:
     from engine.layer_lists import parse_layers as parse
 
     return parse(text)
-
-
-def check_layers(layers: list[int], n_layers: int) -> list[int]:
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise InputError(f"layer {layer} out of range (model has {n_layers} layers: 0-{n_layers - 1})")
-    return layers
 
 
 def parse_floats(text: str) -> list[float]:

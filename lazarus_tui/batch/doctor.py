@@ -30,9 +30,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-load", action="store_true", help="skip timing a model load from the cache")
     args = p.parse_args(argv)
-    import engine  # noqa: F401  (BLAS first)
     import mlx.core as mx
 
+    import engine  # noqa: F401  (BLAS first)
     from engine import blas
     from engine.models import device_name, registry
 

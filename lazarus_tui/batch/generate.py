@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, emit, model_header, out, split_prompts,
+    ArgumentParser,
+    JobRunner,
+    add_chat_args,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    split_prompts,
 )
 
 

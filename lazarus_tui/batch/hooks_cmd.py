@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    parse_layers,
 )
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from lazarus_tui.batch._analysis_common import cosine_table, esc, short, split_labels
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers, split_prompts,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    parse_layers,
+    split_prompts,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from engine.models import registry
 from lazarus_tui.batch.common import ArgumentParser, err, out
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
                       transient=True) as prog:
             task = prog.add_task(name, total=None)
 
-            def report(desc: str, done: int, total: int) -> None:
+            def report(desc: str, done: int, total: int, task: TaskID = task) -> None:
                 prog.update(task, description=desc, completed=done, total=total)
 
             path = registry.ensure(name, report) if not args.force else registry.pull(name, report, force=True)

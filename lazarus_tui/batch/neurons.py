@@ -7,7 +7,15 @@ from rich.table import Table
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, print_wide
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers, split_prompts,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    parse_layers,
+    split_prompts,
 )
 
 

@@ -7,7 +7,14 @@ from rich.table import Table
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, fix_negative_values, model_header, out,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    fix_negative_values,
+    model_header,
+    out,
     parse_layers,
 )
 

@@ -7,7 +7,16 @@ from rich.table import Table
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, err, model_header, out, parse_layers,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    bar,
+    emit,
+    err,
+    model_header,
+    out,
+    parse_layers,
     split_prompts,
 )
 

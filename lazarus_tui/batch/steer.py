@@ -9,6 +9,9 @@ grid. Every setting is one row of one batched generation. See docs/steering.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
@@ -57,7 +60,8 @@ def build_parser() -> ArgumentParser:
     add_chat_args(p)
     p.add_argument("--one-at-a-time", action="store_true",
                    help="generate each setting separately (same outputs, slower; for comparison)")
-    p.add_argument("-o", "--output", type=F.output_file, default=None, help="FILE.npz: save the extracted direction; else result JSON")
+    p.add_argument("-o", "--output", type=F.output_file, default=None,
+                   help="FILE.npz: save the extracted direction; else result JSON")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
     return p
 
@@ -101,7 +105,8 @@ def main(argv: list[str]) -> int:
                                  positive_label=args.positive_label, negative_label=args.negative_label)
 
     runner = JobRunner(args.model, args.dtype)
-    progress = lambda ctx: (lambda i, n: ctx.progress("token", i, n, "steer: tokens"))
+    def progress(ctx: Any) -> Callable[[int, int], None]:
+        return lambda i, n: ctx.progress("token", i, n, "steer: tokens")
 
     if prompts is None:  # extract only
         assert extract is not None

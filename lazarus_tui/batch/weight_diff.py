@@ -8,7 +8,6 @@ from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import add_pair_args, esc, print_wide, run_pair, two_model_header
 from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
-
 _HEAD = {"attn_norm": "ln_attn", "post_attn_norm": "ln_post", "pre_ff_norm": "ln_preff", "post_ff_norm": "ln_postff"}
 
 

@@ -175,7 +175,8 @@ def _converter_tensors(t: Tiny) -> dict[str, np.ndarray]:
     hf = dict(t.hf)
     experts: dict[str, list[tuple[int, np.ndarray]]] = {}
     for name in list(hf):  # stack experts: Qwen2MoeModel into model.layers.{bid}.mlp.experts.{w}.weight,
-        for part in (".mlp.experts.", ".block_sparse_moe.experts."):  # LlamaModel into layers.{bid}.feed_forward.experts.{w}.weight
+        # LlamaModel into layers.{bid}.feed_forward.experts.{w}.weight
+        for part in (".mlp.experts.", ".block_sparse_moe.experts."):
             if part in name:
                 head, rest = name.split(part)
                 e, wname = rest.split(".", 1)

@@ -12,8 +12,8 @@ from engine.ablation import (
     run_group_batched,
     spec_interventions,
 )
-from engine.ablation_criteria import make_criterion
 from engine.ablation_results import AblationRequest, AblationSpec, ComponentType, PromptCase
+from engine.criteria import make_criterion
 from engine.errors import InputError
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
@@ -124,7 +124,9 @@ def test_expand_and_validate(tiny_llama):
         ["L2 block"]
     assert expand_specs(AblationRequest(prompt="x", layers=[0], component="attention", heads=[0, 3]), n, h)[0].label \
         == "L0 heads 0,3"
-    for bad in ({"layers": [4]}, {"layers": [-1]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],
+    # the one layer rule (engine.layer_lists): -1 is the last layer, as everywhere else
+    assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[-1]), n, h)] == [f"L{n - 1} mlp"]
+    for bad in ({"layers": [4]}, {"layers": [-5]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],
                                                                                       "component": "attention"}):
         with pytest.raises(InputError):
             expand_specs(AblationRequest(prompt="x", **bad), n, h)

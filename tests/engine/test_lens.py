@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.lens import analyze, fast_lens_logits, lens_distributions, select_layers
 from engine.hooks import Batch, CaptureSpec, HookedModel
+from engine.lens import analyze, fast_lens_logits, lens_distributions, select_layers
 from engine.results import AnalysisResult, AnalyzeRequest, LayerStrategy
 
 PROMPT = "The capital of France is"

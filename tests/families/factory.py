@@ -19,10 +19,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import engine  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+
+import engine  # noqa: F401  (loads the BLAS before mlx)
 
 HIDDEN = 64
 N_LAYERS = 4

@@ -11,11 +11,11 @@ import statistics
 import sys
 import time
 
-import engine  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import make_prompt_cache
 
+import engine  # noqa: F401  (loads the BLAS before mlx)
 from tests.families.factory import FAMILIES, build_tiny, tiny_tokenizer
 
 PROMPT = "The capital of France is Paris. one two three four five six seven"

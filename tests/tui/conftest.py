@@ -11,7 +11,12 @@ import pytest
 
 from engine.errors import InputError
 from engine.results import (
-    AnalysisResult, AnalyzeRequest, LayerPredictionResult, LayerTransition, TokenEvolutionResult, TokenPrediction,
+    AnalysisResult,
+    AnalyzeRequest,
+    LayerPredictionResult,
+    LayerTransition,
+    TokenEvolutionResult,
+    TokenPrediction,
 )
 from engine.session import Job
 from engine.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult

@@ -1,4 +1,4 @@
-"""Pass/fail criteria for ablation outputs.
+"""Pass/fail criteria for generated text, for ablation and steering alike (one vocabulary).
 
 A criterion is a string:
 
@@ -13,8 +13,10 @@ Built-ins (case-insensitive, whole words where it matters):
 - ``sorry``: an apology: "sorry", "apologize/apologise", "my apologies", "unfortunately".
 - ``refusal``: a refusal: "I can't/cannot/won't/am unable/am not able", "I'm not able",
   "as an AI", "I must decline", "not able to help".
-- ``positive`` / ``negative``: sentiment by word lists (``POSITIVE_WORDS``/``NEGATIVE_WORDS``):
-  passes when the output has at least one word of that polarity and more of it than of the other.
+- ``positive`` / ``negative``: sentiment by word lists (``POSITIVE_WORDS``/``NEGATIVE_WORDS``,
+  whole words, case-insensitive): passes when the output has at least one word of that polarity
+  and more of it than of the other (``sentiment_hits`` gives the words found). Steering's scores
+  count the same words with the same rule.
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ from collections.abc import Callable
 
 from engine.errors import InputError
 
-POSITIVE_WORDS = (
-    "good", "great", "excellent", "wonderful", "amazing", "fantastic", "happy", "love", "loved", "lovely",
-    "enjoy", "enjoyed", "delightful", "pleasant", "positive", "beautiful", "best", "awesome", "glad",
-    "brilliant", "perfect", "nice", "joy", "exciting", "excited",
-)
-NEGATIVE_WORDS = (
-    "bad", "terrible", "awful", "horrible", "poor", "sad", "hate", "hated", "worst", "negative", "angry",
-    "disappointing", "disappointed", "boring", "ugly", "annoying", "unpleasant", "dreadful", "miserable",
-    "upset", "fail", "failed", "failure", "wrong", "painful",
-)
+POSITIVE_WORDS = frozenset([
+    "good", "great", "excellent", "wonderful", "amazing", "fantastic", "happy", "happiness", "joy", "joyful", "love",
+    "loved", "lovely", "beautiful", "delightful", "pleasant", "best", "awesome", "brilliant", "glad", "excited",
+    "exciting", "perfect", "nice", "enjoy", "enjoyed", "enjoying", "fun", "cheerful", "grateful", "thankful", "superb",
+    "positive", "success", "successful", "smile", "smiling", "warm", "kind", "bright", "peaceful", "calm", "proud",
+    "hope", "hopeful", "incredible", "fabulous",
+])
+NEGATIVE_WORDS = frozenset([
+    "bad", "terrible", "awful", "horrible", "sad", "sadness", "unhappy", "angry", "hate", "hated", "worst", "poor",
+    "boring", "disappointing", "disappointed", "disappointment", "miserable", "depressed", "depressing", "painful",
+    "pain", "ugly", "nasty", "annoying", "annoyed", "upset", "frustrating", "frustrated", "negative", "failure",
+    "failed", "fail", "cry", "crying", "lonely", "fear", "afraid", "scared", "worried", "worry", "anxious", "hurt",
+    "broken", "tired", "dull", "disgusting", "dreadful", "gloomy", "grim", "tragic", "unfortunate", "sorry",
+    "unpleasant", "wrong",
+])
 _FUNCTION_CALL = re.compile(r"<function_call>|<tool_call>|\{\s*\"name\"\s*:|\bfunctions\.\w+|\bcall:\s*\w+",
                             re.IGNORECASE)
 _SORRY = re.compile(r"\bsorry\b|\bapologi[sz]e|\bmy apologies\b|\bunfortunately\b", re.IGNORECASE)
@@ -52,11 +59,21 @@ BUILTIN = {
 }
 
 
-def _sentiment(text: str) -> tuple[int, int]:
-    words = _WORD.findall(text.lower())
-    pos = set(POSITIVE_WORDS)
-    neg = set(NEGATIVE_WORDS)
-    return sum(w in pos for w in words), sum(w in neg for w in words)
+def word_hits(text: str, words: frozenset[str] | set[str]) -> list[str]:
+    """The words of ``text`` (lower-cased, whole words) that are in ``words``, in order."""
+    return [w for w in _WORD.findall(text.lower()) if w in words]
+
+
+def sentiment_hits(text: str) -> tuple[list[str], list[str]]:
+    """(positive words, negative words) found in ``text``."""
+    return word_hits(text, POSITIVE_WORDS), word_hits(text, NEGATIVE_WORDS)
+
+
+def polarity_passes(criterion: str, text: str) -> bool:
+    """``positive``/``negative``: at least one word of that polarity and more of it than of the other."""
+    pos, neg = sentiment_hits(text)
+    mine, other = (pos, neg) if criterion == "positive" else (neg, pos)
+    return len(mine) > 0 and len(mine) > len(other)
 
 
 def make_criterion(spec: str) -> tuple[Callable[[str], bool], str]:
@@ -70,16 +87,8 @@ def make_criterion(spec: str) -> tuple[Callable[[str], bool], str]:
         return (lambda t: bool(_SORRY.search(t))), BUILTIN[name]
     if name == "refusal":
         return (lambda t: bool(_REFUSAL.search(t))), BUILTIN[name]
-    if name == "positive":
-        def positive(t: str) -> bool:
-            p, n = _sentiment(t)
-            return p > 0 and p > n
-        return positive, BUILTIN[name]
-    if name == "negative":
-        def negative(t: str) -> bool:
-            p, n = _sentiment(t)
-            return n > 0 and n > p
-        return negative, BUILTIN[name]
+    if name in ("positive", "negative"):
+        return (lambda t: polarity_passes(name, t)), BUILTIN[name]
     if spec.startswith("re:"):
         try:
             rx = re.compile(spec[3:])

@@ -1,12 +1,13 @@
-"""engine.lens.lens_stats against a plain float64 NumPy reference (no model needed)."""
+"""engine.distributions against plain float64 NumPy references (no model needed)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine import lens_stats as stats_mod
-from engine.lens_stats import lens_stats
+from engine import distributions as stats_mod
+from engine.distributions import kl_js, lens_stats, log_softmax, token_probs_ranks
+from engine.errors import AnalysisError
 
 
 def reference(logits: np.ndarray, k: int, tracked: list[int], pairs: list[tuple[int, int]]):
@@ -60,49 +61,20 @@ def test_repeated_calls_reuse_buffers_without_leaking_values():
     assert lens_stats(a, 3, [1], [(0, 1)]) == first
 
 
-def _elementwise(op: str):
-    """out[i] = op(x[i]) compiled from the kernels' own IR helpers (exp_neg, log_pos, js_g)."""
-    import ctypes
+def test_series_terms_match_float64():
+    """The loops' series for psi(t) = t - 1 + e^-t (|t| <= 1/2) and g(d) (d^2 <= 1/4) against
+    float64 closed forms where those have no cancellation to speak of."""
+    from engine.distribution_kernels import _g_u, _psi_t2
 
-    from llvmlite import ir
-
-    from engine.lens_kernels import I64, PF32, _Fn, compile_module
-
-    module = ir.Module()
-    fn = _Fn(module, "f", ir.VoidType(), [PF32, PF32, I64])
-    x, out, n = fn.args
-
-    def body(i, carried):
-        fn.b.store(getattr(fn, op)(fn.load(x, i)), fn.b.gep(out, [i]))
-        return []
-
-    fn.loop(ir.Constant(I64, 0), n, [], body)
-    fn.b.ret_void()
-    engine, _ = compile_module(module)
-    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(engine.get_function_address("f"))
-
-    def apply(a: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(a, np.float32)
-        res = np.empty_like(a)
-        f(a.ctypes.data, res.ctypes.data, a.shape[0])
-        return res.astype(np.float64)
-
-    apply.engine = engine  # keep the code alive
-    return apply
-
-
-def test_kernel_exp_log_and_js_term_match_float64():
-    """The compiled loops' own exp, log and JS term g(d) against float64 NumPy over their whole ranges."""
-    s = np.linspace(-87, 0, 200_001).astype(np.float32)
-    ref = np.exp(s.astype(np.float64))
-    assert np.max(np.abs(_elementwise("exp_neg")(s) - ref) / ref) < 2e-7
-    m = np.exp(np.linspace(np.log(1.2e-38), np.log(3e38), 200_001)).astype(np.float32)
-    ref = np.log(m.astype(np.float64))
-    assert np.max(np.abs(_elementwise("log_pos")(m) - ref) / np.maximum(np.abs(ref), 1e-3)) < 2e-7
-    d = np.linspace(-1, 1, 200_001).astype(np.float32)[1:-1]
-    x = d.astype(np.float64)
-    ref = (1 + x) * np.log1p(x) + (1 - x) * np.log1p(-x)
-    assert np.max(np.abs(_elementwise("js_g")(d) - ref) / np.maximum(ref, 1e-300)) < 1e-6  # relative, to d ~ 1e-5
+    for t in np.linspace(-0.5, 0.5, 1001):
+        if abs(t) > 1e-2:
+            ref = (t - 1 + np.exp(-t)) / t**2
+        else:
+            ref = 0.5 - t / 6 + t**2 / 24 - t**3 / 120
+        assert abs(_psi_t2(t) - ref) <= 1e-14 + 1e-9 * abs(ref)
+    for d in np.linspace(-0.5, 0.5, 1001):
+        ref = (1 + d) * np.log1p(d) + (1 - d) * np.log1p(-d)
+        assert abs(_g_u(d * d) - ref) <= 1e-15 + 1e-9 * ref
 
 
 def test_nearly_equal_rows_keep_relative_precision():
@@ -140,3 +112,36 @@ def test_minus_infinity_logits_count_as_zero_probability():
     with np.errstate(divide="ignore", invalid="ignore"):
         js = 0.5 * sum((q * np.log(q / (0.5 * (p[0] + p[1]))))[q > 0].sum() for q in p)
     np.testing.assert_allclose(st.js, [js, js], rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_plus_inf_logits_are_an_error_naming_the_row(bad):
+    """A NaN logit is never a token of probability 0: the row has no distribution, and every
+    statistic refuses it with one message naming the row."""
+    x = np.random.default_rng(1).standard_normal((3, 1000)).astype(np.float32)
+    x[1, 500] = bad
+    with pytest.raises(AnalysisError, match="layer 7"):
+        lens_stats(x, 3, [2], [(0, 1)], row_names=["layer 6", "layer 7", "layer 8"])
+    with pytest.raises(AnalysisError, match="row 1"):
+        log_softmax(x)
+    with pytest.raises(AnalysisError, match="row 1"):
+        token_probs_ranks(x, [0, 0, 0])
+    with pytest.raises(AnalysisError):
+        kl_js(x[:2], x[1:])
+    x[1] = -np.inf  # no finite logit at all
+    with pytest.raises(AnalysisError, match="row 1"):
+        lens_stats(x, 3, [], [])
+
+
+def test_helpers_match_lens_stats_and_reference():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 5000)) * 6).astype(np.float32)
+    ids = [7, 8, 9, 10]
+    probs, ranks = token_probs_ranks(x, ids)
+    p, _, _, _, _, ref_ranks = reference(x, 1, ids, [])
+    np.testing.assert_allclose(probs, p[range(4), ids], rtol=1e-6)
+    assert ranks.tolist() == [ref_ranks[r][r] for r in range(4)]
+    np.testing.assert_allclose(np.exp(log_softmax(x)), p, rtol=1e-6, atol=1e-15)
+    kl, js = kl_js(x[:2], x[2:])
+    st = lens_stats(x, 1, [], [(0, 2), (1, 3)])
+    assert kl == st.kl and js == st.js and min(kl) > 0
