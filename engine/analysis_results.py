@@ -59,6 +59,20 @@ class LayerResult(Frozen):
         scored = [ls for ls in self.layers if ls.separation is not None]
         return max(scored, key=lambda ls: ls.separation).layer if scored else None  # type: ignore[arg-type, return-value]
 
+    @property
+    def label_note(self) -> str | None:
+        """What the labels cannot give, and why (None when every label statistic is computed)."""
+        if not self.labels:
+            return None
+        counts = {lab: self.labels.count(lab) for lab in self.labels}
+        if len(counts) < 2:
+            return ("every prompt has the same label: the between-label cosine and the separation "
+                    "need at least two labels")
+        if max(counts.values()) < 2:
+            return ("one prompt per label: the within-label cosine and the separation need two prompts "
+                    "with the same label")
+        return None
+
 
 class FormatSensitivityRequest(Frozen):
     kind: str = "format-sensitivity"

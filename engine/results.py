@@ -44,7 +44,7 @@ class AnalysisConfig(Frozen):
     custom_layers: list[int] | None = None
     top_k: int = Field(5, ge=1, le=1000)
     track_tokens: list[str] = []
-    compute_entropy: bool = True
+    compute_entropy: bool = True  # always: False is refused (see the validator)
     compute_transitions: bool = True
     embedding_scale: float | None = None
     chat: bool = False
@@ -54,6 +54,15 @@ class AnalysisConfig(Frozen):
     @classmethod
     def _strategy(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
+
+    @field_validator("compute_entropy")
+    @classmethod
+    def _entropy_always(cls, v: bool) -> bool:
+        if not v:  # refused rather than silently ignored
+            raise ValueError("compute_entropy=False is not supported: the entropy comes out of the same pass "
+                             "as the probabilities (it costs nothing) and decides is_confident and the "
+                             "decision layer, so every analysis computes it")
+        return v
 
 
 class AnalyzeRequest(AnalysisConfig):

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from lazarus_tui.screens import ScreenEntry, screen_entries
 from lazarus_tui.screens.help import HelpScreen
 from lazarus_tui.screens.model_picker import ModelPicker
-from lazarus_tui.widgets.messages import EngineProgress
+from lazarus_tui.widgets.messages import EngineDied, EngineProgress
 
 
 class LazarusApp(App[int]):
@@ -52,6 +52,9 @@ class LazarusApp(App[int]):
 
     def on_mount(self) -> None:
         self.switch_mode(self.entries[0].name)
+        if hasattr(self.engine, "on_engine_death"):
+            self.engine.on_engine_death(lambda reason: self.post_message(EngineDied(reason)))
+            self.set_interval(2.0, self.engine.ensure_running)
         if self.load_on_start:
             if hasattr(self.engine, "yield_to_ui"):
                 self.engine.yield_to_ui()
@@ -107,6 +110,12 @@ class LazarusApp(App[int]):
 
         gc.collect()
         gc.freeze()
+
+    def on_engine_died(self, message: EngineDied) -> None:
+        self.engine_status = "engine restarted"
+        self.notify(f"The engine thread stopped ({message.reason}). A new one was started; "
+                    "the request it was running failed, run it again.", title="engine restarted",
+                    severity="error", timeout=15)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event

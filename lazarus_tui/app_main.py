@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 
 def run_app(argv: list[str]) -> int:
@@ -23,11 +21,5 @@ def run_app(argv: list[str]) -> int:
         app = LazarusApp(client, model=args.model, dtype=args.dtype)
         app.run()
     finally:
-        client.close()
-    code = app.return_code or 0
-    # The terminal is restored and the engine thread joined. MLX, first imported on the engine
-    # thread, aborts in its static destructors at interpreter exit ("terminate called without an
-    # active exception", exit 134), so leave without running them.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        client.close()  # cancel and join the engine thread (engine.session.close_all_sessions)
+    return app.return_code or 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run lazarus in-process and return its exit code (tests call this)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["introspect"]:  # the original toolkit's spelling: `lazarus introspect <command> ...`
+        from lazarus_tui.batch import dispatch
+
+        return dispatch(argv[1:])
     if "--batch" in argv:
         argv.remove("--batch")
         from lazarus_tui.batch import dispatch
@@ -26,30 +29,15 @@ def circuit_main(argv: list[str] | None = None) -> int:
     return dispatch(["circuit", *argv])
 
 
-def _leave(code: int) -> None:
-    """Exit without interpreter finalisation, after stopping the engine threads.
-
-    MLX can abort the process while Python finalises ("terminate called without an
-    active exception", SIGABRT) once an engine thread has run MLX work, even when
-    that thread has already stopped. Our own state is written by then (outputs are
-    renamed into place atomically), so the process leaves with its real exit code.
-    """
-    from engine.session import _close_all_sessions
-
-    _close_all_sessions()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def run() -> None:
-    """The `lazarus` console script."""
-    _leave(main())
+    """The `lazarus` console script. The engine threads are stopped at exit
+    (``engine.session.close_all_sessions``), so the interpreter finalises normally."""
+    sys.exit(main())
 
 
 def run_circuit() -> None:
     """The `circuit` console script."""
-    _leave(circuit_main())
+    sys.exit(circuit_main())
 
 
 if __name__ == "__main__":

@@ -250,5 +250,16 @@ class EngineClient:
                            on_rows=lambda done, total: ctx.progress("layer", len(done), total, "analyze", payload=done))
         return self.session.submit(job, name="circuit analyze", on_progress=on_progress)
 
+    # -- the engine thread --------------------------------------------------------------------
+    def on_engine_death(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` (from any thread) when the engine thread died and a new one was
+        started; the job it was running fails with ``EngineStopped``, queued jobs run on the new one."""
+        self.session.on_thread_death = callback
+
+    def ensure_running(self) -> None:
+        """Notice an engine thread that died silently and start a new one (the app polls this)."""
+        self.session.ensure_running()
+
     def close(self) -> None:
-        self.session.close()
+        """Cancel the jobs and join the engine thread (waiting for the running step)."""
+        self.session.shutdown()

@@ -62,33 +62,3 @@ def _tiny(model_type: str):
                      source_format="random", device="cpu", embedding_scale=adapter.embedding_scale,
                      sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers))
     return LoadedModel(model, tok, adapter, config, info)
-
-
-_EXIT_STATUS: list[int] = []
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave with pytest's own status, skipping interpreter finalisation.
-
-    After engine threads have run MLX work, MLX can abort the process while Python
-    finalises ("terminate called without an active exception", SIGABRT), which would
-    turn a green run into exit code 134. The console scripts leave the same way
-    (lazarus_tui/cli.py). Everything pytest reports is written by now.
-    """
-    if not _EXIT_STATUS or getattr(config, "workerinput", None) is not None:
-        return
-    import os
-    import sys
-
-    from engine.session import _close_all_sessions
-
-    _close_all_sessions()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_EXIT_STATUS[-1])

@@ -39,6 +39,14 @@ class Activations:
     def n(self) -> int:
         return len(self.meta["labels"])
 
+    @property
+    def fingerprint(self) -> str | None:
+        """What ``circuit collect`` computed these activations from (model, dtype, prompts, layers,
+        options) as a sha256; None for files without it."""
+        dataset = self.meta.get("dataset")
+        value = dataset.get("sha256") if isinstance(dataset, dict) else None
+        return value if isinstance(value, str) else None
+
     def check_layer(self, layer: int) -> int:
         if layer not in self.layers:
             raise InputError(f"layer {layer} is not in {self.path} (collected layers: {_ranges(self.layers)})")

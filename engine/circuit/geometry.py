@@ -153,6 +153,12 @@ def binary_labels(acts: Activations) -> np.ndarray:
     return y
 
 
+def label_counts(acts: Activations) -> dict[str, int]:
+    """Prompts per label name, in label order (``AnalyzeResult.label_counts``)."""
+    names = acts.label_names
+    return {(names[k] if k < len(names) else str(k)): v for k, v in sorted(Counter(acts.labels.tolist()).items())}
+
+
 def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
             kmeans: bool = False, probes: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
             on_rows: Callable[[list[LayerGeometry], int], None] | None = None) -> AnalyzeResult:
@@ -206,7 +212,6 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
                                             -g.layer)).layer if with_cat else None
     names = acts.label_names
     return AnalyzeResult(model_id=acts.model_id, activations_file=acts.path, num_prompts=acts.n, labels=names,
-                         label_counts={(names[k] if k < len(names) else str(k)): v
-                                       for k, v in sorted(Counter(y.tolist()).items())},
+                         label_counts=label_counts(acts),
                          category_counts=dict(sorted(cat_counts.items())), layers=out, best_layer=best,
-                         best_category_layer=best_cat, notes=notes)
+                         best_category_layer=best_cat, notes=notes, activations_fingerprint=acts.fingerprint)

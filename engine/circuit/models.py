@@ -126,6 +126,7 @@ class AnalyzeResult(Frozen):
     best_layer: int | None  # by binary probe held-out accuracy, ties by CV
     best_category_layer: int | None
     notes: list[str] = Field(default_factory=list)
+    activations_fingerprint: str | None = None  # the analysed file's ``Activations.fingerprint``
 
 
 # -- directions ------------------------------------------------------------------------------

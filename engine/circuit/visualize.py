@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.circuit.activations import Activations
-from engine.circuit.geometry import analyze, umap_embed
+from engine.circuit.geometry import analyze, label_counts, umap_embed
 from engine.circuit.models import AnalyzeResult, VisualizeResult
 from engine.errors import InputError
 
@@ -141,6 +141,26 @@ def probe_charts(res: AnalyzeResult, out_dir: Path, model: str) -> tuple[Path, s
     return path, _term(term)
 
 
+def check_analysis_matches(analysis: AnalyzeResult, acts: Activations) -> None:
+    """Refuse (one line) a saved analysis made from another activation file than ``acts``."""
+    def refuse(why: str) -> None:
+        raise InputError(f"the analysis was made from another activation file ({analysis.activations_file}: "
+                         f"{why}); run 'circuit analyze -a {acts.path} -o FILE.json' for this one")
+
+    if None not in (analysis.activations_fingerprint, acts.fingerprint) and \
+            analysis.activations_fingerprint != acts.fingerprint:
+        refuse("other model, prompts, layers or options")
+    if analysis.model_id != acts.model_id:
+        refuse(f"model {analysis.model_id}, not {acts.model_id}")
+    if analysis.num_prompts != acts.n:
+        refuse(f"{analysis.num_prompts} prompts, not {acts.n}")
+    if analysis.labels != acts.label_names or analysis.label_counts != label_counts(acts):
+        refuse("other labels")
+    missing = [g.layer for g in analysis.layers if g.layer not in acts.layers]
+    if missing:
+        refuse(f"layers {missing} are not in {acts.path}")
+
+
 def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bool = True, umap: bool = True,
               probes: bool = True, seed: int = 0, analysis: AnalyzeResult | None = None) -> VisualizeResult:
     """Draw the charts. ``analysis`` (a saved ``circuit analyze`` result for this file) skips recomputing
@@ -156,8 +176,7 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
         acts.check_layer(layer)
     res = None
     if analysis is not None and (pca or probes):
-        if analysis.num_prompts != acts.n:
-            raise InputError(f"the analysis has {analysis.num_prompts} prompts but {acts.path} has {acts.n}")
+        check_analysis_matches(analysis, acts)
         if probes and any(g.binary_probe is None for g in analysis.layers):
             raise InputError("the analysis has no probe results")
         if layer is not None and pca and layer not in [g.layer for g in analysis.layers]:

@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -148,8 +149,17 @@ class JobRunner:
 
         job = self.session.submit(fn, name=label, on_progress=on_progress)
         previous = signal.getsignal(signal.SIGINT)
+        asked: list[float] = []  # when Ctrl-C was pressed
 
         def interrupt(signum: int, frame: Any) -> None:
+            """First Ctrl-C: the job stops at its next check (exit 130). A second one while a single
+            long MLX step still runs: leave at once (MLX cannot be stopped mid-step)."""
+            if asked:
+                from engine.session import leave_now
+
+                err.print("interrupted", markup=False)
+                leave_now(130)
+            asked.append(time.monotonic())
             job.cancel()
 
         signal.signal(signal.SIGINT, interrupt)
@@ -159,7 +169,9 @@ class JobRunner:
                     try:
                         return job.result(timeout=0.1)
                     except TimeoutError:
-                        continue
+                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0:
+                            asked.append(0.0)  # say it once
+                            err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
         finally:
             signal.signal(signal.SIGINT, previous)
 

@@ -22,6 +22,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def _stat(value: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def render(r, info) -> None:
     model_header(info)
     names = [f"{short(p, 28)}" + (f" [{lab}]" if r.labels else "") for p, lab in
@@ -29,15 +33,17 @@ def render(r, info) -> None:
     out.print(esc(f"Prompts ({len(r.prompts)}), last tokens: {r.last_tokens!r}") + "\n")
     for ls in r.layers:
         out.print(cosine_table(f"Layer {ls.layer}: cosine similarity (last position)", names, ls.cosine))
-        if ls.separation is not None:
+        if r.labels:
             sil = f", silhouette {ls.silhouette:.3f}" if ls.silhouette is not None else ""
-            out.print(f"  within-label {ls.within_label:.4f}  between-label {ls.between_label:.4f}  "
-                      f"separation {ls.separation:+.4f}{sil}")
+            out.print(f"  within-label {_stat(ls.within_label)}  between-label {_stat(ls.between_label)}  "
+                      f"separation {_stat(ls.separation, '+.4f')}{sil}")
         for at in ls.attention:
             tops = ", ".join(f"{t!r}@{pos} {w:.2f}" for t, pos, w in zip(at.tokens, at.positions, at.weights))
             out.print(esc(f"  attention [{at.prompt_index}] last -> {tops}"))
         out.print("")
-    if r.labels:
+    if r.label_note:
+        out.print(esc(f"Note: {r.label_note}."))
+    elif r.labels:
         out.print("=== Separation by layer ===")
         for ls in r.layers:
             out.print(f"  Layer {ls.layer:>2}: {ls.separation:+.4f}")

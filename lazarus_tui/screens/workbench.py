@@ -84,13 +84,19 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
         if current is not None and current.name == name:
             return
         self.analysis = BY_NAME[name]
-        self.query_one("#wb-list", OptionList).highlighted = [a.name for a in ANALYSES].index(name)
+        listing = self.query_one("#wb-list", OptionList)
+        index = [a.name for a in ANALYSES].index(name)
+        if listing.highlighted != index:  # only when called from code: the list posts a new highlight
+            listing.highlighted = index
         self.query_one("#wb-about", Static).update(self.analysis.about)
         await self.query_one(RequestForm).build(self.analysis)
 
     @on(OptionList.OptionHighlighted, "#wb-list")
     async def highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        if event.option.id:
+        # Keys typed faster than a form builds queue several highlights; only the list's current one
+        # counts. Choosing a stale one would move the highlight back, post another highlight, and the
+        # two would rebuild the form in turn forever (UI thread at 100%, memory growing).
+        if event.option.id and event.option_index == event.option_list.highlighted:
             await self.choose(event.option.id)
 
     @on(OptionList.OptionSelected, "#wb-list")

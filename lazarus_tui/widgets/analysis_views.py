@@ -96,15 +96,18 @@ def _layer(r: Any) -> list[Widget]:
     names = [_short(p, 22) + (f" [{lab}]" if r.labels else "") for p, lab in
              zip(r.prompts, r.labels or [""] * len(r.prompts))]
     out: list[Widget] = []
-    if r.labels:
+    if r.label_note:
+        out.append(Static(f"note: {r.label_note}", markup=False))
+    elif r.labels:
         xs = [ls.layer for ls in r.layers]
         out.append(LineChart("label separation (within − between cosine) by layer", xs,
                              {"separation": [ls.separation for ls in r.layers]},
                              vlines=[r.best_layer] if r.best_layer is not None else []))
     for ls in r.layers:
-        extra = "" if ls.separation is None else (
-            f" · within {ls.within_label:.3f} · between {ls.between_label:.3f} · separation {ls.separation:+.3f}"
-            + (f" · silhouette {ls.silhouette:.3f}" if ls.silhouette is not None else ""))
+        stats = [f"{name} {value:{fmt}}" for name, value, fmt in
+                 (("within", ls.within_label, ".3f"), ("between", ls.between_label, ".3f"),
+                  ("separation", ls.separation, "+.3f"), ("silhouette", ls.silhouette, ".3f")) if value is not None]
+        extra = "".join(f" · {x}" for x in stats)
         out.append(_title(f"layer {ls.layer}: cosine (last position){extra}"))
         out.append(HeatmapTable(names, ls.cosine, lo=0.0, hi=1.0, classes="heatmap", id=f"cos-{ls.layer}"))
         for at in ls.attention:

@@ -18,3 +18,11 @@ class EngineProgress(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, EngineProgress) and message.group == self.group
+
+
+class EngineDied(Message):
+    """The engine thread died (a bug) and a new one was started; ``reason`` is one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason

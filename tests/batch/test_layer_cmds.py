@@ -40,3 +40,28 @@ def test_format_sensitivity_summary(capsys):
     text = capsys.readouterr().out
     assert "Format sensitivity by layer" in text and "different tokens" in text
     assert "last token with space" not in text  # --summary-only
+
+
+def test_layer_labels_that_cannot_give_a_separation_report_what_they_can(capsys, tmp_path):
+    """The seed's own example (one prompt per label) and all-same labels: the matrices and the label
+    statistics that exist, n/a for the rest, and one note saying why; never a traceback."""
+    seed = tmp_path / "seed.json"
+    rc = dispatch(["layer", "-p", "100 - 37 = |100 - 37 =", "-l", "working,broken", "--layers", "2,4,6,8",
+                   "-o", str(seed)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(seed.read_text())
+    lines = [x.strip() for x in text.splitlines() if x.strip().startswith("within-label")]
+    assert lines == [f"within-label n/a  between-label {ls['cosine'][0][1]:.4f}  separation n/a"
+                     for ls in data["layers"]]
+    assert "one prompt per label" in text and "Separation by layer" not in text
+    assert data["best_layer"] is None
+
+    same = tmp_path / "same.json"
+    rc = dispatch(["layer", "-p", "100 - 37 = |100 - 37 =|2 + 2 =", "-l", "x,x,x", "--layers", "4", "-o", str(same)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    cos = json.loads(same.read_text())["layers"][0]["cosine"]
+    within = (cos[0][1] + cos[0][2] + cos[1][2]) / 3
+    assert f"within-label {within:.4f}  between-label n/a  separation n/a" in text
+    assert "every prompt has the same label" in text

@@ -1,10 +1,15 @@
-"""Pilot test of the Steering screen on the real SmolLM2: extract, live strength with ← →, cancel."""
+"""Pilot test of the Steering screen on the real SmolLM2: extract, live strength with ← → (also pressed
+while the engine is busy), cancel, then a lens on another screen."""
 
 from __future__ import annotations
+
+import asyncio
+import threading
 
 import pytest
 
 from lazarus_tui.app import LazarusApp
+from lazarus_tui.screens.lens import LensScreen
 from lazarus_tui.screens.steering import SeparationChart, SteeringScreen
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
@@ -13,6 +18,13 @@ pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
 async def settle(app, pilot) -> None:
     await pilot.pause(0.05)
     await app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+async def settle_within(app, pilot, seconds: float) -> None:
+    """``settle``, failing instead of hanging when a job never ends."""
+    await pilot.pause(0.05)
+    await asyncio.wait_for(app.workers.wait_for_complete(), seconds)
     await pilot.pause(0.1)
 
 
@@ -47,9 +59,21 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         base = screen.live_result.outputs[0]
         assert base.coefficient == 0.0 and base.added_norm == 0.0 and base.text
 
-        # → → → → → → : strength +0.30, re-generated live, the text changes
-        await pilot.press(*["right"] * 6)
-        await settle(app, pilot)
+        # → six times ~150 ms apart: strength +0.30, re-generated live, the text changes. Each press
+        # replaces a generation still queued behind a busy engine (as with a long prompt or a slow
+        # machine; held busy here so that this happens on any machine): the engine thread used to die
+        # on the replaced job's cancelled future (InvalidStateError) and every later job hung.
+        session = real_engine.session
+        restarts = session.restarts
+        release = threading.Event()
+        busy = session.submit(lambda ctx: release.wait(30), name="busy")
+        for _ in range(6):
+            await pilot.press("right")
+            await pilot.pause(0.15)
+        release.set()
+        assert busy.result(timeout=30)
+        await settle_within(app, pilot, 60)
+        assert session.alive() and session.restarts == restarts
         up = screen.live_result.outputs[0]
         assert screen.strength == pytest.approx(0.3)
         assert up.coefficient == pytest.approx(0.3) and up.layer == 10
@@ -75,3 +99,15 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         assert not screen.jobs
         assert app.engine_status.endswith("cancelled")
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
+
+        # another screen's job still runs: the lens
+        await pilot.press("f1")
+        await settle_within(app, pilot, 60)
+        lens = app.screen
+        assert isinstance(lens, LensScreen)
+        lens.query_one("#prompt").focus()
+        lens.query_one("#prompt").value = "The capital of France is"
+        await pilot.press("enter")
+        await settle_within(app, pilot, 60)
+        assert lens.result is not None and lens.result.predicted_token == " Paris"
+

@@ -151,3 +151,74 @@ def test_workbench_snapshot(snap_compare, fake_engine) -> None:
         screen.query_one("#wb-list").focus()
         await settle(app, pilot)
     assert snap_compare(LazarusApp(fake_engine), terminal_size=(160, 50), run_before=run_before)
+
+
+async def type_fast(app, pilot, *keys: str) -> None:
+    """Send keys the way a terminal does when someone types faster than the UI handles them: all
+    queued at once (``pilot.press`` waits for the app to go idle after each key). Not for keys of
+    priority bindings (F-keys): Textual handles those before non-priority keys queued earlier."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+    await pilot.pause(0.05)
+
+
+async def test_fast_keys_after_runs_leave_one_live_screen(fake_engine, monkeypatch) -> None:
+    """The issue's sequence: `layer` run twice, then `l` ↓ ↓ enter enter ? pagedown×8 esc b 3 5 f5,
+    typed faster than the form rebuilds. Two queued highlights used to bounce the list between two
+    analyses forever, rebuilding the form each time (UI thread at 100%, memory growing)."""
+    import asyncio
+    import time
+
+    from textual.widgets import OptionList
+
+    builds: list[str] = []
+    real_build = RequestForm.build
+
+    async def counting_build(self, analysis):
+        builds.append(analysis.name)
+        await real_build(self, analysis)
+    monkeypatch.setattr(RequestForm, "build", counting_build)
+
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = await open_analysis(app, pilot, "layer")
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert [r.kind for r in fake_engine.requests] == ["layer", "layer"]
+
+        await type_fast(app, pilot, "l", "down", "down", "enter", "enter")  # faster than the form builds
+        await pilot.press("question_mark", *["pagedown"] * 8, "escape", "b", "3", "5", "f5")
+        await asyncio.wait_for(settle(app, pilot), 10)
+        settled_builds = len(builds)
+        t = time.perf_counter()
+        await asyncio.wait_for(pilot.pause(1.0), 5)
+        assert time.perf_counter() - t < 3, "the UI should answer within a second or two"
+        assert len(builds) == settled_builds, f"the form keeps rebuilding: {builds[settled_builds:][:6]}"
+
+        assert app.current_mode == "workbench" and app.screen is screen and app.screen_stack == [app.screen]
+        listing = screen.query_one("#wb-list", OptionList)
+        assert listing.highlighted == 2 and screen.query_one(RequestForm).analysis.name == "probe"
+        assert screen.analysis.name == "probe"
+        await pilot.press("f1")  # still answers keys
+        assert app.current_mode == "lens" and len(app.screen_stack) == 1
+
+
+def test_layer_view_with_one_prompt_per_label_says_what_is_missing() -> None:
+    from textual.widgets import Static
+
+    from engine import analysis_results as ar
+    from lazarus_tui.widgets.analysis_views import views_for
+
+    req = ar.LayerRequest(prompts=["a", "b"], labels=["working", "broken"], layers=[2])
+    r = ar.LayerResult(model_id="m", request=req, prompts=["a", "b"], last_tokens=["a", "b"], labels=["working", "broken"],
+                       layers=[ar.LayerSimilarity(layer=2, cosine=[[1.0, 0.25], [0.25, 1.0]], between_label=0.25)])
+    texts = [str(w.render()) for w in views_for(r) if isinstance(w, Static)]
+    assert any("one prompt per label" in t for t in texts)
+    assert any("layer 2: cosine (last position) · between 0.250" in t for t in texts)
+    assert not any(isinstance(w, LineChart) for w in views_for(r))
