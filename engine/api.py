@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import mlx.core as mx
 
+from engine.attribution_results import AttributeRequest, AttributeResult
 from engine.lens import logsumexp_exact
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.models import LoadedModel, ModelInfo, wrap_model
@@ -71,6 +72,14 @@ class ModelAnalyzer:
             cfg["embedding_scale"] = self.embedding_scale
         req = AnalyzeRequest(prompt=prompt, model=self.model_id, **cfg)
         return await self.session.submit(lambda ctx: analyze(ctx.model(), req, ctx.cancelled), name="analyze")
+
+    async def attribute(self, clean: str, corrupt: str, target: str, **options: Any) -> AttributeResult:
+        """Attribution patching (``engine.attribution.attribute``): ``options`` are the other fields of
+        ``AttributeRequest`` (baseline, metric, sites, layers, top, verify, chat)."""
+        from engine.attribution import attribute
+
+        req = AttributeRequest(clean=clean, corrupt=corrupt, target=target, model=self.model_id, **options)
+        return await self.session.submit(lambda ctx: attribute(ctx.model(), req, ctx.cancelled), name="attribute")
 
 
 class PositionSelection(str, Enum):

@@ -26,7 +26,14 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from engine.attribution_results import SITE_GROUPS, AttributeRequest, AttributeResult, SiteEstimate
+from engine.attribution_results import (
+    SITE_GROUPS,
+    AttentionPattern,
+    AttentionRequest,
+    AttributeRequest,
+    AttributeResult,
+    SiteEstimate,
+)
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.models import LoadedModel
@@ -194,3 +201,19 @@ def attribute(lm: LoadedModel, req: AttributeRequest, cancel: Callable[[], bool]
                            clean_metric=m_clean, corrupt_metric=m_corrupt, n_layers=p.hm.n_layers,
                            n_heads=p.hm.n_heads, sites=rows, n_estimates=total, seconds=seconds,
                            notes=p.notes, **extra)
+
+
+def attention_pattern(lm: LoadedModel, req: AttentionRequest) -> AttentionPattern:
+    """One head's attention probabilities on one prompt, captured by the hooked forward."""
+    hm = HookedModel(lm)
+    layer = hm.check_layer(req.layer)
+    if not hm.has_site(SiteKind.attn_pattern, layer):
+        raise InputError(f"{lm.adapter.model_type} has no attention pattern at layer {layer}")
+    if req.head >= hm.n_heads:
+        raise InputError(f"head {req.head} out of range (0-{hm.n_heads - 1})")
+    ids = lm.tokenizer.prepare(req.prompt, chat=req.chat)
+    out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.attn_pattern,), layers=[layer]),
+                     logits="none")
+    probs = out.captures[f"blocks.{layer}.attn_pattern"][0, req.head].astype(mx.float32)
+    return AttentionPattern(model_id=lm.info.model_id, request=req, tokens=lm.tokenizer.pieces(ids),
+                            weights=np.array(probs, dtype=np.float64).tolist())

@@ -66,3 +66,22 @@ class AttributeResult(Frozen):
     verify_spearman: float | None = None
     seconds: float = 0.0  # forward + backward passes (verification excluded)
     notes: list[str] = Field(default_factory=list)
+
+
+class AttentionRequest(Frozen):
+    """One head's attention pattern on one prompt (the Attribution screen's pattern view)."""
+
+    kind: str = "attention"
+    model: str | None = None
+    prompt: str
+    layer: int
+    head: int = Field(0, ge=0)
+    chat: bool = False
+
+
+class AttentionPattern(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    model_id: str
+    request: AttentionRequest
+    tokens: list[str]
+    weights: list[list[float]]  # [query position][key position], rows sum to 1 (less any attention sink)

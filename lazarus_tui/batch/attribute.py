@@ -9,7 +9,14 @@ from rich.table import Table
 
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers,
+    ArgumentParser,
+    JobRunner,
+    add_model_args,
+    add_output_args,
+    emit,
+    model_header,
+    out,
+    parse_layers,
 )
 
 

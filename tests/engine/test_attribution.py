@@ -4,9 +4,9 @@ against exact first order (a linear metric), and against real patching (SmolLM2)
 from __future__ import annotations
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx import nn
 
 from engine.attribution import Prepared, attribute, estimates, gradients
 from engine.attribution_results import AttributeRequest
@@ -51,7 +51,7 @@ def test_estimates_are_the_directional_derivative(tiny):
             continue
         diff = clean[name] - corrupt[name]
 
-        def central(h: float) -> float:
+        def central(h: float, name: str = name, diff: mx.array = diff) -> float:
             return (_metric_at(p, {name: (h * diff)[None]}) - _metric_at(p, {name: (-h * diff)[None]})) / (2 * h)
 
         fd = (4 * central(eps / 2) - central(eps)) / 3
