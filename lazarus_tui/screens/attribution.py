@@ -18,7 +18,13 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from engine.attribution_results import AttentionRequest, AttributeRequest
 from engine.errors import InputError
 from lazarus_tui.screens.base import WorkbenchScreen
-from lazarus_tui.widgets.attribution_views import RESID_KINDS, HeadsGrid, PatternView, ResidHeatmap, TopSites
+from lazarus_tui.widgets.attribution_views import (
+    RESID_KINDS,
+    HeadsGrid,
+    PatternView,
+    ResidHeatmap,
+    TopSites,
+)
 
 
 class AttributionScreen(WorkbenchScreen):
