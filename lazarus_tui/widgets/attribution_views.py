@@ -19,7 +19,7 @@ RESID_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 def heat(value: float, vmax: float, fmt: str = "{:+.2f}") -> Text:
     """``value`` as text on a background whose strength is |value| / vmax (red +, blue -)."""
     a = 0.0 if vmax <= 0 else min(1.0, abs(value) / vmax)
-    level = int(round(a * 200))
+    level = round(a * 200)
     bg = f"rgb({55 + level},40,40)" if value > 0 else f"rgb(40,40,{55 + level})" if value < 0 else "rgb(40,40,40)"
     return Text(fmt.format(value), style=f"bold white on {bg}" if a > 0.5 else f"white on {bg}", justify="right")
 
