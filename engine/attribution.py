@@ -36,6 +36,7 @@ from engine.attribution_results import (
 )
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.lens import logsumexp_exact
 from engine.models import LoadedModel
 
 GROUP_KINDS: dict[str, tuple[SiteKind, ...]] = {
@@ -56,13 +57,16 @@ def parse_sites(text: str) -> list[str]:
     return list(dict.fromkeys(groups))
 
 
-def metric_fn(req: AttributeRequest, target: int, baseline: int | None) -> Callable[[mx.array], mx.array]:
-    """logits [B, vocab] -> the metric per row (float32), differentiable."""
-    def metric(logits: mx.array) -> mx.array:
+def metric_fn(req: AttributeRequest, target: int, baseline: int | None) -> Callable[..., mx.array]:
+    """``metric(logits [B, vocab], exact=False)`` -> the metric per row (float32). Differentiable; with
+    ``exact`` the normaliser is accumulated in float64 (``engine.lens.logsumexp_exact``: MLX's float32
+    reduction over a vocabulary drifts by ~1e-4), for the values reported."""
+    def metric(logits: mx.array, exact: bool = False) -> mx.array:
         lg = logits.astype(mx.float32)
         if req.metric == "logit-diff":
             return lg[:, target] - lg[:, baseline]
-        lp = lg[:, target] - mx.logsumexp(lg, axis=-1)
+        lse = logsumexp_exact(lg)[:, 0] if exact else mx.logsumexp(lg, axis=-1)
+        lp = lg[:, target] - lse
         return mx.exp(lp) if req.metric == "prob" else lp
     return metric
 
@@ -124,16 +128,17 @@ def gradients(p: Prepared, cancel: Callable[[], bool] | None = None
     zeros = {n: mx.zeros(clean[n].shape, clean[n].dtype) for n in names}
     batch = Batch.from_lists([p.corrupt])
 
-    def run(deltas: dict[str, mx.array]) -> tuple[mx.array, dict[str, mx.array]]:
+    def run(deltas: dict[str, mx.array]) -> tuple[mx.array, dict[str, mx.array], mx.array]:
         out = hm.forward(batch, capture=p.capture, logits="last", cancel=cancel, deltas=deltas)
         assert out.logits is not None
-        return p.metric(out.logits[:, -1]).sum(), out.captures
+        return p.metric(out.logits[:, -1]).sum(), out.captures, out.logits[:, -1]
 
-    (value, corrupt), grads = mx.value_and_grad(run)(zeros)
-    clean_metric = p.metric(c_out.logits[:, -1]).sum()  # type: ignore[index]
-    mx.eval(value, clean_metric, grads, corrupt, clean)
+    (_, corrupt, logits), grads = mx.value_and_grad(run)(zeros)
+    clean_metric = p.metric(c_out.logits[:, -1], exact=True)[0]  # type: ignore[index]
+    corrupt_metric = p.metric(mx.stop_gradient(logits), exact=True)[0]
+    mx.eval(clean_metric, corrupt_metric, grads, corrupt, clean)
     return ({n: clean[n][0] for n in names}, {n: corrupt[n][0] for n in names}, {n: grads[n][0] for n in names},
-            float(clean_metric.item()), float(value.item()))
+            float(clean_metric.item()), float(corrupt_metric.item()))
 
 
 def estimates(p: Prepared, clean: dict[str, mx.array], corrupt: dict[str, mx.array], grads: dict[str, mx.array]

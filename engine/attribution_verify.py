@@ -79,7 +79,7 @@ def verify(p: Prepared, est: dict[str, np.ndarray], clean: dict[str, mx.array], 
         ivs = [intervention(site, pos, head, neuron, i, clean, corrupt)
                for i, (_, site, pos, head, neuron) in enumerate(part)]
         logits = patched_rows(p.hm, p.corrupt, ivs, len(part), cancel)
-        metrics = np.array(p.metric(logits[:, -1]), dtype=np.float64)
+        metrics = np.array(p.metric(logits[:, -1], exact=True), dtype=np.float64)
         for (e, site, pos, head, neuron), m in zip(part, metrics):
             rows.append(VerifiedSite(site=site, position=pos, head=head, neuron=neuron, estimate=e,
                                      real=float(m) - m_corrupt, patched_metric=float(m)))
