@@ -185,9 +185,10 @@ def site_rows(est: dict[str, np.ndarray], req: AttributeRequest) -> tuple[list[S
     return [SiteEstimate(site=n, position=pos, head=h, neuron=nn, estimate=v) for v, n, pos, h, nn in rows], total
 
 
-def attribute(lm: LoadedModel, req: AttributeRequest, cancel: Callable[[], bool] | None = None) -> AttributeResult:
+def attribute(lm: LoadedModel, req: AttributeRequest, cancel: Callable[[], bool] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> AttributeResult:
     """Attribution patching of ``req`` on ``lm`` (see the module doc); ``req.verify`` > 0 also patches the
-    top sites for real (``engine.attribution_verify``)."""
+    top sites for real (``engine.attribution_verify``), calling ``progress(done, total)`` per batch."""
     t0 = time.perf_counter()
     p = Prepared(lm, req)
     clean, corrupt, grads, m_clean, m_corrupt = gradients(p, cancel)
@@ -199,7 +200,7 @@ def attribute(lm: LoadedModel, req: AttributeRequest, cancel: Callable[[], bool]
     if req.verify:
         from engine.attribution_verify import verify
 
-        extra = verify(p, est, clean, corrupt, m_corrupt, req.verify, cancel)
+        extra = verify(p, est, clean, corrupt, m_corrupt, req.verify, cancel, progress)
     return AttributeResult(model_id=lm.info.model_id, request=req, clean_tokens=tok.pieces(p.clean),
                            corrupt_tokens=tok.pieces(p.corrupt), target_token=tok.piece(p.target),
                            baseline_token=None if p.baseline is None else tok.piece(p.baseline),

@@ -70,7 +70,8 @@ def correlations(x: list[float], y: list[float]) -> tuple[float | None, float | 
 
 
 def verify(p: Prepared, est: dict[str, np.ndarray], clean: dict[str, mx.array], corrupt: dict[str, mx.array],
-           m_corrupt: float, k: int, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+           m_corrupt: float, k: int, cancel: Callable[[], bool] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The fields of ``AttributeResult`` that verification fills: verified, verify_pearson, verify_spearman."""
     chosen = top_verifiable(est, k)
     rows: list[VerifiedSite] = []
@@ -83,5 +84,7 @@ def verify(p: Prepared, est: dict[str, np.ndarray], clean: dict[str, mx.array], 
         for (e, site, pos, head, neuron), m in zip(part, metrics):
             rows.append(VerifiedSite(site=site, position=pos, head=head, neuron=neuron, estimate=e,
                                      real=float(m) - m_corrupt, patched_metric=float(m)))
+        if progress is not None:
+            progress(len(rows), len(chosen))
     pearson, spearman = correlations([r.estimate for r in rows], [r.real for r in rows])
     return {"verified": rows, "verify_pearson": pearson, "verify_spearman": spearman}

@@ -172,7 +172,7 @@ class EngineClient:
                 return patch(model(req.model), req, stop)
             if kind == "attribute":
                 from engine.attribution import attribute
-                return attribute(model(req.model), req, stop)
+                return attribute(model(req.model), req, stop, ctx.counter("verify", "real patching"))
             if kind == "attention":
                 from engine.attribution import attention_pattern
                 return attention_pattern(model(req.model), req)

@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
 
     def job(ctx: Any) -> Any:
         lm = ctx.model()
-        return lm.info, attribute(lm, req, ctx.cancelled)
+        return lm.info, attribute(lm, req, ctx.cancelled, ctx.counter("verify", "real patching"))
 
     info, result = runner.run(job, "attribute")
     emit(result, args, lambda r: render(r, info))

@@ -25,6 +25,7 @@ from lazarus_tui.widgets.attribution_views import (
     ResidHeatmap,
     TopSites,
 )
+from lazarus_tui.widgets.messages import EngineProgress
 
 
 class AttributionScreen(WorkbenchScreen):
@@ -157,11 +158,17 @@ prompt's last position) changes when that site's activation is taken from the cl
     async def run_attribution(self, req: AttributeRequest) -> None:
         self.request = req
         label = f"attribute{' + verify top ' + str(req.verify) if req.verify else ''}"
-        result = await self.run_job("attribute", self.app.engine.analysis(req), label)  # type: ignore[attr-defined]
+        job = self.app.engine.analysis(req, on_progress=self.progress_sink("attribute"))  # type: ignore[attr-defined]
+        result = await self.run_job("attribute", job, label)
         if result is None:
             return
         self.result = result
         self.show_result()
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        ev = message.event
+        if message.group == "attribute" and ev.total:
+            self.app.engine_status = f"attribute: real patching {ev.done}/{ev.total}"  # type: ignore[attr-defined]
 
     # -- showing -----------------------------------------------------------------------------
     def show_result(self) -> None:

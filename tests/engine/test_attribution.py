@@ -18,7 +18,7 @@ from tests.families.factory import build_tiny, tiny_tokenizer
 CLEAN, CORRUPT = "The capital of France is", "The capital of Italy is"
 T_CLEAN, T_CORRUPT = "The capital of Japan is", "The capital of Italy is"  # 8 tokens each in the tiny vocabulary
 ALL = ["resid_pre", "resid_post", "attn_out", "mlp_out", "heads", "neurons"]
-FAMILIES = ("llama", "gemma3_text", "gpt2", "qwen3_moe")  # llama-like, gemma-like, gpt2-like, a MoE
+FAMILIES = ("llama", "gemma3_text", "gpt2", "qwen3_moe", "granite")  # llama-, gemma-, gpt2-like, a MoE, residual scale
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
