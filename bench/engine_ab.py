@@ -5,7 +5,8 @@
 The ref's tree is exported (``git archive``) to a temporary directory; one worker process
 (bench/worker.py, the lazarus side of bench/run_all.py) imports the engine from there, the other
 from this checkout. The parent alternates them round-robin and prints, per workload, both medians
-and the median of the per-round ratios (this / ref): machine load falls on both alike, and which side runs first alternates. Each
+and the median of the per-round ratios (this / ref), in wall time and in process CPU time (steadier on a
+busy machine): machine load falls on both alike, and which side runs first alternates. Each
 workload first checks that both compute the same tokens.
 
 Workloads: the lens over all layers (short and 256-token prompts: W1), a plain hooked forward
@@ -90,11 +91,13 @@ def main() -> int:
             setups = {k: s.call("steer_setup")["result"] for k, s in sides.items()}
         print(f"# engine A/B: this checkout / {args.ref}, {args.model}, {args.repeats} rounds; load "
               f"{os.getloadavg()[0]:.2f}")
-        print(f"{'workload':<15} {'ref ms':>9} {'this ms':>9} {'ratio':>6}  [range]")
+        print(f"{'workload':<15} {'ref ms':>9} {'this ms':>9} {'ratio':>6}  [range]      "
+              f"{'ref cpu':>9} {'this cpu':>9} {'ratio':>6}  [range]   (wall, then process CPU time)")
         for name, (method, kw) in jobs.items():
             if method not in only:
                 continue
             runs: dict[str, list[float]] = {"ref": [], "this": []}
+            cpu: dict[str, list[float]] = {"ref": [], "this": []}
             results = {}
             for r in range(args.repeats + 1):
                 order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]  # no order bias
@@ -105,10 +108,15 @@ def main() -> int:
                         results[key] = rep["result"]
                     else:
                         runs[key].append(rep["seconds"])
+                        cpu[key].append(rep["cpu_seconds"])
             same = results["ref"] == results["this"]
             ratios = sorted(b / a for a, b in zip(runs["ref"], runs["this"]))
+            cratios = sorted(b / a for a, b in zip(cpu["ref"], cpu["this"]))
             print(f"{name:<15} {statistics.median(runs['ref']) * 1e3:9.1f} {statistics.median(runs['this']) * 1e3:9.1f} "
-                  f"{statistics.median(ratios):6.2f}  [{ratios[0]:.2f}-{ratios[-1]:.2f}]" + ("" if same else "  RESULTS DIFFER"))
+                  f"{statistics.median(ratios):6.2f}  [{ratios[0]:.2f}-{ratios[-1]:.2f}]  "
+                  f"{statistics.median(cpu['ref']) * 1e3:9.1f} {statistics.median(cpu['this']) * 1e3:9.1f} "
+                  f"{statistics.median(cratios):6.2f}  [{cratios[0]:.2f}-{cratios[-1]:.2f}]"
+                  + ("" if same else "  RESULTS DIFFER"))
         for s in sides.values():
             s.close()
     return 0

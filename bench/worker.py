@@ -57,10 +57,11 @@ def main(conn, side: str, model: str, threads: int) -> None:
         err = None
         res = None
         t = time.perf_counter()
+        c = time.process_time()
         try:
             res = getattr(obj, method)(**kwargs)
         except Exception:  # noqa: BLE001  (reported to the parent, which prints it)
             err = traceback.format_exc()
         dt = time.perf_counter() - t
-        conn.send({"seconds": dt, "result": res, "error": err, "hwm_mb": _status("VmHWM"),
+        conn.send({"seconds": dt, "cpu_seconds": time.process_time() - c, "result": res, "error": err, "hwm_mb": _status("VmHWM"),
                    "rss_mb": _status("VmRSS")})
