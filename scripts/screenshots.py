@@ -98,6 +98,21 @@ async def circuit(app: LazarusApp, pilot) -> None:
     save(app, "circuit")
 
 
+async def attribution(app: LazarusApp, pilot) -> None:
+    """The Attribution screen: France -> Italy with heads, the top 10 verified, L23 H4's pattern."""
+    screen = app.screen
+    screen.query_one("#k").value = "10"
+    screen.query_one("#top").focus()  # away from the text fields, where `v` would be typed
+    await pilot.press("v")
+    await settle(app, pilot)
+    grid = screen.query_one("#heads")
+    grid.focus()
+    grid.move_cursor(row=23, column=5)
+    await pilot.press("enter")
+    await settle(app, pilot)
+    save(app, "attribution")
+
+
 async def steering(app: LazarusApp, pilot) -> None:
     """The Steering screen: a sentiment direction from the test pairs, steered at +0.3 on a neutral prompt."""
     from pathlib import Path
@@ -172,6 +187,9 @@ async def main(model: str | None) -> None:
             await pilot.press("f6")
             await settle(app, pilot)
             await circuit(app, pilot)
+            await pilot.press("f7")
+            await settle(app, pilot)
+            await attribution(app, pilot)
     finally:
         client.close()
 

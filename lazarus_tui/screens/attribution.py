@@ -84,13 +84,13 @@ prompt's last position) changes when that site's activation is taken from the cl
             yield Input("The capital of Italy is", id="corrupt", classes="prompt-half")
         with Horizontal(classes="controls"):
             yield Label("target")
-            yield Input(" Paris", id="target", classes="small")
+            yield Input(" Paris", id="target", classes="medium")
             yield Label("baseline")
-            yield Input("", id="baseline", classes="small")
+            yield Input("", id="baseline", classes="medium")
             yield Select([(m, m) for m in ("logprob", "logit-diff", "prob")], value="logprob", allow_blank=False,
                          id="metric")
             yield Label("sites")
-            yield Input("resid_post,attn_out,mlp_out,heads", id="sites", classes="medium")
+            yield Input("resid_post,attn_out,mlp_out,heads", id="sites")
             yield Label("K")
             yield Input("10", type="integer", id="k", classes="small")
         with Horizontal(classes="main"):
