@@ -102,3 +102,26 @@ def test_smollm_resid_post_tracks_real_patching(smollm):
     assert len(r.verified) == 30 * len(r.clean_tokens) == 150
     assert r.verify_spearman >= 0.8
     assert r.verify_pearson >= 0.9
+
+
+def test_deltas_are_additions_at_the_site(tiny):
+    """The hooked forward's ``deltas``: zeros everywhere (attention then computed in the open) give the
+    model's own logits; a delta at a site equals the "add" intervention of the same vector there."""
+    from engine.hooks import CaptureSpec, HookedModel, Intervention, Site, SiteKind
+
+    hm = HookedModel(tiny)
+    ids = tiny.tokenizer.prepare(T_CORRUPT, chat=False)
+    batch = Batch.from_lists([ids])
+    plain = hm.forward(batch, logits="all").logits
+    cap = hm.forward(batch, capture=CaptureSpec(
+        kinds=[k for k in (SiteKind.resid_post, SiteKind.attn_heads, SiteKind.attn_pattern, SiteKind.mlp_hidden)
+               if hm.has_site(k, 1)], layers=[1]), logits="none").captures
+    zeros = {n: mx.zeros_like(v) for n, v in cap.items()}
+    same = hm.forward(batch, logits="all", deltas=zeros).logits
+    assert float(mx.abs(same - plain).max()) <= 1e-4 * max(1.0, float(mx.abs(plain).max()))
+    vec = mx.random.normal((tiny.info.hidden_size,), key=mx.random.key(7))
+    by_delta = hm.forward(batch, logits="all", deltas={"blocks.1.resid_post": vec[None, None]}).logits
+    by_iv = hm.forward(batch, logits="all", interventions=[
+        Intervention(site=Site(layer=1, kind=SiteKind.resid_post), op="add", vector=np.array(vec))]).logits
+    assert float(mx.abs(by_delta - plain).max()) > 1e-2  # the edit matters
+    assert float(mx.abs(by_delta - by_iv).max()) <= 1e-5 * max(1.0, float(mx.abs(plain).max()))
