@@ -100,3 +100,33 @@ async def test_screen_verify_pattern_and_twin(real_engine) -> None:
         scale = max(abs(v) for v in mine.values())
         assert max(abs(theirs[k] - mine[k]) for k in mine) <= 1e-4 * scale
         assert [v["real"] for v in other["verified"]] == pytest.approx([v.real for v in rv.verified], abs=1e-4)
+
+
+async def test_bad_input_is_one_notification(fake_engine) -> None:
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f7")
+        await pilot.pause(0.1)
+        screen = app.screen
+        assert isinstance(screen, AttributionScreen)
+        cases = (({"#corrupt": ""}, "type a clean and a corrupted prompt"),
+                 ({"#sites": "resid_post,x"}, "bad --sites"),
+                 ({"#metric": "logit-diff"}, "logit-diff needs a baseline"))
+        for values, needle in cases:
+            old = {f: screen.query_one(f).value for f in values}
+            for f, v in values.items():
+                screen.query_one(f).value = v
+            screen.query_one("#clean").focus()
+            await pilot.press("enter")
+            await settle(app, pilot)
+            assert any(needle in n.message for n in app._notifications), needle
+            for f, v in old.items():
+                screen.query_one(f).value = v
+        screen.query_one("#metric").value = "logprob"
+        screen.query_one("#k").value = "0"
+        screen.query_one("#top").focus()
+        await pilot.press("v")  # verification needs K >= 1
+        await settle(app, pilot)
+        assert any("K must be at least 1" in n.message for n in app._notifications)
+        assert screen.result is None and not [r for r in fake_engine.requests if r.kind == "attribute"]
