@@ -29,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-import workloads as W  # noqa: E402
+import workloads as W
 
 
 def _rooted(root: str, conn, model: str) -> None:

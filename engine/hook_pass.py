@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.hooks import HookedModel
 
 
-class Stop(Exception):  # noqa: N818  (control flow: the pass has run its last layer)
+class Stop(Exception):
     def __init__(self, h: mx.array | None) -> None:
         self.h = h
 

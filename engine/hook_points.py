@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 ACTIVE: Any = None  # the hooked pass now running (one engine thread runs MLX), or None
 
@@ -146,7 +146,7 @@ class LayerView:
     """What a family's layer sees as its cache during a hooked pass: the real cache (or none:
     keys pass straight through), at ``offset``, with masks that know the batch's left padding."""
 
-    __slots__ = ("_c", "_offset", "_pad", "_group")
+    __slots__ = ("_c", "_group", "_offset", "_pad")
 
     def __init__(self, cache: Any, offset: int, pad: list[int], group_axis: bool = False) -> None:
         self._c, self._offset, self._pad, self._group = cache, offset, pad, group_axis

@@ -36,8 +36,8 @@ import mlx.core as mx
 from engine import hook_points
 from engine.errors import InputError
 from engine.hook_pass import Pass as _Pass
-from engine.hook_pass import row_by_row
 from engine.hook_pass import Stop as _Stop
+from engine.hook_pass import row_by_row
 from engine.hook_types import (
     Batch,
     CaptureSpec,

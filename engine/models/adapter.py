@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from engine.errors import UnsupportedArchitecture
 from engine.models.families import (

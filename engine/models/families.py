@@ -75,7 +75,7 @@ class Family:
     refused: str | None = None  # one line: why lazarus refuses this family
 
 
-_GEMMA_POST = dict(attn_out_at="post_attention_layernorm", mlp_out_at="post_feedforward_layernorm")
+_GEMMA_POST = {"attn_out_at": "post_attention_layernorm", "mlp_out_at": "post_feedforward_layernorm"}
 _MOE = "moe_router = each token's expert weights (the routing's own, read off the MoE block)"
 _MULT = "attn_out/mlp_out = what the block adds (module output times the residual multiplier)"
 _PER_EXPERT = "mlp_hidden at expert layers (per expert; not exposed)"

@@ -9,16 +9,16 @@ import importlib
 from dataclasses import replace
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx import nn
 
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import wrap_model
 
-BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=16, rms_norm_eps=1e-6, vocab_size=50, tie_word_embeddings=False, rope_theta=10000.0)
+BASE = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "rms_norm_eps": 1e-6, "vocab_size": 50, "tie_word_embeddings": False, "rope_theta": 10000.0}
 IDS = [3, 17, 5, 42, 8, 11, 29]
 
 
@@ -95,9 +95,9 @@ def test_a_named_module_the_forward_never_calls_is_an_error():
         hm.forward(Batch.from_lists([IDS]), capture=CaptureSpec(kinds=(SiteKind.attn_out,)))
 
 
-MAMBA2 = dict(num_heads=8, head_dim=16, state_size=16, layer_norm_epsilon=1e-5, conv_kernel=4, n_groups=1,
-              use_bias=False, use_conv_bias=True, time_step_limit=(0.0, float("inf")), time_step_rank="auto",
-              tie_word_embeddings=True, expand=2)
+MAMBA2 = {"num_heads": 8, "head_dim": 16, "state_size": 16, "layer_norm_epsilon": 1e-5, "conv_kernel": 4, "n_groups": 1,
+              "use_bias": False, "use_conv_bias": True, "time_step_limit": (0.0, float("inf")), "time_step_rank": "auto",
+              "tie_word_embeddings": True, "expand": 2}
 
 
 def test_whole_layer_ablation_on_a_state_space_model():
