@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, field_validator
 
-from engine.results import SCHEMA_VERSION, Frozen, TokenPrediction
+from engine.results import SCHEMA_VERSION, Frozen, TokenPrediction, check_lens_spec
 
 
 # -- layer / format-sensitivity ----------------------------------------------------------------
@@ -314,6 +314,13 @@ class CompareRequest(Frozen):
     top_k: int = Field(5, ge=1, le=1000)
     track: list[str] = []
     chat: bool = False
+    lens1: str = "logit"  # model 1's lens (AnalysisConfig.lens)
+    lens2: str = "logit"  # model 2's (a tuned lens is bound to one model)
+
+    @field_validator("lens1", "lens2")
+    @classmethod
+    def _lens(cls, v: str) -> str:
+        return check_lens_spec(v)
 
 
 class CompareRow(Frozen):

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 import mlx.core as mx
 
 from engine.attribution_results import AttributeRequest, AttributeResult
-from engine.lens import logsumexp_exact
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
+from engine.lens import lens_distributions
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
 from engine.session import EngineSession
@@ -148,11 +148,15 @@ class ModelHooks:
 
 
 class LogitLens:
-    """The lens over what ``ModelHooks`` captured (hidden states)."""
+    """The lens over what ``ModelHooks`` captured (hidden states); ``lens`` as ``AnalysisConfig.lens``
+    (``"tuned:FILE"`` reads every layer through a tuned lens)."""
 
-    def __init__(self, hooks: ModelHooks, tokenizer: Any = None) -> None:
+    def __init__(self, hooks: ModelHooks, tokenizer: Any = None, lens: str = "logit") -> None:
+        from engine.tuned_lens import resolve_lens
+
         self.hooks = hooks
         self.tokenizer = tokenizer if tokenizer is not None else hooks.lm.tokenizer
+        self.lens = resolve_lens(hooks.lm, lens)
 
     def _piece(self, token_id: int) -> str:
         tok = self.tokenizer
@@ -166,8 +170,8 @@ class LogitLens:
             raise RuntimeError("no hidden states captured: configure capture_hidden_states and run forward")
         layers = sorted(hs)
         resid = mx.stack([hs[layer][batch_index, position] for layer in layers])  # [L, hidden]
-        logits = self.hooks.lm.adapter.lens_logits(self.hooks.lm.model, resid[None])[0].astype(mx.float32)
-        probs = mx.exp(logits - logsumexp_exact(logits))
+        logits, logp = lens_distributions(self.hooks.hooked, resid, layers, self.lens)
+        probs = mx.exp(logp)
         top = mx.argsort(-logits, axis=-1)[:, :top_k]
         top_p = mx.take_along_axis(probs, top, axis=-1)
         return [(layer, [(self._piece(t), p) for t, p in zip(ti, pi)])

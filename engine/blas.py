@@ -72,6 +72,11 @@ def preload() -> BlasState:
     # the unembedding matmul); 2**4 cycles makes them sleep at once. Measured neutral for the
     # forward pass and decoding here (docs/PERFORMANCE.md). Set OPENBLAS_THREAD_TIMEOUT to override.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    # Several ranks of one distributed job on this host share its cores (engine/distributed.py).
+    from engine.distributed import blas_threads
+
+    if (threads := blas_threads()) is not None:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     try:
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:

@@ -3,7 +3,8 @@
 Each model runs once (all layers captured at the last position, all unembedded in one
 matmul). Rows align layers by index when the models have the same depth, else by relative
 depth: model 1's layer l is paired with model 2's layer round((l+1)/n1 * n2) - 1. KL between
-the two lens distributions is given only when the tokenizers match (same vocabulary).
+the two lens distributions is given only when the tokenizers match (same vocabulary). Each
+model is read through its own lens (``lens1``/``lens2``: logit, or a tuned lens bound to it).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel
 from engine.results import TokenPrediction
+from engine.tuned_lens import resolve_lens
 
 
-def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool] | None):
+def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool] | None, lens_spec: str = "logit"):
+    lens = resolve_lens(lm, lens_spec)
     hm = HookedModel(lm)
     layers = list(range(hm.n_layers))
     out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers,
                                                                  positions="last"), logits="none", cancel=cancel)
     resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in layers], axis=0)
-    logits, logp = lens_distributions(hm, resid)
+    logits, logp = lens_distributions(hm, resid, layers, lens)
     mx.eval(logits, logp)
     return logits, logp
 
@@ -43,8 +46,8 @@ def compare(m1: LoadedModel, m2: LoadedModel, req: CompareRequest,
         raise InputError("empty prompt")
     ids1 = m1.tokenizer.prepare(req.prompt, chat=req.chat)
     ids2 = m2.tokenizer.prepare(req.prompt, chat=req.chat)
-    lg1, lp1 = _lens_all_layers(m1, ids1, cancel)
-    lg2, lp2 = _lens_all_layers(m2, ids2, cancel)
+    lg1, lp1 = _lens_all_layers(m1, ids1, cancel, req.lens1)
+    lg2, lp2 = _lens_all_layers(m2, ids2, cancel, req.lens2)
     n1, n2 = lg1.shape[0], lg2.shape[0]
     same_tok = same_tokenizer(m1, m2) and lg1.shape[-1] == lg2.shape[-1]
     if n1 == n2:

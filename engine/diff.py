@@ -18,6 +18,7 @@ from engine.analysis_results import (
     WeightDiffRequest,
     WeightDiffResult,
 )
+from engine.distributed import World
 from engine.errors import InputError
 from engine.models import LoadedModel
 from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
@@ -128,8 +129,11 @@ def weight_diff(base: LoadedModel, ft: LoadedModel, req: WeightDiffRequest,
 
 
 def activation_diff(base: LoadedModel, ft: LoadedModel, req: ActivationDiffRequest,
-                    cancel: Callable[[], bool] | None = None, progress: Progress | None = None) -> ActivationDiffResult:
-    """Per prompt and layer: cosine (and relative L2) between the two models' last-position outputs."""
+                    cancel: Callable[[], bool] | None = None, progress: Progress | None = None,
+                    world: World | None = None) -> ActivationDiffResult | None:
+    """Per prompt and layer: cosine (and relative L2) between the two models' last-position outputs.
+    ``world``: each model's forward batches are shared among the ranks; rank 0 returns the result, the
+    other ranks None."""
     check_same_tokenizer(base, ft, "activation-diff")
     check_same_architecture(base, ft, "activation-diff")
     layers = resolve_layers(req.layers, base.num_layers, 1) if req.layers else list(range(base.num_layers))
@@ -137,11 +141,14 @@ def activation_diff(base: LoadedModel, ft: LoadedModel, req: ActivationDiffReque
     rows_b = encode_prompts(ft, req.prompts, req.chat)
     if rows != rows_b:
         raise InputError("activation-diff: the two models tokenize the prompts differently")
-    def model_pass(lm: LoadedModel, k: int) -> np.ndarray:  # progress counts both models' passes
+    def model_pass(lm: LoadedModel, k: int) -> np.ndarray | None:  # progress counts both models' passes
         step = None if progress is None else (lambda done, n: progress(done + k * n, 2 * n))
-        return last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=step).astype(np.float64)
+        h = last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=step, world=world)
+        return None if h is None else h.astype(np.float64)
 
     ha, hb = model_pass(base, 0), model_pass(ft, 1)  # [L, N, d]
+    if ha is None or hb is None:
+        return None
     na, nb = np.linalg.norm(ha, axis=-1), np.linalg.norm(hb, axis=-1)
     cos = np.clip((ha * hb).sum(-1) / np.maximum(na * nb, 1e-30), -1.0, 1.0)  # [L, N]
     rel = np.linalg.norm(hb - ha, axis=-1) / np.maximum(na, 1e-30)

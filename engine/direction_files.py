@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.analysis_results import DirectionInfo, DirectionPair, DirectionsRequest, DirectionsResult
 from engine.errors import InputError
-from engine.fileio import save_npz_atomic
+from engine.fileio import output_name, save_npz_atomic
 
 
 @dataclass
@@ -73,11 +73,7 @@ def load_direction(path: str | Path) -> DirectionFile:
 def save_direction(path: str | Path, direction: np.ndarray, *, layer: int, model_id: str, method: str,
                    **extra: Any) -> Path:
     """Write a direction ``.npz`` atomically (temp file + rename). Strings become unicode arrays."""
-    target = Path(path)
-    if target.suffix != ".npz":
-        target = target.with_name(target.name + ".npz")
-    if not target.parent.exists():
-        raise InputError(f"output directory does not exist: {target.parent}")
+    target = output_name(path, ".npz")
     vec = np.asarray(direction, dtype=np.float32).reshape(-1)
     fields: dict[str, Any] = {"direction": vec, "layer": np.int64(layer), "model_id": np.str_(model_id),
                               "method": np.str_(method), "hidden_size": np.int64(vec.size)}

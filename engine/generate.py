@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 
@@ -38,9 +39,15 @@ def generate_ids(
     on_step: Callable[[int, int], None] | None = None,
     kv: KVState | None = None,
     first_logits: mx.array | None = None,
+    sample_rows: tuple[int, int] | None = None,
 ) -> list[RowOutput]:
     """Generate up to ``max_new_tokens`` for each row. With ``kv`` and ``first_logits`` the prompt
-    was already run (prefix reuse): generation starts from those logits [B, vocab]."""
+    was already run (prefix reuse): generation starts from those logits [B, vocab].
+
+    ``sample_rows=(first, total)``: these rows are rows ``first..first+B-1`` of a batch of ``total``
+    rows split across distributed ranks; each step draws the whole batch's random numbers (the Gumbel
+    noise ``mx.random.categorical`` adds, same key) and keeps these rows, so a part samples exactly
+    what the whole batch samples (given the same logits)."""
     if max_new_tokens < 1:
         raise InputError("max tokens must be at least 1")
     pad_id = hm.lm.tokenizer.pad_id or 0
@@ -59,7 +66,13 @@ def generate_ids(
     for step in range(max_new_tokens):
         if temperature > 0:
             key, sub = mx.random.split(key)
-            nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
+            scaled = logits.astype(mx.float32) / temperature
+            if sample_rows is None:
+                nxt = mx.random.categorical(scaled, key=sub)
+            else:  # categorical == argmax(logits + gumbel(shape, key)); the noise of the whole batch
+                first, total = sample_rows
+                noise = mx.random.gumbel((total, scaled.shape[-1]), key=sub)[first:first + B]
+                nxt = mx.argmax(scaled + noise, axis=-1)
         else:
             nxt = mx.argmax(logits, axis=-1)
         collect_step(outs, done, nxt.tolist(), stops)
@@ -120,7 +133,9 @@ def arithmetic_check(prompt: str, pieces: Sequence[str]) -> dict | None:
 
 
 def run_generate(lm: LoadedModel, req: GenerateRequest, cancel: Callable[[], bool] | None = None,
-                 on_step: Callable[[int, int], None] | None = None) -> GenerateResult:
+                 on_step: Callable[[int, int], None] | None = None, pipeline: Any = None) -> GenerateResult | None:
+    """Generate for every prompt (and format variant). ``pipeline``: a ``World`` whose ranks each hold
+    one stage of ``lm``'s layers (engine/pipeline.py); rank 0 gets the result, the others ``None``."""
     if not req.prompts or any(p == "" for p in req.prompts):
         raise InputError("empty prompt")
     tok = lm.tokenizer
@@ -134,8 +149,16 @@ def run_generate(lm: LoadedModel, req: GenerateRequest, cancel: Callable[[], boo
     formatted = [tok.apply_chat_template(p) if use_chat else p for p, _ in variants]
     rows = [tok.encode(f) for f in formatted]
     hm = HookedModel(lm)
-    outs = generate_ids(hm, rows, req.max_tokens, temperature=req.temperature, seed=req.seed,
-                        stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
+    if pipeline is not None:
+        from engine.pipeline import pipelined_generate
+
+        outs = pipelined_generate(hm, rows, req.max_tokens, pipeline, temperature=req.temperature, seed=req.seed,
+                                  stop_ids=tok.eos_ids, cancel=cancel)
+        if outs is None:
+            return None
+    else:
+        outs = generate_ids(hm, rows, req.max_tokens, temperature=req.temperature, seed=req.seed,
+                            stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step)
     gens = []
     for (p, variant), f, o in zip(variants, formatted, outs):
         ids = [i for i in o.ids if not (o.stopped == "eos" and i == o.ids[-1] and i in tok.eos_ids)]

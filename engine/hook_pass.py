@@ -107,8 +107,11 @@ class Pass:
         self.route = None
         tup = isinstance(out, tuple)
         h = out[0] if tup else out
-        if self.by_layer.get((layer, SiteKind.block_out)) or self.wants(SiteKind.block_out, layer):
-            h = x + self.edit(SiteKind.block_out, layer, h - x)
+        edited = bool(self.by_layer.get((layer, SiteKind.block_out))) or f"blocks.{layer}.block_out" in self.deltas
+        if edited or self.wants(SiteKind.block_out, layer):
+            added = self.edit(SiteKind.block_out, layer, h - x)
+            if edited:  # only an edit goes back: x + (h - x) != h in floats
+                h = x + added
         h = self.edit(SiteKind.resid_post, layer, h)
         if self.on_layer is not None:
             mx.eval(h, *self.captures.values())

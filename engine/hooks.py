@@ -49,6 +49,7 @@ from engine.hook_types import (
     Site,
     SiteKind,
 )
+from engine.limits import check_prompt
 from engine.models import LoadedModel
 from engine.models.adapter import get_path
 
@@ -158,7 +159,7 @@ class HookedModel:
         ``cancel`` is checked between layers. With ``on_layer(layer, n_layers)`` each layer is
         evaluated as it finishes (live progress; cancellation then takes effect mid-pass).
         ``embedding_scale`` replaces the family's own embedding scale for this pass.
-        ``deltas`` maps site names (``blocks.L.kind``; kinds resid_pre, resid_post, attn_out, mlp_out,
+        ``deltas`` maps site names (``blocks.L.kind``; kinds resid_pre, resid_post, block_out, attn_out, mlp_out,
         mlp_hidden, attn_heads [B, S, heads, head_dim], attn_pattern) to arrays added there: zeros
         leave the pass unchanged, and ``mx.grad`` with respect to them is the gradient at each site.
         """
@@ -183,6 +184,8 @@ class HookedModel:
             if not self._avail[kind]:
                 raise self._missing(kind)
         offset = kv.offset if kv is not None else 0
+        if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
+            check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
         factor = None
         if h is None and start_layer == 0:
             factor = self._factors.get(embedding_scale)

@@ -1,8 +1,8 @@
 """The logit lens: what each layer's residual stream would predict.
 
-For each selected layer: the layer output at one prompt position, through the
-model's own final norm, unembedding (tied when the model ties) and soft-cap,
-then softmax. All layers are unembedded in one matmul, at one position only, and
+For each selected layer: the layer output at one prompt position (through a tuned lens's
+translator when ``req.lens`` names one: ``lens_input``), through the model's own final norm,
+unembedding (tied when the model ties) and soft-cap, then softmax. All layers are unembedded in one matmul, at one position only, and
 read back once; entropy, KL/JS between consecutive layers, top-k and
 full-vocabulary ranks are computed from those logits (``engine.lens_stats``).
 """
@@ -32,6 +32,7 @@ from engine.results import (
     TokenEvolutionResult,
     TokenPrediction,
 )
+from engine.tuned_lens import TunedLens, resolve_lens
 
 CONFIDENT_BELOW = 0.3  # normalised entropy under which a layer counts as confident
 
@@ -51,11 +52,24 @@ def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
     return resolve_layer_list(custom, n_layers)
 
 
-def lens_distributions(hm: HookedModel, resid: mx.array) -> tuple[mx.array, mx.array]:
-    """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden].
+def lens_input(resid: mx.array, layers: Sequence[int] | None, lens: TunedLens | None) -> mx.array:
+    """The residual a lens reads: ``resid`` itself (logit lens), or through the tuned lens's translator
+    for each row's layer. The one place a tuned lens enters; every lens reader comes through here."""
+    if lens is None:
+        return resid
+    if layers is None:
+        raise ValueError("a tuned lens needs each residual row's layer")
+    return lens.translate(resid, list(layers))
+
+
+def lens_distributions(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
+                       lens: TunedLens | None = None) -> tuple[mx.array, mx.array]:
+    """(logits, log-probs) in float32 for residual vectors ``resid`` [N, hidden] (row i read as
+    layer ``layers[i]``'s, through ``lens`` when given).
 
     The normaliser is summed in float64: MLX's float32 reduction over a whole vocabulary drifts
     by ~1e-4 relative (SmolLM2's p(' Paris') reads 0.77264 instead of 0.77253)."""
+    resid = lens_input(resid, layers, lens)
     logits = hm.adapter.lens_logits(hm.model, resid[None])[0].astype(mx.float32)  # [N, vocab]
     return logits, logits - logsumexp_exact(logits)
 
@@ -65,13 +79,16 @@ def logsumexp_exact(logits: mx.array) -> mx.array:
     return mx.logsumexp(logits.astype(mx.float64), axis=-1, keepdims=True, stream=mx.cpu).astype(mx.float32)
 
 
-def fast_lens_logits(hm: HookedModel, resid: mx.array) -> mx.array:
-    """Lens logits [N, vocab] in float32 for residuals [N, hidden].
+def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
+                     lens: TunedLens | None = None) -> mx.array:
+    """Lens logits [N, vocab] in float32 for residuals [N, hidden] (rows' layers and lens as in
+    ``lens_distributions``).
 
     Same maths as ``lens_distributions`` (final norm, unembedding, soft-cap), but the
     unembedding matrix is kept transposed and contiguous (a cached copy): on the CPU
     backend ``x @ W.T`` on the stored [vocab, hidden] matrix is ~1.6x slower.
     """
+    resid = lens_input(resid, layers, lens)
     lm = hm.lm
     wt = lm.extras.get("unembed_t")
     if wt is None:
@@ -140,11 +157,21 @@ def _layer_rows(tok: Any, st: LensStats, layers: Sequence[int], row: dict[int, i
 
 def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req: AnalyzeRequest,
                  cancel: Callable[[], bool] | None, on_layer: Callable[[int, int], None] | None,
-                 on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int]) -> np.ndarray:
+                 on_rows: Callable[[list[LayerPredictionResult]], None] | None, layers: list[int],
+                 pipeline: Any = None, lens: TunedLens | None = None) -> np.ndarray | None:
     """Lens logits [len(read), vocab] at ``pos``. With ``on_rows`` the stack runs in a few segments and each
     segment's requested layers are reported as finished rows (live display), at the price of one small
     unembedding matmul per segment instead of one for all layers."""
     batch = Batch.from_lists([ids])
+    if pipeline is not None:  # the layers are split across ranks: one pipelined pass, the lens on rank 0
+        from engine.pipeline import compute_dtype, pipelined_forward
+
+        out = pipelined_forward(hm, batch, pipeline, logits="none", embedding_scale=req.embedding_scale,
+                                capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=read, positions=[pos]))
+        if out is None:
+            return None
+        resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)
+        return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm)), read, lens))
     n = hm.n_layers
     segments = [(0, n)] if on_rows is None else [(a, min(n, a + max(1, -(-n // 5)))) for a in range(0, n, max(1, -(-n // 5)))]
     h = None
@@ -158,7 +185,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         if not seg_read:
             continue
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in seg_read], axis=0)
-        part = np.asarray(fast_lens_logits(hm, resid))  # [len(seg_read), vocab], a view of MLX's buffer
+        part = np.asarray(fast_lens_logits(hm, resid, seg_read, lens))  # [len(seg_read), vocab], a view of MLX's buffer
         parts.append(part)
         shown = [layer for layer in seg_read if layer in layers]
         if on_rows is not None and shown:
@@ -170,11 +197,14 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
 
 def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | None = None,
             on_layer: Callable[[int, int], None] | None = None,
-            on_rows: Callable[[list[LayerPredictionResult]], None] | None = None) -> AnalysisResult:
+            on_rows: Callable[[list[LayerPredictionResult]], None] | None = None,
+            pipeline: Any = None) -> AnalysisResult | None:
     """The logit lens for ``req`` on ``lm``.
 
     ``on_layer(layer, n)`` reports progress per block; ``on_rows(rows)`` receives finished layer rows
-    while the pass runs (the TUI's live table). ``cancel`` is checked between blocks.
+    while the pass runs (the TUI's live table). ``cancel`` is checked between blocks. ``pipeline``: a
+    ``World`` whose ranks each hold one stage of ``lm`` (engine/pipeline.py); rank 0 gets the result,
+    the others ``None``.
     """
     if not req.prompt:
         raise InputError("empty prompt")
@@ -188,10 +218,15 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
         raise InputError(f"position {pos} out of range for a prompt of {len(ids)} tokens")
     pos %= len(ids)
     tracked = [(t, *tok.lookup(t)) for t in req.track_tokens]  # (text, id, all ids)
+    if pipeline is not None and req.lens != "logit":  # each rank holds one stage: no whole model to bind to
+        raise InputError("a tuned lens cannot be read through a pipelined model yet (use one process)")
+    lens = resolve_lens(lm, req.lens)
 
     read = sorted(set(layers) | {n - 1})
     row = {layer: i for i, layer in enumerate(read)}
-    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers)  # [L, vocab]
+    logits = _lens_logits(hm, ids, read, pos, req, cancel, on_layer, on_rows, layers, pipeline, lens)  # [L, vocab]
+    if logits is None:  # a pipeline stage other than rank 0
+        return None
     vocab = logits.shape[-1]
     final_top = int(np.argmax(logits[row[n - 1]]))
     pairs = [(row[a], row[b]) for a, b in itertools.pairwise(layers)] if req.compute_transitions else []
@@ -225,4 +260,5 @@ def analyze(lm: LoadedModel, req: AnalyzeRequest, cancel: Callable[[], bool] | N
         layer_predictions=layer_preds, layer_transitions=transitions, token_evolutions=evolutions,
         decision_layer=decision, predicted_token=final[0].token, predicted_probability=final[0].probability,
         final_entropy=st.entropy[row[n - 1]], vocab_size=int(vocab), final_token_ranks=final_ranks,
+        lens=lens.binding if lens is not None else None,
     )

@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.analysis_results import NeuronsRequest, NeuronsResult, NeuronStats
 from engine.direction_files import load_direction
+from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -59,9 +60,11 @@ def _mean_token_norm(lm: LoadedModel, rows: list[list[int]], layer: int) -> floa
 
 
 def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool] | None = None,
-                progress: Progress | None = None) -> NeuronsResult:
+                progress: Progress | None = None, world: World | None = None) -> NeuronsResult | None:
     """Per layer: the chosen neurons' (or dimensions') activations on the prompts, with label
-    separation; optionally again under a steering direction (``progress`` then runs twice)."""
+    separation; optionally again under a steering direction (``progress`` then runs twice).
+    ``world``: the forward batches are shared among the ranks (rank 0 alone measures the steering
+    scale and sends it to the others); rank 0 returns the result, the other ranks None."""
     if not req.prompts:
         raise InputError("no prompts given")
     kind = SiteKind.mlp_hidden if req.mlp else SiteKind.resid_post
@@ -93,8 +96,8 @@ def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool]
             raise InputError(f"direction in {direction.path} has {direction.direction.size} values but the "
                              f"model's hidden size is {width}")
     rows = encode_prompts(lm, req.prompts, req.chat)
-    acts = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, cancel=cancel,
-                       progress=progress).astype(np.float64)  # [L, N, W]
+    acts = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, cancel=cancel, progress=progress,
+                       world=world)  # [L, N, W]; None on ranks other than 0
 
     steered = None
     steer_desc = None
@@ -108,14 +111,22 @@ def run_neurons(lm: LoadedModel, req: NeuronsRequest, cancel: Callable[[], bool]
         if sd.layer is None:
             raise InputError(f"steering file {path} stores no layer")
         slayer = resolve_layers([sd.layer], lm.num_layers)[0]
-        s = _mean_token_norm(lm, rows, slayer)
+        if world is not None and world.active:
+            s = float(world.broadcast(lambda: _mean_token_norm(lm, rows, slayer)))
+        else:
+            s = _mean_token_norm(lm, rows, slayer)
         iv = Intervention(site=Site(layer=slayer, kind=SiteKind.resid_post), op="add",
                           vector=sd.unit * coef * s)
         steered = last_hidden(lm, req.prompts, layers, rows=rows, kind=kind, interventions=[iv],
-                              cancel=cancel, progress=progress).astype(np.float64)
+                              cancel=cancel, progress=progress, world=world)
+        if steered is not None:
+            steered = steered.astype(np.float64)
         steer_desc = (f"added {coef:g} x unit({sd.name}) x {s:.2f} (mean per-token norm) at layer {slayer} "
                       "output, every position; layers before it are unchanged")
 
+    if acts is None:
+        return None
+    acts = acts.astype(np.float64)
     out: list[NeuronStats] = []
     for li, layer in enumerate(layers):
         x = acts[li]  # [N, W]

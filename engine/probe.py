@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.analysis_results import ProbeLayer, ProbeRequest, ProbeResult, ProbeTestPrediction
 from engine.direction_files import save_direction
+from engine.distributed import World
 from engine.errors import InputError
 from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
@@ -51,17 +52,19 @@ def _separation(proj: np.ndarray, y: np.ndarray) -> float:
 
 
 def run_probe(lm: LoadedModel, req: ProbeRequest, cancel: Callable[[], bool] | None = None,
-              on_layer: Callable[[int, int], None] | None = None) -> ProbeResult:
-    """Probe every requested layer; the direction and test scores come from ``req.layer`` or the best."""
+              on_layer: Callable[[int, int], None] | None = None, world: World | None = None) -> ProbeResult | None:
+    """Probe every requested layer; the direction and test scores come from ``req.layer`` or the best.
+    ``world``: the forward batches are shared among the ranks; rank 0 fits the probes and returns the
+    result, the other ranks None."""
     from threadpoolctl import threadpool_limits
 
     # tiny fits: BLAS/OpenMP threads only add contention (10x slower on 2 busy cores)
     with threadpool_limits(1):
-        return _run_probe(lm, req, cancel, on_layer)
+        return _run_probe(lm, req, cancel, on_layer, world)
 
 
 def _run_probe(lm: LoadedModel, req: ProbeRequest, cancel: Callable[[], bool] | None,
-               on_layer: Callable[[int, int], None] | None) -> ProbeResult:
+               on_layer: Callable[[int, int], None] | None, world: World | None) -> ProbeResult | None:
     na, nb = len(req.class_a), len(req.class_b)
     if na < 2 or nb < 2:
         raise InputError(f"each class needs at least 2 prompts (got {na} in class A, {nb} in class B)")
@@ -71,7 +74,10 @@ def _run_probe(lm: LoadedModel, req: ProbeRequest, cancel: Callable[[], bool] | 
         layers = sorted(set(layers) | set(resolve_layer_list([req.layer], n_layers)))
     prompts = list(req.class_a) + list(req.class_b) + list(req.test)
     rows = encode_prompts(lm, prompts, req.chat)
-    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel).astype(np.float64)  # [L, N, d]
+    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel, world=world)
+    if acts is None:
+        return None
+    acts = acts.astype(np.float64)  # [L, N, d]
     n = na + nb
     y = np.array([1] * na + [0] * nb)
     k = min(5, na, nb)

@@ -22,6 +22,7 @@ from engine.analysis_results import (
     LayerResult,
     LayerSimilarity,
 )
+from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
@@ -65,12 +66,16 @@ Progress = Callable[[int, int], None]  # (blocks done, blocks in all) of the pas
 def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *, chat: bool = False,
                 kind: SiteKind = SiteKind.resid_post, cancel: Callable[[], bool] | None = None,
                 interventions: Sequence = (), rows: list[list[int]] | None = None,
-                progress: Progress | None = None) -> np.ndarray:
+                progress: Progress | None = None, world: World | None = None) -> np.ndarray | None:
     """Last-position ``kind`` activations, float32 [len(layers), len(prompts), width].
 
     Left-padded batches of up to ``BATCH`` prompts; each batch captures every layer in one forward.
     ``interventions`` (same for every row) are applied in each pass. ``progress(done, total)`` is
     called as each block of each batch finishes.
+
+    With an active ``world`` (a distributed launcher) the batches are shared among the ranks: each
+    batch is the same rows padded to the same width as in one process, so rank 0 gets bit-identical
+    activations; the other ranks get None.
     """
     hm = HookedModel(lm)
     layers = [hm.check_layer(x) for x in layers]
@@ -78,18 +83,27 @@ def last_hidden(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], 
     stop = max(layers) + 1
     if any(iv.site.layer >= stop for iv in interventions):
         stop = hm.n_layers
-    chunks = []
     starts = range(0, len(rows), BATCH)
-    for bi, start in enumerate(starts):
-        part = rows[start:start + BATCH]
+
+    def batch(bi: int, per_block: bool) -> np.ndarray:  # [len(layers), rows in batch bi, width]
+        part = rows[starts[bi]:starts[bi] + BATCH]
         cap = CaptureSpec(kinds=(kind,), layers=layers, positions="last")
-        on_layer = None if progress is None else (
-            lambda layer, _n, bi=bi: progress(bi * stop + layer + 1, len(starts) * stop))
+        on_layer = None if progress is None or not per_block else (
+            lambda layer, _n: progress(bi * stop + layer + 1, len(starts) * stop))
         out = hm.forward(Batch.from_lists(part, pad_id(lm)), capture=cap, interventions=interventions,
                          logits="none", stop_layer=stop, cancel=cancel, on_layer=on_layer)
         stacked = mx.stack([out.captures[f"blocks.{layer}.{kind.value}"][:, 0, :] for layer in layers])
-        chunks.append(np.array(stacked.astype(mx.float32)))
-    return np.concatenate(chunks, axis=1)
+        return np.array(stacked.astype(mx.float32))
+
+    if world is None or not world.active:
+        return np.concatenate([batch(bi, True) for bi in range(len(starts))], axis=1)
+    parts: dict[int, bytes] = {}
+    world.map_items(len(starts), lambda bi: batch(bi, False).tobytes(), parts.__setitem__, cancel,
+                    None if progress is None else (lambda done, n: progress(done * stop, n * stop)))
+    if not world.root:
+        return None
+    return np.concatenate([np.frombuffer(parts[bi], dtype=np.float32).reshape(
+        len(layers), len(rows[starts[bi]:starts[bi] + BATCH]), -1) for bi in range(len(starts))], axis=1)
 
 
 def cosine_matrix(x: np.ndarray) -> np.ndarray:
@@ -143,15 +157,19 @@ def _attention_tops(lm: LoadedModel, rows: list[list[int]], layers: list[int], k
 
 
 def layer_analysis(lm: LoadedModel, req: LayerRequest, cancel: Callable[[], bool] | None = None,
-                   progress: Progress | None = None) -> LayerResult:
-    """Per layer: the N x N cosine matrix of the prompts' last-position outputs; label statistics."""
+                   progress: Progress | None = None, world: World | None = None) -> LayerResult | None:
+    """Per layer: the N x N cosine matrix of the prompts' last-position outputs; label statistics.
+    ``world``: the forward batches are shared among the ranks; rank 0 computes the rest (and the
+    attention tops) and returns the result, the other ranks None."""
     if len(req.prompts) < 2:
         raise InputError("layer analysis needs at least 2 prompts (separate them with |)")
     if req.labels is not None and len(req.labels) != len(req.prompts):
         raise InputError(f"{len(req.labels)} labels for {len(req.prompts)} prompts: give one label per prompt")
     layers = resolve_layers(req.layers, lm.num_layers)
     rows = encode_prompts(lm, req.prompts, req.chat)
-    acts = last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=progress)  # [L, N, d]
+    acts = last_hidden(lm, req.prompts, layers, rows=rows, cancel=cancel, progress=progress, world=world)  # [L, N, d]
+    if acts is None:
+        return None
     attn = _attention_tops(lm, rows, layers, cancel=cancel) if req.attention else {}
     out = []
     for li, layer in enumerate(layers):
@@ -173,8 +191,9 @@ FORMAT_NOTE = ("The two variants end in different tokens (the with-space prompt'
 
 
 def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest, cancel: Callable[[], bool] | None = None,
-                       progress: Progress | None = None) -> FormatSensitivityResult:
-    """For each base prompt: ``b.rstrip() + " "`` vs ``b.rstrip()``, through the layer analysis."""
+                       progress: Progress | None = None, world: World | None = None) -> FormatSensitivityResult | None:
+    """For each base prompt: ``b.rstrip() + " "`` vs ``b.rstrip()``, through the layer analysis
+    (``world``: as :func:`layer_analysis`)."""
     bases = list(req.prompts)
     if not bases:
         raise InputError("no prompts given")
@@ -186,7 +205,9 @@ def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest, cancel: C
     layers = resolve_layers(req.layers, lm.num_layers)
     prompts = spaced + stripped
     rows = encode_prompts(lm, prompts, req.chat)
-    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel, progress=progress)  # [L, 2N, d]
+    acts = last_hidden(lm, prompts, layers, rows=rows, cancel=cancel, progress=progress, world=world)  # [L, 2N, d]
+    if acts is None:
+        return None
     n = len(bases)
     labels = ["with space"] * n + ["without space"] * n
     pair_cos = np.empty((len(layers), n))

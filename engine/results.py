@@ -36,6 +36,27 @@ class LayerStrategy(str, Enum):
     CUSTOM = "custom"
 
 
+def check_lens_spec(spec: str) -> str:
+    """A lens spec's form: ``logit``, ``tuned`` or ``tuned:FILE`` (ValueError otherwise)."""
+    if spec in ("logit", "tuned") or (spec.startswith("tuned:") and len(spec) > len("tuned:")):
+        return spec
+    raise ValueError(f"bad lens {spec!r}: expected logit, tuned (the model's default file) or tuned:FILE")
+
+
+class LensBinding(Frozen):
+    """What a tuned lens file says about the model it was trained for (engine.tuned_lens)."""
+
+    path: str
+    model_id: str
+    weights_hash: str  # engine.tuned_lens.weights_hash: final norm and unembedding, a sample of the rest
+    hidden_size: int
+    num_layers: int
+    dtype: str
+    corpus: str
+    tokens: int  # training tokens (positions whose KL was minimised)
+    steps: int
+
+
 class AnalysisConfig(Frozen):
     """Options of a logit-lens analysis (the seed's ``AnalysisConfig``)."""
 
@@ -49,6 +70,12 @@ class AnalysisConfig(Frozen):
     embedding_scale: float | None = None
     chat: bool = False
     position: int = -1  # prompt position to read the lens at (-1 = last token)
+    lens: str = "logit"  # logit | tuned (the model's default file) | tuned:FILE (engine.tuned_lens)
+
+    @field_validator("lens")
+    @classmethod
+    def _lens(cls, v: str) -> str:
+        return check_lens_spec(v)
 
     @field_validator("layer_strategy", mode="before")
     @classmethod
@@ -134,6 +161,7 @@ class AnalysisResult(Frozen):
     final_entropy: float
     vocab_size: int
     final_token_ranks: dict[int, int] = {}  # full-vocabulary rank of the final prediction at each captured layer
+    lens: LensBinding | None = None  # the tuned lens read through (None: the logit lens)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

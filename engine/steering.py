@@ -42,7 +42,7 @@ import mlx.core as mx
 import numpy as np
 
 from engine.errors import InputError
-from engine.fileio import save_npz_atomic
+from engine.fileio import output_name, read_text, save_npz_atomic
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
@@ -283,11 +283,7 @@ class SteeringDirection:
     def save(self, path: str | Path) -> Path:
         """Write ``.npz`` (``np.savez``; strings as unicode arrays, so ``allow_pickle=False`` loads it).
         Written to a temp file and renamed."""
-        target = Path(path)
-        if target.suffix != ".npz":
-            target = target.with_name(target.name + ".npz")
-        if not target.parent.exists():
-            raise InputError(f"output directory does not exist: {target.parent}")
+        target = output_name(path, ".npz")
         fields: dict[str, Any] = {
             "direction": self.direction.astype(np.float32),
             "layer": np.int64(-1 if self.layer is None else self.layer),
@@ -376,10 +372,7 @@ def score_criterion(text: str, criterion: str) -> CriterionScore:
                               matches=[f"+{w}" for w in pos] + [f"-{w}" for w in neg])
     if criterion.startswith(("words:", "@")):
         if criterion.startswith("@"):
-            path = Path(criterion[1:])
-            if not path.exists():
-                raise InputError(f"word list file not found: {path}")
-            words = [w.strip() for w in path.read_text().split() if w.strip()]
+            words = [w.strip() for w in read_text(criterion[1:], "word list file").split() if w.strip()]
         else:
             words = [w.strip() for w in criterion[len("words:"):].split(",") if w.strip()]
         if not words:
@@ -520,8 +513,17 @@ class _CleanPrefix:
 
 def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | None = None,
               on_step: Callable[[int, int], None] | None = None,
-              direction: SteeringDirection | None = None) -> SteerResult:
-    """Generate once per (prompt, layer, coefficient), as one batch (``req.batched``), and score."""
+              direction: SteeringDirection | None = None, only: Sequence[int] | None = None,
+              generated: Sequence[tuple[list[int], str]] | None = None) -> SteerResult:
+    """Generate once per (prompt, layer, coefficient), as one batch (``req.batched``), and score.
+
+    A run split across ranks (engine/steering_split.py): ``only`` generates just these settings
+    (consecutive indices in prompt, layer, coefficient order; sampled with the whole batch's random
+    numbers for their rows, so ``-t > 0`` splits too) and leaves their projections at 0; ``generated``
+    (every setting's token ids without EOS, and why it stopped) skips generation and computes the rest
+    (projections, scores, divergence) exactly as one run does."""
+    if generated is not None and not req.batched:
+        raise ValueError("generated outputs are scored on the batched path only")
     if not req.prompts or any(p == "" for p in req.prompts):
         raise InputError("empty prompt")
     if not req.coefficients:
@@ -557,6 +559,13 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
         for lay in layers:
             for c in req.coefficients:
                 settings.append((pi, lay, float(c), float(scales[need.index(lay), pi])))
+    sample_rows = None
+    if only is not None:
+        only = list(only)
+        if only and only != list(range(only[0], only[0] + len(only))):
+            raise ValueError("a part of a steering run is a run of consecutive settings")
+        sample_rows = (only[0], len(settings)) if only else None
+        settings = [settings[i] for i in only]
 
     def intervention(lay: int, c: float, s: float, row: int | None) -> Intervention:
         return Intervention(site=Site(layer=lay, kind=SiteKind.resid_post), op="add", vector=unit_lists[lay],
@@ -567,16 +576,22 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
     # mx vector by id(), so a collected object's id reused by a new one would get a stale vector.
     keep_alive: list[Intervention] = []
     if prefix is not None:
-        ivs = [intervention(lay, c, s, i) for i, (_, lay, c, s) in enumerate(settings) if c != 0.0]
-        keep_alive += ivs
         src = [pi for pi, _, _, _ in settings]
-        kv, first = prefix.steered_prompt(src, ivs)
-        outs = generate_ids(hm, rows, req.max_tokens, interventions=ivs, temperature=req.temperature,
-                            seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step,
-                            kv=kv, first_logits=first)
-        gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
-        projs = prefix.projections(src, gens, [lay for _, lay, _, _ in settings],
-                                   [units[lay] for _, lay, _, _ in settings])
+        if generated is None:
+            ivs = [intervention(lay, c, s, i) for i, (_, lay, c, s) in enumerate(settings) if c != 0.0]
+            keep_alive += ivs
+            kv, first = prefix.steered_prompt(src, ivs)
+            outs = generate_ids(hm, rows, req.max_tokens, interventions=ivs, temperature=req.temperature,
+                                seed=req.seed, stop_ids=tok.eos_ids, cancel=cancel, on_step=on_step,
+                                kv=kv, first_logits=first, sample_rows=sample_rows)
+            gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
+            stopped = [o.stopped for o in outs]
+        else:
+            gens, stopped = [list(ids) for ids, _ in generated], [st for _, st in generated]
+        # the clean projections read every row in one batch (its shape changes the last bits), so a
+        # part of a split run leaves them to the merge, which passes ``generated``
+        projs = [(0.0, 0.0)] * len(settings) if only is not None else prefix.projections(
+            src, gens, [lay for _, lay, _, _ in settings], [units[lay] for _, lay, _, _ in settings])
     else:
         outs, projs = [], []
         total = len(settings) * req.max_tokens
@@ -589,23 +604,34 @@ def run_steer(lm: LoadedModel, req: SteerRequest, cancel: Callable[[], bool] | N
             outs.append(o)
             projs += _projections(hm, [rows[i]], [_strip_eos(o.ids, o.stopped, tok.eos_ids)], [lay], [units[lay]])
         gens = [_strip_eos(o.ids, o.stopped, tok.eos_ids) for o in outs]
+        stopped = [o.stopped for o in outs]
     seconds = time.perf_counter() - t0
 
-    baseline = {(pi, lay): gens[i] for i, (pi, lay, c, _) in enumerate(settings) if c == 0.0}
     results = []
-    for i, ((pi, lay, c, s), o, ids, (proj, mproj)) in enumerate(zip(settings, outs, gens, projs)):
+    for i, ((pi, lay, c, s), st, ids, (proj, mproj)) in enumerate(zip(settings, stopped, gens, projs)):
         text = tok.decode(ids)
-        base = baseline.get((pi, lay))
-        diverged = None
-        if base is not None and c != 0.0 and base != ids:
-            diverged = next((k for k, (a, b) in enumerate(zip(base, ids)) if a != b), min(len(base), len(ids)))
         results.append(SteeredOutput(
             prompt=req.prompts[pi], layer=lay, coefficient=c, scale=s, added_norm=abs(c) * s, text=text,
-            token_ids=ids, tokens=tok.pieces(ids), stopped=o.stopped,
+            token_ids=ids, tokens=tok.pieces(ids), stopped=st,
             criterion=score_criterion(text, req.criterion) if req.criterion else None,
-            projection=proj, mean_projection=mproj, diverged_at=diverged))
+            projection=proj, mean_projection=mproj))
+    results = with_divergence(results, [pi for pi, _, _, _ in settings])
     return SteerResult(model_id=lm.info.model_id, request=req, direction=d.info(), chat_template_used=use_chat,
                        outputs=results, generation_seconds=seconds)
+
+
+def with_divergence(outputs: list[SteeredOutput], prompt_index: Sequence[int]) -> list[SteeredOutput]:
+    """``diverged_at`` of each steered output: the first generated token that differs from the output
+    of the same prompt (``prompt_index``: its index in the request) and layer at coefficient 0 (None
+    when identical or when there is no such row)."""
+    baseline = {(pi, o.layer): o.token_ids for pi, o in zip(prompt_index, outputs) if o.coefficient == 0.0}
+    done = []
+    for pi, o in zip(prompt_index, outputs):
+        base, ids, diverged = baseline.get((pi, o.layer)), o.token_ids, None
+        if base is not None and o.coefficient != 0.0 and base != ids:
+            diverged = next((k for k, (a, b) in enumerate(zip(base, ids)) if a != b), min(len(base), len(ids)))
+        done.append(o.model_copy(update={"diverged_at": diverged}))
+    return done
 
 
 def run_extract(lm: LoadedModel, req: ExtractRequest, cancel: Callable[[], bool] | None = None,

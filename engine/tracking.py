@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.errors import InputError
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results import SCHEMA_VERSION, Frozen, LensBinding, check_lens_spec
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
@@ -34,6 +34,12 @@ class TrackGenerationRequest(Frozen):
     prompt: str
     max_new_tokens: int = Field(10, ge=1, le=MAX_TRACKED_GENERATION)
     chat: bool = False
+    lens: str = "logit"  # as AnalysisConfig.lens
+
+    @field_validator("lens")
+    @classmethod
+    def _lens(cls, v: str) -> str:
+        return check_lens_spec(v)
 
 
 class GeneratedPosition(Frozen):
@@ -57,6 +63,7 @@ class TrackGenerationResult(Frozen):
     text: str
     stopped: str  # "eos" | "max_tokens"
     positions: list[GeneratedPosition]
+    lens: LensBinding | None = None  # the tuned lens read through (None: the logit lens)
 
 
 def _first_top1(ranks: list[int]) -> tuple[int | None, int | None]:
@@ -77,6 +84,7 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     from engine.generate import generate_ids
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
     from engine.lens import lens_distributions
+    from engine.tuned_lens import resolve_lens
 
     if not req.prompt:
         raise InputError("empty prompt")
@@ -84,6 +92,7 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     hm = HookedModel(lm)
     n_layers = hm.n_layers
     ids = tok.prepare(req.prompt, chat=req.chat)
+    lens = resolve_lens(lm, req.lens)
     outs = generate_ids(hm, [ids], req.max_new_tokens, stop_ids=tok.eos_ids, cancel=cancel,
                         on_step=(lambda d, t: on_step("token", d, t)) if on_step else None)
     gen = list(outs[0].ids)
@@ -91,7 +100,7 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     if stopped == "eos" and gen and gen[-1] in tok.eos_ids:
         gen = gen[:-1]
     base = dict(model_id=lm.info.model_id, request=req, prompt_tokens=tok.pieces(ids), num_layers=n_layers,
-                text=tok.decode(gen), stopped=stopped)
+                text=tok.decode(gen), stopped=stopped, lens=lens.binding if lens is not None else None)
     if not gen:
         return TrackGenerationResult(**base, positions=[])
 
@@ -102,7 +111,8 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     out = hm.forward(Batch.from_lists([full[:-1]]), capture=cap, logits="none", cancel=cancel,
                      on_layer=(lambda layer, n: on_step("layer", layer + 1, n)) if on_step else None)
     resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0] for layer in range(n_layers)])  # [L, P, hidden]
-    logits, logp = lens_distributions(hm, resid.reshape(n_layers * P, -1))  # [L*P, vocab]
+    row_layers = [layer for layer in range(n_layers) for _ in range(P)]
+    logits, logp = lens_distributions(hm, resid.reshape(n_layers * P, -1), row_layers, lens)  # [L*P, vocab]
     chosen = mx.tile(mx.array(gen, dtype=mx.int32), (n_layers,))[:, None]  # [L*P, 1]: row l*P+p -> gen[p]
     c_logit = mx.take_along_axis(logits, chosen, axis=-1)  # [L*P, 1]
     ranks = ((logits > c_logit).sum(axis=-1) + 1).reshape(n_layers, P)  # full vocabulary

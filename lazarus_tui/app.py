@@ -6,8 +6,10 @@ methods, injected by tests); it never imports MLX.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -17,9 +19,28 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from lazarus_tui.screens import ScreenEntry, screen_entries
-from lazarus_tui.screens.help import HelpScreen
+from lazarus_tui.screens.help import HelpScreen, keys_markdown
 from lazarus_tui.screens.model_picker import ModelPicker
 from lazarus_tui.widgets.messages import EngineDied, EngineProgress
+
+
+def screenshot_dir() -> Path:
+    """Where the palette's Screenshot goes: ``$LAZARUS_CACHE/screenshots`` or ``~/.cache/lazarus/screenshots``."""
+    root = os.environ.get("LAZARUS_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "lazarus") / "screenshots"
+
+
+def screen_commands(app: App[Any], screen: Screen) -> Iterable[SystemCommand]:
+    """Every binding of ``screen`` as a palette command (reachable whatever has the focus)."""
+    seen: set[str] = set()
+    for _, b in screen._bindings:  # the merged class BINDINGS
+        if b.action in seen or b.action in ("leave_field",):
+            continue
+        seen.add(b.action)
+        title = getattr(screen, "TITLE", "Screen")
+        yield SystemCommand(f"{title}: {b.description or b.action}",
+                            f"{b.tooltip or b.description} (key {app.get_key_display(b)})",
+                            partial(app.run_action, b.action, screen))
 
 
 class LazarusApp(App[int]):
@@ -39,8 +60,9 @@ class LazarusApp(App[int]):
     engine_status: reactive[str] = reactive("")
 
     def __init__(self, engine: Any, *, model: str | None = None, dtype: str | None = None,
-                 load_on_start: bool = True) -> None:
+                 load_on_start: bool = True, lens_file: str | None = None) -> None:
         super().__init__()
+        self.lens_file = lens_file  # the tuned lens the `t` toggle reads (None: the model's default file)
         self.engine = engine
         self.blas = engine.blas()
         self.start_model = model
@@ -62,7 +84,11 @@ class LazarusApp(App[int]):
 
     # -- global actions ----------------------------------------------------------------------
     def action_screen_key(self, key: str) -> None:
+        from lazarus_tui.screens.twin_dialog import TwinDialog
+
         entry = next((e for e in self.entries if e.key == key), None)
+        if entry is not None and isinstance(self.screen, TwinDialog):
+            self.pop_screen()  # the twin dialog is read-only: a screen key closes it and goes on
         if entry is not None and not isinstance(self.screen, (HelpScreen, ModelPicker)):
             self.switch_mode(entry.name)
 
@@ -70,7 +96,8 @@ class LazarusApp(App[int]):
         screen = self.screen
         if isinstance(screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(getattr(screen, "HELP", "") or f"# {screen.__class__.__name__}"))
+        self.push_screen(HelpScreen(getattr(screen, "HELP", "") or f"# {screen.__class__.__name__}",
+                                    keys_markdown(self, screen)))
 
     def action_pick_model(self) -> None:
         if isinstance(self.screen, ModelPicker):
@@ -87,6 +114,21 @@ class LazarusApp(App[int]):
             yield SystemCommand(f"Screen: {entry.title}", f"switch to the {entry.title} screen (key {entry.key})",
                                 partial(self.switch_mode, entry.name))
         yield SystemCommand("Load model…", "pick a bundled, cached or local model (key m)", self.action_pick_model)
+        yield from screen_commands(self, screen)
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's "Screenshot": an SVG in ``screenshot_dir()`` (made if missing); the
+        notification says where, or why it could not be written."""
+        target = Path(path) if path else screenshot_dir()
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(filename, str(target), time_format)
+        except OSError as exc:
+            self.notify(f"could not write to {target}: {exc.strerror or exc}", title="Screenshot", severity="error")
+            return None
+        self.notify(f"saved {saved}", title="Screenshot", timeout=8)
+        return saved
 
     # -- model loading -----------------------------------------------------------------------
     @work(exclusive=True, group="load-model")

@@ -113,6 +113,23 @@ class EngineClient:
                                     lambda stage, d, t: ctx.progress(stage, d, t, stage))
         return self.session.submit(job, name="track generation", on_progress=on_progress)
 
+    def steer_extract(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
+        """A steering direction (``engine.steering.SteeringDirection``) from an ``ExtractRequest``."""
+        def job(ctx: Any) -> Any:
+            from engine.steering import run_extract
+
+            return run_extract(ctx.model(), req, ctx.cancelled)[1]
+        return self.session.submit(job, name="steer extract", on_progress=on_progress)
+
+    def steer(self, req: Any, direction: Any, on_progress: OnProgress = None) -> Job[Any]:
+        """Steered generations (``SteerResult``) of a ``SteerRequest`` along ``direction``."""
+        def job(ctx: Any) -> Any:
+            from engine.steering import run_steer
+
+            return run_steer(ctx.model(), req, ctx.cancelled, lambda i, n: ctx.progress("token", i, n, "steer"),
+                             direction=direction)
+        return self.session.submit(job, name="steer", on_progress=on_progress)
+
     def ablate(self, req: Any, on_progress: OnProgress = None, chunk_size: int | None = None) -> Job[Any]:
         """An ablation study (``AblationResult``). With ``chunk_size`` the sweep runs in batches of
         that many points and every event carries the finished points so far (``AblationPoint``s),

@@ -1,8 +1,10 @@
 """Drive the TUI with Pilot on the real default model and save screenshots to screenshots/.
 
-    .venv/bin/python scripts/screenshots.py [-m MODEL]
+    .venv/bin/python scripts/screenshots.py [-m MODEL] [--sizes 80x24,200x50]
 
-Writes SVG (app.save_screenshot) and, when cairosvg is installed, PNG next to it.
+Every screen with a result, at each size: ``NAME-80x24.svg`` / ``.png`` (narrow: one pane at a
+time, the one the user lands on) and ``NAME-200x50``. Writes SVG (app.save_screenshot) and, when
+cairosvg is installed, PNG next to it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ async def settle(app: LazarusApp, pilot, extra: float = 0.2) -> None:
     await pilot.pause(extra)
 
 
+SUFFIX = ""  # "-80x24" while that size is being shot
+
+
 def save(app: LazarusApp, name: str) -> None:
-    svg = OUT / f"{name}.svg"
+    svg = OUT / f"{name}{SUFFIX}.svg"
     app.save_screenshot(filename=svg.name, path=str(OUT))
     try:
         import cairosvg
@@ -46,7 +51,6 @@ async def ablation(app: LazarusApp, pilot) -> None:
     screen.query_one("#prompt").value = PROMPT
     screen.query_one("#criterion").value = "Paris"
     screen.query_one("#tokens").value = "6"
-    screen.query_one("#raw").value = True
     grid = screen.query_one("#grid")
     grid.focus()
     grid.move_cursor(row=0, column=0)
@@ -67,7 +71,8 @@ async def workbench(app: LazarusApp, pilot) -> None:
     screen.query_one("#f-layers").value = "2,29"
     screen.action_run()
     await settle(app, pilot)
-    screen.query_one("#wb-list").focus()
+    if not screen.narrow():  # narrow: the view switched to the result pane
+        screen.query_one("#wb-list").focus()
     await settle(app, pilot)
     save(app, "workbench-layer")
     await screen.choose("probe")
@@ -75,7 +80,8 @@ async def workbench(app: LazarusApp, pilot) -> None:
     screen.query_one("#f-test").value = "Is this a test?|This is a test."
     screen.action_run()
     await settle(app, pilot)
-    screen.query_one("#wb-list").focus()
+    if not screen.narrow():
+        screen.query_one("#wb-list").focus()
     await settle(app, pilot)
     save(app, "workbench-probe")
 
@@ -122,7 +128,6 @@ async def steering(app: LazarusApp, pilot) -> None:
     screen.query_one("#positive").value = f"@{data / 'steering_positive.txt'}"
     screen.query_one("#negative").value = f"@{data / 'steering_negative.txt'}"
     screen.query_one("#layer").value = "10"
-    screen.query_one("#raw").value = True
     screen.query_one("#positive").focus()
     await pilot.press("enter")
     await settle(app, pilot)
@@ -135,61 +140,80 @@ async def steering(app: LazarusApp, pilot) -> None:
     save(app, "steering")
 
 
-async def main(model: str | None) -> None:
+async def shoot(app: LazarusApp, pilot) -> None:
+    await settle(app, pilot)
+    app.screen.query_one("#prompt").focus()
+    await pilot.press(*PROMPT, "enter")
+    await settle(app, pilot)
+    await pilot.press("escape", *["down"] * 27)  # esc: to the table, layer 27's detail
+    await settle(app, pilot)
+    save(app, "lens")
+    if app.screen.narrow():
+        await pilot.press("v")  # the chart pane
+        await settle(app, pilot)
+        save(app, "lens-chart")
+    await pilot.press("f2")
+    screen = app.screen
+    screen.query_one("#add-token").focus()
+    await pilot.press("space", *"Paris", "enter")
+    await settle(app, pilot)
+    await pilot.press("space", *"London", "enter")
+    await settle(app, pilot)
+    screen.query_one("#prompt").focus()
+    await pilot.press(*PROMPT, "enter")
+    await settle(app, pilot)
+    screen.query_one("#gen-n").value = "8"
+    await pilot.press("ctrl+g")
+    await settle(app, pilot)
+    await pilot.press("escape")
+    await settle(app, pilot)
+    save(app, "tracking")
+    if screen.narrow():
+        screen.show_pane(2)  # the generation grid
+        await settle(app, pilot)
+        save(app, "tracking-generation")
+    await pilot.press("b")
+    await settle(app, pilot)
+    save(app, "twin")
+    await pilot.press("escape")
+    screen.action_toggle_log()
+    screen.show_pane(0)
+    await settle(app, pilot)
+    save(app, "tracking-log")
+    await pilot.press("f1", "escape", "question_mark")
+    await settle(app, pilot)
+    save(app, "help")
+    await pilot.press("escape")
+    app.action_pick_model()
+    await settle(app, pilot)
+    save(app, "model-picker")
+    await pilot.press("escape", "f3")
+    await settle(app, pilot)
+    await ablation(app, pilot)
+    await pilot.press("f4")
+    await settle(app, pilot)
+    await steering(app, pilot)
+    await pilot.press("f5")
+    await settle(app, pilot)
+    await workbench(app, pilot)
+    await pilot.press("f6")
+    await settle(app, pilot)
+    await circuit(app, pilot)
+    await pilot.press("f7")
+    await settle(app, pilot)
+    await attribution(app, pilot)
+
+
+async def main(model: str | None, sizes: list[tuple[int, int]]) -> None:
+    global SUFFIX
     OUT.mkdir(exist_ok=True)
     client = EngineClient(model=model)
-    app = LazarusApp(client, model=model)
     try:
-        async with app.run_test(size=(160, 50)) as pilot:
-            await settle(app, pilot)
-            await pilot.click("#prompt")
-            await pilot.press(*PROMPT, "enter")
-            await settle(app, pilot)
-            await pilot.press(*["down"] * 27, "enter")
-            await settle(app, pilot)
-            save(app, "lens")
-            await pilot.press("f2")
-            await pilot.click("#add-token")
-            await pilot.press("space", *"Paris", "enter")
-            await settle(app, pilot)
-            await pilot.click("#add-token")
-            await pilot.press("space", *"London", "enter")
-            await settle(app, pilot)
-            await pilot.click("#prompt")
-            await pilot.press(*PROMPT, "enter")
-            await settle(app, pilot)
-            app.screen.query_one("#gen-n").value = "8"
-            await pilot.click("#gen-n")
-            await pilot.press("enter")
-            await settle(app, pilot)
-            app.screen.query_one("#gen-grid").focus()
-            await settle(app, pilot)
-            save(app, "tracking")
-            app.screen.action_toggle_log()
-            await settle(app, pilot)
-            save(app, "tracking-log")
-            await pilot.press("f1", "question_mark")
-            await settle(app, pilot)
-            save(app, "help")
-            await pilot.press("escape")
-            app.action_pick_model()
-            await settle(app, pilot)
-            save(app, "model-picker")
-            await pilot.press("escape", "f3")
-            await settle(app, pilot)
-            await ablation(app, pilot)
-            await pilot.press("f4")
-            await settle(app, pilot)
-            await steering(app, pilot)
-            await pilot.press("f5")
-            await settle(app, pilot)
-            await workbench(app, pilot)
-            await pilot.press("f6")
-            await settle(app, pilot)
-            await circuit(app, pilot)
-            await pilot.press("f7")
-            await settle(app, pilot)
-            await attribution(app, pilot)
+        for w, h in sizes:
+            SUFFIX = f"-{w}x{h}"
+            app = LazarusApp(client, model=model)
+            async with app.run_test(size=(w, h)) as pilot:
+                await shoot(app, pilot)
     finally:
         client.close()
 
@@ -197,4 +221,6 @@ async def main(model: str | None) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", default=None)
-    asyncio.run(main(p.parse_args().model))
+    p.add_argument("--sizes", default="80x24,200x50")
+    a = p.parse_args()
+    asyncio.run(main(a.model, [tuple(int(x) for x in s.split("x")) for s in a.sizes.split(",")]))

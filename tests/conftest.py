@@ -24,7 +24,7 @@ def gemma():
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    """A tiny random llama (2 layers) for fast invariant tests; uses SmolLM2's tokenizer."""
+    """A tiny random llama (4 layers) for fast invariant tests, with the tiny test tokenizer."""
     return _tiny("llama")
 
 
@@ -39,10 +39,11 @@ def _tiny(model_type: str):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from engine.models import LoadedModel, ModelInfo, load
+    from engine.models import LoadedModel, ModelInfo
     from engine.models.adapter import adapter_for
+    from tests.families.factory import tiny_tokenizer
 
-    tok = load("smollm2-135m").tokenizer
+    tok = tiny_tokenizer()  # made in the test: no download
     config = {
         "model_type": model_type, "hidden_size": 64, "num_hidden_layers": 4, "intermediate_size": 128,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-6,

@@ -22,17 +22,19 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
 from engine.circuit.dataset import load_dataset
 from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
-from engine.errors import Cancelled, InputError
+from engine.distributed import World
+from engine.errors import AnalysisError, InputError
+from engine.fileio import write_atomic
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
 from engine.models import LoadedModel
 
@@ -76,14 +78,7 @@ def _fingerprint(lm: LoadedModel, ds: CircuitDataset, layers: list[int], req: Co
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, binary=True)
 
 
 def _pad_id(lm: LoadedModel) -> int:
@@ -151,19 +146,115 @@ def write_safetensors_streaming(path: Path, names: list[str], shape_of: Callable
     return 8 + len(hb) + offset
 
 
+def _shard_ok(path: Path, layers: list[int], hidden: int, rows: int, generate: bool) -> bool:
+    """A finished shard holds every layer as F32 [rows, hidden] and is as long as its header says."""
+    try:
+        with path.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 1 << 24:
+                return False
+            header = json.loads(fh.read(n))
+        size = path.stat().st_size
+        end = 0
+        for layer in layers:
+            t = header[f"layer_{layer}"]
+            if t["dtype"] != "F32" or t["shape"] != [rows, hidden]:
+                return False
+            end = max(end, t["data_offsets"][1])
+        if generate and len(json.loads(header["__metadata__"]["generations"])) != rows:
+            return False
+        return size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<parts>/lock`` for the whole run: a second run into the same
+    output stops at once; the kernel drops the lock when the holder exits, however it ends."""
+
+    def __init__(self, parts: Path, out: Path) -> None:
+        import fcntl
+
+        self.fh = (parts / "lock").open("a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            pid = self.fh.read().strip()
+            self.fh.close()
+            raise InputError(f"another collect run (pid {pid or '?'}) is writing {out}; wait for it to finish "
+                             f"or stop it (lock: {parts / 'lock'})") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+
+    def release(self) -> None:
+        self.fh.close()
+
+
+def _prepare_parts(parts: Path, out: Path, fp: str, layers: list[int], hidden: int, batch_rows: list[int],
+                   generate: bool, warnings: list[str]) -> tuple[_Lock, list[int]]:
+    """Lock the shard directory, drop what a different run or a killed write left, check every finished
+    shard; return the lock and the batches still to compute."""
+    if not out.parent.exists():
+        raise InputError(f"output directory does not exist: {out.parent}")
+    try:
+        parts.mkdir(exist_ok=True)
+        lock = _Lock(parts, out)
+    except OSError as exc:
+        raise InputError(f"cannot write the shard directory {parts}: {exc.strerror or exc}") from None
+    try:
+        state_file = parts / "state.json"
+        try:
+            old = json.loads(state_file.read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        leftovers = [p for p in parts.iterdir() if p.name != "lock"]
+        if old != fp and leftovers:
+            if old is not None or any(p.name.startswith("batch_") for p in leftovers):
+                warnings.append(f"discarded unfinished shards in {parts}: they came from a different run")
+            for p in leftovers:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for stale in parts.glob(".*.tmp"):  # a shard that was being written when the run was killed
+            stale.unlink(missing_ok=True)
+        if not state_file.exists():
+            _atomic_write_bytes(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()))
+        pending, damaged = [], []
+        for k, rows in enumerate(batch_rows):
+            shard = parts / f"batch_{k:06d}.safetensors"
+            if not shard.exists():
+                pending.append(k)
+            elif not _shard_ok(shard, layers, hidden, rows, generate):
+                shard.unlink()
+                damaged.append(shard.name)
+                pending.append(k)
+        if damaged:
+            warnings.append(f"recomputed {len(damaged)} damaged shard(s) in {parts}: " + ", ".join(damaged[:5])
+                            + (" ..." if len(damaged) > 5 else ""))
+        return lock, pending
+    except OSError as exc:
+        lock.release()
+        raise InputError(f"cannot use the shard directory {parts}: {exc.strerror or exc}") from None
+    except BaseException:
+        lock.release()
+        raise
+
+
 def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | None = None,
             on_batch: Callable[[int, int], None] | None = None,
-            dataset: CircuitDataset | None = None) -> CollectResult:
-    """Run ``req.dataset`` through ``lm``; write ``req.output`` (.safetensors) and its ``.json`` metadata."""
-    from safetensors import safe_open
+            dataset: CircuitDataset | None = None, world: World | None = None) -> CollectResult | None:
+    """Run ``req.dataset`` through ``lm``; write ``req.output`` (.safetensors) and its ``.json`` metadata.
 
+    Under a distributed launcher (``world`` with several ranks) the batches are shared among the
+    ranks and rank 0 writes every shard and the outputs; the other ranks return ``None``. Shards are
+    per batch (``batch_size``), not per rank, so a run resumes with any number of ranks."""
+    w = world or World()
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(req.dataset)
     n_layers = lm.num_layers
     layers = select_layers(req.layers, n_layers)
     out, meta_path, parts = output_paths(req.output)
-    if not out.parent.exists():
-        raise InputError(f"output directory does not exist: {out.parent}")
     hm = HookedModel(lm)
     tok = lm.tokenizer
     if req.chat and not tok.chat_template:
@@ -175,40 +266,97 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
             raise InputError(f"prompt {i + 1} encodes to no tokens")
         rows.append(ids)
     fp = _fingerprint(lm, ds, layers, req)
+    hidden = lm.info.hidden_size
     warnings: list[str] = []
-    state_file = parts / "state.json"
-    if parts.exists():
-        try:
-            old = json.loads(state_file.read_text()).get("fingerprint")
-        except (OSError, ValueError):
-            old = None
-        if old != fp:
-            warnings.append(f"discarded unfinished shards in {parts}: they came from a different run")
-            shutil.rmtree(parts)
-    parts.mkdir(exist_ok=True)
-    for stale in parts.glob(".*.tmp"):  # a shard that was being written when the run was killed
-        stale.unlink(missing_ok=True)
-    if not state_file.exists():
-        _atomic_write_bytes(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()))
-
     bs = req.batch_size
     n_batches = (len(rows) + bs - 1) // bs
+    done = _finished(out, meta_path, parts, fp, len(rows))
+    if done is not None:  # the same collection finished earlier: every batch is reused, no forward
+        if not w.root:
+            return None
+        if on_batch is not None:
+            on_batch(n_batches, n_batches)
+        return _reuse(lm, req, ds, rows, layers, out, meta_path, done, n_batches, t0)
     shard = [parts / f"batch_{k:06d}.safetensors" for k in range(n_batches)]
-    computed = reused = 0
-    for k in range(n_batches):
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
-        if shard[k].exists():
-            reused += 1
-        else:
+    held: list[_Lock] = []
+
+    def prepare() -> dict[str, object]:
+        lock, pending = _prepare_parts(parts, out, fp, layers, hidden,
+                                       [len(rows[k * bs:(k + 1) * bs]) for k in range(n_batches)],
+                                       bool(req.generate), warnings)
+        held.append(lock)
+        return {"pending": pending}
+
+    try:
+        pending: list[int] = w.broadcast(prepare)["pending"]
+        reused = n_batches - len(pending)
+        if on_batch is not None and reused and w.root:
+            on_batch(reused, n_batches)
+
+        def compute(i: int) -> bytes:
+            k = pending[i]
             tensors, texts = _run_batch(hm, lm, rows[k * bs:(k + 1) * bs], layers, req.position, req.generate,
                                         cancel)
-            meta = {"generations": json.dumps(texts)}
-            _atomic_write_bytes(shard[k], lambda fh, t=tensors, m=meta: fh.write(save_file_bytes(t, m)))
-            computed += 1
-        if on_batch is not None:
-            on_batch(k + 1, n_batches)
+            return save_file_bytes(tensors, {"generations": json.dumps(texts)})
 
+        def store(i: int, payload: bytes) -> None:
+            try:
+                _atomic_write_bytes(shard[pending[i]], lambda fh: fh.write(payload))
+            except OSError as exc:
+                raise AnalysisError(f"cannot write {shard[pending[i]]}: {exc.strerror or exc}") from None
+
+        w.map_items(len(pending), compute, store, cancel,
+                 None if on_batch is None else lambda d, _t: on_batch(reused + d, n_batches))
+        if not w.root:
+            return None
+        computed = len(pending)
+        result = _merge(lm, req, ds, rows, layers, out, meta_path, parts, shard, fp, n_batches, computed, reused,
+                        warnings, t0)
+    finally:
+        for lock in held:
+            lock.release()
+    return result
+
+
+def _finished(out: Path, meta_path: Path, parts: Path, fp: str, n_prompts: int) -> dict[str, Any] | None:
+    """The metadata of a finished collection with this fingerprint at ``out`` (no run under way), else None."""
+    if parts.exists() or not out.exists() or not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    same = meta.get("dataset", {}).get("sha256") == fp and meta.get("num_prompts") == n_prompts
+    return meta if same else None
+
+
+def _reuse(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, rows: list[list[int]], layers: list[int],
+           out: Path, meta_path: Path, old: dict[str, Any], n_batches: int, t0: float) -> CollectResult:
+    """Keep the activation file; rewrite the metadata from the current dataset file (labels, categories)."""
+    seconds = time.perf_counter() - t0
+    meta = {**old, "dataset": {**old["dataset"], "path": str(req.dataset), "name": ds.name, "kind": ds.kind},
+            "label_names": ds.labels, "labels": [p.label for p in ds.prompts], "categories": ds.categories,
+            "tools": [p.tool for p in ds.prompts], "answers": [p.answer for p in ds.prompts],
+            "pairs": [p.pair for p in ds.prompts], "batches_computed": 0, "batches_reused": n_batches,
+            "seconds": seconds}
+    _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
+                         metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=lm.info.hidden_size,
+                         num_layers=lm.num_layers, captured_layers=layers, layer_selection=req.layers,
+                         batches_total=n_batches, batches_computed=0, batches_reused=n_batches, seconds=seconds,
+                         prompts_per_second=len(rows) / max(seconds, 1e-9), file_bytes=out.stat().st_size,
+                         warnings=[])
+
+
+def _merge(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, rows: list[list[int]], layers: list[int],
+           out: Path, meta_path: Path, parts: Path, shard: list[Path], fp: str, n_batches: int, computed: int,
+           reused: int, warnings: list[str], t0: float) -> CollectResult:
+    from safetensors import safe_open
+
+    n_layers = lm.num_layers
+    bs = req.batch_size
     # merge: one layer at a time, one shard slice at a time
     hidden = lm.info.hidden_size
     names = [f"hidden_states.layer_{layer}" for layer in layers]
@@ -243,7 +391,7 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
         "seconds": seconds,
     }
     _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
-    shutil.rmtree(parts, ignore_errors=True)
+    shutil.rmtree(parts, ignore_errors=True)  # the lock file too; the caller releases its lock
     return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
                          metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=hidden,
                          num_layers=n_layers, captured_layers=layers, layer_selection=req.layers,

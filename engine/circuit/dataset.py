@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from engine.circuit.models import CircuitDataset, DatasetPrompt, DatasetSummary, LabelCount
 from engine.errors import InputError
+from engine.fileio import output_name, read_text, write_text
 
 # -- tool-calling ----------------------------------------------------------------------------
 CITIES = ["Paris", "Tokyo", "London", "Berlin", "Chicago", "Sydney", "Toronto", "Madrid", "Cairo", "Seoul",
@@ -161,9 +162,7 @@ def arithmetic(count: int = 100, seed: int = 42, ops: str = "+-*") -> CircuitDat
 
 def _read_lines(path: str) -> list[str]:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"prompt file not found: {p}")
-    lines = [ln.rstrip("\r\n") for ln in p.read_text().splitlines()]
+    lines = [ln.rstrip("\r\n") for ln in read_text(p, "prompt file").splitlines()]
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
         raise InputError(f"prompt file {p} has no prompts")
@@ -217,12 +216,7 @@ def validate(data: object, source: str) -> CircuitDataset:
 
 def load_dataset(path: str | Path) -> CircuitDataset:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"dataset not found: {p}")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read dataset {p}: {type(exc).__name__}") from None
+    text = read_text(p, "dataset")
     if p.suffix == ".jsonl":
         header: dict = {}
         prompts = []
@@ -245,33 +239,15 @@ def load_dataset(path: str | Path) -> CircuitDataset:
     return validate(data, str(p))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    if not path.parent.exists():
-        raise InputError(f"output directory does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_dataset(ds: CircuitDataset, path: str | Path) -> Path:
     """JSON (``.json``) or JSONL (``.jsonl``: a header line, then one prompt per line); atomic."""
-    p = Path(path)
-    if p.suffix not in (".json", ".jsonl"):
-        p = p.with_name(p.name + ".json")
+    p = output_name(path, ".json", ".jsonl")
     if p.suffix == ".jsonl":
         header = ds.model_dump(exclude={"prompts"}, exclude_none=True)
         lines = [json.dumps(header)] + [json.dumps(x.model_dump(exclude_none=True)) for x in ds.prompts]
-        _write_atomic(p, "\n".join(lines) + "\n")
+        write_text(p, "\n".join(lines) + "\n")
     else:
-        _write_atomic(p, ds.model_dump_json(indent=2, exclude_none=True) + "\n")
+        write_text(p, ds.model_dump_json(indent=2, exclude_none=True) + "\n")
     return p
 
 

@@ -19,7 +19,6 @@ accuracy, separation, norm``), so ``steer -d`` and ``directions`` read them.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from engine.circuit.activations import Activations
 from engine.circuit.geometry import binary_labels, classifier, pair_groups, split
 from engine.circuit.models import DirectionsResult, ExtractedDirection
 from engine.errors import InputError
+from engine.fileio import check_output, make_dir
 
 METHODS = ("diff_means", "lda", "probe_weights", "pca")
 
@@ -100,12 +100,7 @@ def extract(acts: Activations, layer: int, method: str = "diff_means", per_categ
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (methods: {', '.join(METHODS)})")
     acts.check_layer(layer)
-    out_dir = Path(output_dir) if output_dir else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"output {out_dir} exists and is not a directory")
-        if not out_dir.parent.exists():
-            raise InputError(f"output directory does not exist: {out_dir.parent}")
+    out_dir = check_output(output_dir, directory=True) if output_dir else None
     x = acts.get(layer)
     jobs: list[tuple[str, str, str, np.ndarray]] = []  # (name, positive, negative, y)
     if per_category:
@@ -131,7 +126,7 @@ def extract(acts: Activations, layer: int, method: str = "diff_means", per_categ
             units.append(d / m["norm"])
             file = None
             if out_dir is not None:
-                out_dir.mkdir(exist_ok=True)
+                make_dir(out_dir)
                 target = save_direction(out_dir / f"{_safe(name)}_L{layer}_{method}.npz", d, layer=layer,
                                         model_id=acts.model_id, method=f"circuit_{method}", label_positive=pos,
                                         label_negative=neg, accuracy=m["heldout_accuracy"],

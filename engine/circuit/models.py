@@ -83,7 +83,7 @@ class CollectResult(Frozen):
     layer_selection: str
     batches_total: int
     batches_computed: int  # this run
-    batches_reused: int  # finished by an earlier, interrupted run
+    batches_reused: int  # finished by an earlier run (interrupted, or complete with the same settings)
     seconds: float
     prompts_per_second: float
     file_bytes: int

@@ -20,7 +20,9 @@ from engine.circuit.dataset import load_dataset, save_dataset
 from engine.circuit.geometry import pair_groups
 from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 from engine.circuit.probe_data import BUILTIN
+from engine.distributed import World
 from engine.errors import Cancelled, InputError
+from engine.fileio import make_dir
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
@@ -42,12 +44,7 @@ def builtin_datasets() -> list[CircuitDataset]:
 
 
 def init_datasets(directory: str) -> list[Path]:
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"{d} exists and is not a directory")
-    if not d.parent.exists():
-        raise InputError(f"output directory does not exist: {d.parent}")
-    d.mkdir(exist_ok=True)
+    d = make_dir(directory)
     return [save_dataset(ds, d / f"{ds.name}.json") for ds in builtin_datasets()]
 
 
@@ -82,23 +79,29 @@ def _pad_id(lm: LoadedModel) -> int:
 
 def capture_all(lm: LoadedModel, rows: list[list[int]], layers: list[int], batch: int = BATCH,
                 cancel: Callable[[], bool] | None = None,
-                on_batch: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
-    """Last-position layer outputs float32 [L, N, hidden], one forward per batch (sorted by length)."""
+                on_batch: Callable[[int, int], None] | None = None,
+                world: World | None = None) -> tuple[np.ndarray, int]:
+    """Last-position layer outputs float32 [L, N, hidden], one forward per batch (sorted by length).
+    Under a distributed launcher the batches are shared among the ranks; rank 0 gets the whole array."""
     hm = HookedModel(lm)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = np.zeros((len(layers), len(rows), lm.info.hidden_size), dtype=np.float32)
+    hidden = lm.info.hidden_size
+    out = np.zeros((len(layers), len(rows), hidden), dtype=np.float32)
     n_batches = (len(rows) + batch - 1) // batch
-    for b in range(n_batches):
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
+
+    def compute(b: int) -> bytes:
         idx = order[b * batch:(b + 1) * batch]
         res = hm.forward(Batch.from_lists([rows[i] for i in idx], _pad_id(lm)),
                          capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers, positions="last"),
                          logits="none", stop_layer=max(layers) + 1, cancel=cancel)
         stacked = mx.stack([res.captures[f"blocks.{x}.resid_post"][:, 0, :] for x in layers]).astype(mx.float32)
-        out[:, idx, :] = np.array(stacked)
-        if on_batch is not None:
-            on_batch(b + 1, n_batches)
+        return np.ascontiguousarray(np.array(stacked), dtype="<f4").tobytes()
+
+    def store(b: int, payload: bytes) -> None:
+        idx = order[b * batch:(b + 1) * batch]
+        out[:, idx, :] = np.frombuffer(payload, dtype="<f4").reshape(len(layers), len(idx), hidden)
+
+    (world or World()).map_items(n_batches, compute, store, cancel, on_batch)
     return out, n_batches
 
 
@@ -116,7 +119,10 @@ def cv_accuracy(x: np.ndarray, y: np.ndarray, seed: int = 0, groups: np.ndarray 
 def run_battery(lm: LoadedModel, layers: Sequence[int] | None = None, directory: str | None = None,
                 category: str | None = None, threshold: float = 0.75, chat: bool = False, seed: int = 0,
                 cancel: Callable[[], bool] | None = None,
-                on_progress: Callable[[str, int, int], None] | None = None) -> ProbeBatteryResult:
+                on_progress: Callable[[str, int, int], None] | None = None,
+                world: World | None = None) -> ProbeBatteryResult | None:
+    """The probe battery. Under a distributed launcher (``world``) the forwards are shared among the
+    ranks and rank 0 fits the probes; the other ranks return ``None``."""
     from threadpoolctl import threadpool_limits
 
     if not 0.0 < threshold <= 1.0:
@@ -129,7 +135,10 @@ def run_battery(lm: LoadedModel, layers: Sequence[int] | None = None, directory:
     texts = [p.text for s in sets for p in s.prompts]
     rows = [lm.tokenizer.prepare(t, chat=chat) for t in texts]
     acts, forwards = capture_all(lm, rows, chosen, cancel=cancel,
-                                 on_batch=(lambda d, t: on_progress("forward", d, t)) if on_progress else None)
+                                 on_batch=(lambda d, t: on_progress("forward", d, t)) if on_progress else None,
+                                 world=world)
+    if world is not None and not world.root:
+        return None
     entries = []
     start = 0
     with threadpool_limits(1):

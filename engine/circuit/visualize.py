@@ -13,6 +13,7 @@ from engine.circuit.activations import Activations
 from engine.circuit.geometry import analyze, label_counts, umap_embed
 from engine.circuit.models import AnalyzeResult, VisualizeResult
 from engine.errors import InputError
+from engine.fileio import check_output, make_dir, save_figure
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
@@ -60,7 +61,7 @@ def pca_charts(res: AnalyzeResult, layer: int, out_dir: Path, model: str) -> tup
     fig.suptitle(f"{model} - {res.num_prompts} prompts")
     fig.tight_layout()
     path = out_dir / f"pca_variance_L{layer}.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
     def term(tp) -> None:
@@ -91,7 +92,7 @@ def umap_charts(acts: Activations, layer: int, out_dir: Path, emb: np.ndarray | 
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = out_dir / f"umap_{what}_L{layer}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
 
         def term(tp, keys=keys, values=values, what=what) -> None:
@@ -125,7 +126,7 @@ def probe_charts(res: AnalyzeResult, out_dir: Path, model: str) -> tuple[Path, s
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = out_dir / "probe_accuracy.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
     def term(tp) -> None:
@@ -167,11 +168,7 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
     PCA and probes."""
     if not (pca or umap or probes):
         raise InputError("nothing to draw: choose --pca, --umap, --probes or --all")
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"output {d} exists and is not a directory")
-    if not d.parent.exists():
-        raise InputError(f"output directory does not exist: {d.parent}")
+    d = check_output(out_dir, directory=True)
     if layer is not None:
         acts.check_layer(layer)
     res = None
@@ -186,7 +183,7 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
         res = analyze(acts, probes=probes, seed=seed)
     if layer is None:
         layer = res.best_layer if res is not None and res.best_layer is not None else acts.layers[len(acts.layers) // 2]
-    d.mkdir(exist_ok=True)
+    make_dir(d)
     files, charts = [], []
     if pca:
         p, t = pca_charts(res, layer, d, acts.model_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import time
 import weakref
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import engine  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx
 import mlx.nn as nn
 from pydantic import BaseModel, ConfigDict
 
+import engine  # noqa: F401  (loads the BLAS before mlx)
 from engine.errors import InputError, ModelLoadError
 from engine.models import registry
 from engine.models.adapter import Adapter, adapter_for
@@ -147,7 +146,8 @@ def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"mlx-lm has no model class for {model_type!r}") from exc
     model = mod.Model(mod.ModelArgs.from_dict(config))
-    weights = model.sanitize(weights)
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as exc:
@@ -188,38 +188,36 @@ _LOADED: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDict
 
 
 def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
-         embedding_scale: float | None = None, fresh: bool = False) -> LoadedModel:
-    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing."""
+         embedding_scale: float | None = None, fresh: bool = False,
+         stage: tuple[int, int] | None = None) -> LoadedModel:
+    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing.
+
+    ``stage=(rank, size)``: pipeline sharding (engine/pipeline.py): only the blocks of that rank's
+    stage get weights (the others' are never read from disk); embedding, final norm and head stay."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
     stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else None
-    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale)
+    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale, stage)
     if not fresh:
         shared = _LOADED.get(key)
         if shared is not None:
             return shared
-    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0)
+    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0, stage)
     _LOADED[key] = lm
     return lm
 
 
 def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scale: float | None,
-          progress: Progress | None, t0: float) -> LoadedModel:
+          progress: Progress | None, t0: float, stage: tuple[int, int] | None = None) -> LoadedModel:
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader
 
         assert path is not None
-        gguf_loader.check_header(path)
-        conv = registry.models_dir() / "converted" / gguf_loader.cache_key(path)
-        if not (conv / "model.safetensors").exists():
-            gguf_loader.convert(path, conv, progress)
-        config = json.loads((conv / "config.json").read_text())
-        weights = mx.load(str(conv / "model.safetensors"))
+        config, weights, tokenizer = gguf_loader.load(path, progress)
         model = _build(config, weights)
-        tokenizer = Tokenizer.load_saved(conv)
         source = str(path)
     else:
         if path is None:
@@ -227,13 +225,20 @@ def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scal
         from mlx_lm.utils import load_model
 
         try:
-            model, config = load_model(path, lazy=False)
+            model, config = load_model(path, lazy=stage is not None)
         except Exception as exc:
             raise ModelLoadError(f"could not load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         quantized = "quantization" in config
         tokenizer = from_hf_directory(path)
         source = str(path)
     adapter = adapter_for(model, config)
+    if stage is not None and quantized:
+        raise ModelLoadError("pipeline stages need a float checkpoint (GGUF or float safetensors); "
+                             "this one is MLX-quantized")
+    if stage is not None:  # before anything evaluates the weights: the other stages' are never read
+        from engine.pipeline import keep_stage, stage_layers
+
+        keep_stage(model, adapter, *stage_layers(int(config["num_hidden_layers"]), *stage))
     if embedding_scale is not None:
         from dataclasses import replace
 

@@ -139,7 +139,7 @@ VERIFIED: frozenset[str] = frozenset({
     "llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "gemma3", "phi", "phi3", "gpt2",
     "gpt_neox", "gpt_bigcode", "starcoder2", "olmo2", "granite", "granitemoe", "mixtral", "gpt_oss", "smollm3", "cohere",
     "cohere2", "stablelm", "internlm2", "exaone", "glm4", "helium", "minicpm", "deepseek_v2", "deepseek_v3",
-    "qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid",
+    "qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid", "mamba", "olmo3", "olmoe", "phimoe", "qwen2_moe",
 })
 
 NOT_TEXT_MODELS = {"__init__", "base", "cache", "activations", "switch_layers", "rope_utils", "pipeline",

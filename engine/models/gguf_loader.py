@@ -2,61 +2,47 @@
 
 Reading a GGUF with the ``gguf`` package and dequantizing every tensor takes
 seconds (Gemma 3's 262k-token vocabulary alone takes ~15 s to parse), so the
-result is converted once into ``~/.cache/lazarus/models/converted/<key>/`` and
-later loads read the safetensors directly.
+result is converted once into ``<cache>/models/converted/<key>/`` and later
+loads read the safetensors directly. The conversion is written to a temporary
+directory and renamed into place; its config.json records the size of every
+file, so a damaged cache (truncated weights, a deleted or garbled file) is
+noticed on load and rebuilt from the GGUF once.
 
-What the conversion undoes (llama.cpp's convert_hf_to_gguf.py):
-- llama-family Q and K rows are permuted for llama.cpp's interleaved RoPE; we
-  permute them back to Hugging Face order, which mlx-lm's ``nn.RoPE(traditional=False)`` expects.
-- Gemma's RMSNorm weights are stored with +1 folded in; mlx-lm's Gemma norms add
-  1 themselves, so we subtract it.
+How a file becomes an mlx-lm model: ``gguf_families`` turns the metadata into the
+family's config; the mlx-lm model of that config lists the parameters it needs,
+and gguf-py's ``TensorNameMap`` (the table llama.cpp's converters use) names the
+GGUF tensor of each. Every tensor of the file must find its place and every
+parameter its tensor: anything else is refused, never dropped or left at random.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import ModelLoadError, UnsupportedArchitecture
-from engine.models.tokenizer import from_gguf_metadata
+from engine.errors import LazarusError, ModelLoadError, UnsupportedArchitecture
+from engine.models.gguf_families import FAMILIES
+from engine.models.gguf_meta import Family, Meta, Tensors
+from engine.models.gguf_transforms import interleave_qkv, llama3_scaling, unpermute
+from engine.models.tokenizer import Tokenizer, from_gguf_metadata
 
-SUPPORTED_ARCHITECTURES = ("llama", "gemma3")
-CONVERSION_VERSION = 1
+SUPPORTED_ARCHITECTURES = tuple(FAMILIES)
+CONVERSION_VERSION = 2
 GGUF_MAGIC = b"GGUF"
+_FILES = ("model.safetensors", "tokenizer.json", "lazarus_tokenizer.json")
 
 Progress = Callable[[str, int, int], None]
-
-_COMMON = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_BLOCK_NAMES = {
-    "llama": {**_COMMON, "ffn_norm": "post_attention_layernorm"},
-    "gemma3": {
-        **_COMMON,
-        "ffn_norm": "pre_feedforward_layernorm",
-        "post_attention_norm": "post_attention_layernorm",
-        "post_ffw_norm": "post_feedforward_layernorm",
-    },
-}
-_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_BLK = re.compile(r"^blk\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def check_header(path: Path) -> None:
@@ -97,120 +83,217 @@ def read_metadata(reader: Any) -> dict[str, Any]:
     return {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
 
 
-def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Inverse of llama.cpp's ``permute`` for Q/K: interleaved RoPE pairs back to rotate-half order."""
-    rows = w.shape[0]
-    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+# -- loading through the cache --------------------------------------------------------------
+
+def load(path: Path, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any], Tokenizer]:
+    """(config, weights, tokenizer) of a GGUF, from its converted cache, converting or repairing it first."""
+    from engine.models import registry
+
+    check_header(path)
+    conv = registry.models_dir() / "converted" / cache_key(path)
+    if conv.exists():
+        try:
+            return _read_converted(conv)
+        except _Damaged as exc:
+            print(f"lazarus: the converted cache {conv.name} is damaged ({exc}); rebuilding it from {path.name}",
+                  file=sys.stderr)
+    convert(path, conv, progress)
+    try:
+        return _read_converted(conv)
+    except _Damaged as exc:
+        raise ModelLoadError(f"the converted cache {conv} cannot be read even after rebuilding it ({exc})") from exc
 
 
-def _config(arch: str, meta: dict[str, Any], tensor_names: set[str], vocab: int) -> dict[str, Any]:
-    g = lambda key, default=None: meta.get(f"{arch}.{key}", default)  # noqa: E731
-    n_head = int(g("attention.head_count"))
-    n_kv = int(g("attention.head_count_kv", n_head))
-    hidden = int(g("embedding_length"))
-    head_dim = int(g("attention.key_length", g("rope.dimension_count", hidden // n_head)))
-    cfg: dict[str, Any] = {
-        "hidden_size": hidden,
-        "num_hidden_layers": int(g("block_count")),
-        "intermediate_size": int(g("feed_forward_length")),
-        "num_attention_heads": n_head,
-        "num_key_value_heads": n_kv,
-        "head_dim": head_dim,
-        "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon")),
-        "vocab_size": vocab,
-        "max_position_embeddings": int(g("context_length", 4096)),
-        "tie_word_embeddings": "output.weight" not in tensor_names,
-    }
-    scaling = g("rope.scaling.type")
-    if arch == "llama":
-        cfg.update(model_type="llama", rope_theta=float(g("rope.freq_base", 10000.0)))
-        if scaling not in (None, "none"):
-            if scaling != "linear":
-                raise UnsupportedArchitecture(f"unsupported RoPE scaling {scaling!r} in this GGUF")
-            cfg["rope_scaling"] = {"type": "linear", "factor": float(g("rope.scaling.factor"))}
-    elif arch == "gemma3":
-        cfg.update(
-            model_type="gemma3_text",
-            rope_theta=float(g("rope.freq_base", 1_000_000.0)),
-            rope_local_base_freq=10_000.0,
-            # llama.cpp: 1/sqrt(head_dim), except Gemma 3 27B which scales by hidden/heads
-            query_pre_attn_scalar=float(hidden // n_head if hidden == 5376 else head_dim),
-            sliding_window=int(g("attention.sliding_window", 512)),
-            sliding_window_pattern=6,
-        )
-        if scaling == "linear":
-            cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(g("rope.scaling.factor"))}
-    return cfg
+class _Damaged(Exception):
+    pass
+
+
+def _read_converted(conv: Path) -> tuple[dict[str, Any], dict[str, Any], Tokenizer]:
+    import mlx.core as mx
+
+    missing = [name for name in ("config.json", *_FILES) if not (conv / name).is_file()]
+    if missing:
+        raise _Damaged(f"{missing[0]} is missing")
+    try:
+        config = json.loads((conv / "config.json").read_text())
+        info = config.get("lazarus") or {}
+        if info.get("conversion_version") != CONVERSION_VERSION:
+            raise _Damaged("written by another lazarus version")
+        sizes = info.get("files") or {}
+        for name in _FILES:
+            actual = (conv / name).stat().st_size
+            if actual != sizes.get(name):
+                raise _Damaged(f"{name} is {actual} bytes, {sizes.get(name)} were written")
+        weights = mx.load(str(conv / "model.safetensors"))
+        tokenizer = Tokenizer.load_saved(conv)
+    except _Damaged:
+        raise
+    except Exception as exc:  # a missing, truncated or garbled file, whatever library reads it
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Damaged(f"unreadable: {reason}"[:200]) from exc
+    return config, weights, tokenizer
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+def _open(path: Path) -> Any:
+    from gguf import GGUFReader
+
+    check_header(path)
+    try:
+        return GGUFReader(str(path), "r")
+    except Exception as exc:  # the gguf reader raises bare ValueError/struct errors on damage
+        raise ModelLoadError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+
+
+def _dequantize(path: Path, t: Any) -> np.ndarray:
+    from gguf import quants
+
+    try:
+        return quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot read tensor {t.name} ({exc}); the file may be truncated") from exc
+
+
+def _candidate_names(name: str) -> list[str]:
+    """The Hugging Face names an mlx-lm parameter may go by in gguf-py's table."""
+    bare = name.removeprefix("model.")
+    neox = "gpt_neox." + (f"layers.{bare[2:]}" if bare.startswith("h.") else bare)  # mlx-lm's gpt_neox renames
+    merged = name.replace(".switch_mlp.", ".experts.")  # mlx-lm's stacked experts = llama.cpp's merged ones
+    for mlx_name, mixtral_name in ((".gate_proj", ".w1"), (".down_proj", ".w2"), (".up_proj", ".w3")):
+        if ".block_sparse_moe.experts." in merged:
+            merged = merged.replace(mlx_name, mixtral_name)
+    return [name, bare, f"transformer.{bare}", merged, neox]
+
+
+def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple]]:
+    """{mlx-lm parameter: GGUF tensor} and the parameters' shapes, from the family's own model."""
+    import gguf
+    from mlx.utils import tree_flatten
+
+    model_type = config["model_type"]
+    mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+    try:
+        model = mod.Model(mod.ModelArgs.from_dict(config))  # parameters stay lazy: nothing is computed
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: mlx-lm's {model_type} cannot be built from this file's metadata ({exc})") from exc
+    shapes = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == family.arch)
+    n_layers = int(config.get("num_hidden_layers") or config["n_layer"])
+    table = gguf.get_tensor_name_map(arch, n_layers)
+    plan: dict[str, str] = {}
+    tied = config.get("tie_word_embeddings", True)
+    for param in shapes:
+        gname = next((g for c in _candidate_names(param) if (g := table.get_name(c, try_suffixes=(".weight", ".bias")))), None)
+        if gname is None:
+            raise UnsupportedArchitecture(f"{source}: mlx-lm's {model_type} parameter {param} has no llama.cpp tensor name")
+        if gname not in names:
+            if gname == "output.weight" and tied:
+                continue  # the tied head: mlx-lm unembeds with token_embd
+            raise ModelLoadError(f"{source}: GGUF lacks tensor {gname} (needed for {family.arch})")
+        plan[param] = gname
+    if len(set(plan.values())) != len(plan):
+        twice = sorted(g for g in set(plan.values()) if list(plan.values()).count(g) > 1)
+        raise UnsupportedArchitecture(f"{source}: tensor {twice[0]} would fill two parameters of mlx-lm's {model_type}")
+    return plan, shapes
 
 
 def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
-    """Dequantize a GGUF into ``out_dir`` (config.json, model.safetensors, tokenizer files)."""
+    """Dequantize a GGUF into ``out_dir`` (config.json, model.safetensors, tokenizer files), atomically."""
     import mlx.core as mx
-    from gguf import GGUFReader, quants
 
-    check_header(path)
     if progress:
         progress(f"reading {path.name}", 0, 1)
-    try:
-        reader = GGUFReader(str(path), "r")
-    except Exception as exc:  # the gguf reader raises bare ValueError/struct errors on damage
-        raise ModelLoadError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+    reader = _open(path)
     meta = read_metadata(reader)
     arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    family = FAMILIES.get(arch)
+    if family is None:
         raise UnsupportedArchitecture(
             f"unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
-    names = {t.name for t in reader.tensors}
-    block_names = _BLOCK_NAMES[arch]
-    n_head = int(meta[f"{arch}.attention.head_count"])
-    n_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_head))
+    if int(meta.get("split.count", 1)) > 1:
+        raise ModelLoadError(f"{path.name} is part {int(meta.get('split.no', 0)) + 1} of a {meta['split.count']}-part "
+                             "split GGUF; merge it first (llama-gguf-split --merge)")
+    tensors = {t.name: t for t in reader.tensors}
+    if "token_embd.weight" not in tensors:
+        raise ModelLoadError(f"{path}: GGUF lacks tensor token_embd.weight")
+    shapes = Tensors({n: tuple(int(x) for x in reversed(t.shape.tolist())) for n, t in tensors.items()})
+    m = Meta(meta, arch, path.name)
+    config = family.config(m, shapes)
+    handled = set()
+    if family.rope_freqs and "rope_freqs.weight" in tensors:
+        handled.add("rope_freqs.weight")
+        scaling = llama3_scaling(_dequantize(path, tensors["rope_freqs.weight"]), config["rope_theta"],
+                                 config["head_dim"], path.name)
+        if scaling is not None:
+            if "rope_scaling" in config:
+                raise UnsupportedArchitecture(f"{path.name}: both a rope_freqs tensor and {arch}.rope.scaling.type")
+            config["rope_scaling"] = scaling
+    unread = m.unread()
+    if unread:
+        more = f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""
+        raise UnsupportedArchitecture(f"{path.name}: metadata {unread[0]}{more} is not understood for {arch}; "
+                                      "refusing rather than ignoring it")
+    plan, param_shapes = _plan(family, config, set(tensors), path.name)
+    if family.output_tied_copy and "output.weight" in tensors and "output.weight" not in plan.values():
+        handled.add("output.weight")
+        if not np.array_equal(_dequantize(path, tensors["output.weight"]), _dequantize(path, tensors["token_embd.weight"])):
+            raise UnsupportedArchitecture(f"{path.name}: output.weight differs from token_embd.weight, "
+                                          f"but mlx-lm's {config['model_type']} ties them")
+    stray = sorted(set(tensors) - set(plan.values()) - handled)
+    if stray:
+        raise UnsupportedArchitecture(f"{path.name}: tensor {stray[0]} has no place in mlx-lm's {config['model_type']} model; "
+                                      "refusing rather than dropping it")
 
+    n_head, n_kv = config.get("num_attention_heads"), config.get("num_key_value_heads")
     weights: dict[str, mx.array] = {}
-    total = len(reader.tensors)
-    vocab = None
-    for i, t in enumerate(reader.tensors):
-        try:
-            arr = quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
-        except Exception as exc:
-            raise ModelLoadError(f"{path}: cannot read tensor {t.name} ({exc}); the file may be truncated") from exc
-        m = _BLK.match(t.name)
-        if m:
-            layer, part, kind = m.groups()
-            if part not in block_names:
-                raise UnsupportedArchitecture(f"{path}: unexpected tensor {t.name} for architecture {arch}")
-            name = f"model.layers.{layer}.{block_names[part]}.{kind}"
-            if arch == "llama" and part == "attn_q":
-                arr = _unpermute(arr, n_head)
-            elif arch == "llama" and part == "attn_k":
-                arr = _unpermute(arr, n_kv)
-        else:
-            stem, _, kind = t.name.rpartition(".")
-            if stem == "rope_freqs":
-                continue
-            if stem not in _TOP_NAMES:
-                raise UnsupportedArchitecture(f"{path}: unexpected tensor {t.name} for architecture {arch}")
-            name = f"{_TOP_NAMES[stem]}.{kind}"
-            if stem == "token_embd":
-                vocab = arr.shape[0]
-        if arch == "gemma3" and name.endswith("norm.weight"):
-            arr = arr - 1.0
-        weights[name] = mx.array(arr)
-        if progress and (i % 16 == 0 or i == total - 1):
-            progress(f"dequantizing {path.name}", i + 1, total)
-    if vocab is None:
-        raise ModelLoadError(f"{path}: no token_embd.weight tensor")
-    config = _config(arch, meta, names, vocab)
-    config["lazarus"] = {"source": str(path), "gguf_file_type": meta.get("general.file_type"),
-                         "name": meta.get("general.name"), "quantization": sorted({t.tensor_type.name for t in reader.tensors})}
+    for i, (param, gname) in enumerate(plan.items()):
+        arr = _dequantize(path, tensors[gname])
+        if family.permute_qk and re.fullmatch(r"blk\.\d+\.attn_q\.(weight|bias)", gname):
+            arr = unpermute(arr, n_head)
+        elif family.permute_qk and re.fullmatch(r"blk\.\d+\.attn_k\.(weight|bias)", gname):
+            arr = unpermute(arr, n_kv)
+        elif family.interleave_qkv and re.fullmatch(r"blk\.\d+\.attn_qkv\.(weight|bias)", gname):
+            arr = interleave_qkv(arr, n_head)
+        if family.norm_shift and param.endswith("norm.weight"):
+            arr = arr - np.float32(family.norm_shift)
+        if arr.shape != param_shapes[param]:
+            raise ModelLoadError(f"{path.name}: tensor {gname} has shape {arr.shape}, "
+                                 f"mlx-lm's {config['model_type']} expects {param_shapes[param]} for {param}")
+        weights[param] = mx.array(arr)
+        if progress and (i % 16 == 0 or i == len(plan) - 1):
+            progress(f"dequantizing {path.name}", i + 1, len(plan))
+    config["lazarus"] = {"source": str(path), "gguf_architecture": arch, "gguf_file_type": meta.get("general.file_type"),
+                         "name": meta.get("general.name"), "conversion_version": CONVERSION_VERSION,
+                         "quantization": sorted({t.tensor_type.name for t in reader.tensors})}
     tok = from_gguf_metadata(meta)
-
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    mx.save_safetensors(str(tmp / "model.safetensors"), weights)
-    (tmp / "config.json").write_text(json.dumps(config, indent=1))
-    tok.save(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    _write(out_dir, config, weights, tok)
     return out_dir
+
+
+def _write(out_dir: Path, config: dict[str, Any], weights: dict[str, Any], tok: Tokenizer) -> None:
+    """Write into a temporary sibling, record the file sizes in config.json (last), rename into place."""
+    import mlx.core as mx
+
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the converted model under {out_dir.parent}: {exc.strerror or exc} "
+                             "(point LAZARUS_CACHE at a writable directory)") from exc
+    try:
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights)
+        tok.save(tmp)
+        config["lazarus"]["files"] = {name: (tmp / name).stat().st_size for name in _FILES}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, LazarusError):
+            raise ModelLoadError(f"cannot write the converted model to {out_dir}: {exc}") from exc
+        raise

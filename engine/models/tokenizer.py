@@ -219,12 +219,13 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Tokenizer:
         merges = _spm_merges(tokens, vocab)
         backend = _HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
         norms = [normalizers.Replace(" ", "\u2581")]
-        if meta.get("tokenizer.ggml.add_space_prefix", False):
+        space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))  # llama.cpp's SPM default
+        if space_prefix:
             norms.insert(0, normalizers.Prepend("\u2581"))
         backend.normalizer = normalizers.Sequence(norms)
         backend.pre_tokenizer = None
         backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
-                                            + ([decoders.Strip(" ", 1, 0)] if meta.get("tokenizer.ggml.add_space_prefix") else []))
+                                            + ([decoders.Strip(" ", 1, 0)] if space_prefix else []))
     else:
         raise ModelLoadError(f"unsupported GGUF tokenizer model {model!r} (supported: gpt2, llama)")
 

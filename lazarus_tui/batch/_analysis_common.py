@@ -82,6 +82,8 @@ def run_pair(args, spec1, spec2, dtype2: str, analysis, label: str, render) -> i
         return (a.info, b.info), analysis(a, b, ctx)
 
     infos, result = runner.run(job, label)
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     emit(result, args, lambda r: render(r, infos))
     return 0
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
+    add_chat_args,
     add_model_args,
     add_output_args,
     emit,
@@ -76,8 +78,6 @@ def build_request(args) -> object:
         raise InputError("--heads ablates attention heads: use --component attention (or leave it out)")
     if args.multi and args.grid:
         raise InputError("--multi and --grid exclude each other")
-    if args.max_tokens < 1:
-        raise InputError("--max-tokens must be at least 1")
     layers = parse_layers(args.layers) if args.layers is not None else None
     cases = parse_prompt_cases(args.prompts) if args.prompts is not None else None
     if cases is None and not args.prompt:
@@ -112,7 +112,7 @@ def build_request(args) -> object:
         prompts=[PromptCase(prompt=p, expected=e) for p, e in cases] if cases else None,
         component=component, heads=heads, layers=layers,
         mode="multi" if args.multi else "grid" if args.grid else "sweep",
-        method=args.method, reference=reference, chat=not args.raw, max_tokens=args.max_tokens)
+        method=args.method, reference=reference, chat=args.chat, max_tokens=args.max_tokens)
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -222,8 +222,8 @@ def twin_command(req) -> str:
             parts.append("--grid")
     if req.method == "mean":
         parts += ["--method", "mean", "--reference", "|".join(req.reference)]
-    if not req.chat:
-        parts.append("--raw")
+    if req.chat:
+        parts.append("--chat")
     parts += ["--max-tokens", str(req.max_tokens)]
     return " ".join(shlex.quote(x) for x in parts)
 
@@ -244,23 +244,32 @@ def main(argv: list[str]) -> int:
     p.add_argument("--prompts", default=None, help="difficulty gradient: 'p1:exp1|p2:exp2' or @file")
     p.add_argument("--method", choices=("zero", "mean"), default="zero")
     p.add_argument("--reference", default=None, help="reference prompts for --method mean: 'p1|p2' or @file")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
-    p.add_argument("-n", "--max-tokens", type=int, default=60)
+    add_chat_args(p)
+    p.add_argument("-n", "--max-tokens", type=F.max_tokens, default=60)
     p.add_argument("-v", "--verbose", action="store_true", help="full outputs")
     p.add_argument("--jsonl", action="store_true", help="one JSON line per sweep point (baseline first)")
     add_output_args(p)
     args = p.parse_args(argv)
     req = build_request(args)
     from engine.ablation import run_ablation
+    from engine.distributed import world
 
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
+        if w.active:  # under a distributed launcher: prompts or sweep points shared among the ranks
+            from engine.ablation_split import run_ablation_distributed
+
+            return lm.info, run_ablation_distributed(lm, req, w, ctx.cancelled,
+                                                     lambda d, n: ctx.progress("parts", d, n, "ablate: parts"))
         return lm.info, run_ablation(lm, req, ctx.cancelled,
                                      lambda stage, i, n, msg, payload: ctx.progress(stage, i, n, msg))
 
     info, result = runner.run(job, "ablate")
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
     if args.jsonl:
         from lazarus_tui.batch.common import write_atomic
 

@@ -41,11 +41,14 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.analysis_results import ActivationDiffRequest
     from engine.diff import activation_diff
+    from engine.distributed import world
 
     dtype2 = args.dtype2 or args.dtype
     req = ActivationDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,
                                 finetuned_dtype=dtype2, prompts=split_prompts(args.prompts),
                                 layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)
+    w = world()
     return run_pair(args, args.base, args.finetuned, dtype2,
-                    lambda a, b, ctx: activation_diff(a, b, req, ctx.cancelled, ctx.counter("blocks", "activations")),
+                    lambda a, b, ctx: activation_diff(a, b, req, ctx.cancelled, ctx.counter("blocks", "activations"),
+                                                    world=w),
                     "activation-diff", render)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
+    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, bar, emit, model_header, out, parse_layers,
 )
 
 
@@ -12,16 +13,19 @@ def build_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("-p", "--prompt", required=True)
     p.add_argument("--all-layers", action="store_true", help="capture every layer")
-    p.add_argument("-s", "--layer-step", type=int, default=4)
+    p.add_argument("-s", "--layer-step", type=F.integer(1, 100_000), default=4)
     p.add_argument("--layer-strategy", default=None, help="all|evenly_spaced|first_last|custom")
     p.add_argument("--layers", default=None, help="custom layers, e.g. 0,4,8 or 20-23")
     p.add_argument("-t", "--track", action="append", default=[], help="token to track (repeatable)")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--embedding-scale", type=float, default=None)
-    p.add_argument("--position", type=int, default=-1, help="prompt position to read (default: last)")
-    chat = p.add_mutually_exclusive_group()
-    chat.add_argument("--chat", action="store_true", help="apply the chat template")
-    chat.add_argument("--raw", action="store_true", help="raw prompt (the default)")
+    p.add_argument("--top-k", type=F.top_k, default=5)
+    p.add_argument("--embedding-scale", type=F.real(0, 1e4, lo_open=True), default=None)
+    p.add_argument("--pipeline", action="store_true",
+                   help="under a distributed launcher: split the model's layers across the ranks "
+                        "(for models larger than one machine; docs/distributed.md)")
+    p.add_argument("--position", type=F.position, default=-1, help="prompt position to read (default: last)")
+    p.add_argument("--lens", default="logit", help="logit (default), tuned:FILE, or tuned (the model's default "
+                   "file; lazarus --batch tuned-lens train)")
+    add_chat_args(p)
     add_output_args(p)
     return p
 
@@ -38,19 +42,19 @@ def request_from_args(args):
     except ValueError as exc:
         raise InputError(f"unknown layer strategy {args.layer_strategy!r} "
                          f"(choose from {', '.join(s.value for s in LayerStrategy)})") from exc
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
-    if args.layer_step < 1:
-        raise InputError("--layer-step must be at least 1")
     if args.prompt == "":
         raise InputError("empty prompt")
     for t in args.track:
         if t == "":
             raise InputError("tracked token is empty")
     layers = parse_layers(args.layers) if args.layers else None
+    from engine.tuned_lens import parse_lens_spec
+
+    parse_lens_spec(args.lens)
     return AnalyzeRequest(model=args.model, prompt=args.prompt, layer_strategy=strategy, layer_step=args.layer_step,
                           custom_layers=layers, top_k=args.top_k, track_tokens=args.track,
-                          embedding_scale=args.embedding_scale, chat=args.chat, position=args.position)
+                          embedding_scale=args.embedding_scale, chat=args.chat, position=args.position,
+                          lens=args.lens)
 
 
 def render(r, info) -> None:
@@ -63,7 +67,10 @@ def render(r, info) -> None:
     out.print("=== Final Prediction ===")
     for tp in r.final_prediction:
         out.print(f"  {tp.probability:.4f} {bar(tp.probability):<50} {tp.token!r}")
-    out.print("\n=== Logit Lens (top prediction at each layer) ===")
+    if r.lens is not None:
+        b = r.lens
+        out.print(f"\nTuned lens: {b.path} (trained for {b.model_id}, weights {b.weights_hash}, {b.tokens} positions)")
+    out.print(f"\n=== {'Tuned' if r.lens is not None else 'Logit'} Lens (top prediction at each layer) ===")
     out.print(f"  {'Layer':>5}  {'top-1':<16} {'p':>7} {'entropy':>8} {'norm':>5}  top-k")
     for lp in r.layer_predictions:
         mark = "*" if lp.layer_idx == r.decision_layer else " "
@@ -101,13 +108,26 @@ def main(argv: list[str]) -> int:
     prepare()  # compiled while the model loads
 
     runner = JobRunner(args.model, args.dtype)
+    stages = None
+    if args.pipeline:
+        from engine.pipeline import pipeline_world
+
+        stages = pipeline_world()
 
     def job(ctx):
-        lm = ctx.model()
+        if stages is None:
+            lm = ctx.model()
+        else:  # this rank's layers only
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stages.rank, stages.size))
         return lm.info, analyze(lm, req, ctx.cancelled,
-                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"))
+                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"),
+                                pipeline=stages)
 
     info, result = runner.run(job, "analyze")
+    if result is None:  # a pipeline stage other than rank 0
+        return 0
     emit(result, args, lambda r: render(r, info))
     return 0
 
@@ -139,4 +159,6 @@ def twin_command(req, model: str | None = None) -> str:
         parts.append("--chat")
     if req.embedding_scale is not None:
         parts += ["--embedding-scale", str(req.embedding_scale)]
+    if req.lens != "logit":
+        parts += ["--lens", req.lens]
     return shlex.join(parts)

@@ -12,6 +12,7 @@ import sys
 from rich.table import Table
 
 from engine.errors import InputError
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser,
@@ -29,7 +30,7 @@ SUBCOMMANDS = ("dataset", "collect", "analyze", "directions", "visualize", "prob
 
 def _json_args(p: argparse.ArgumentParser, result_file: bool = True) -> None:
     if result_file:
-        p.add_argument("-o", "--output", default=None, help="write the result as JSON to this file")
+        p.add_argument("-o", "--output", type=F.output_file, default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
 
 
@@ -47,23 +48,23 @@ def dataset_parser() -> ArgumentParser:
     p = ArgumentParser(prog="circuit dataset", description="create or show labelled prompt datasets")
     sub = p.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
     c = sub.add_parser("create", help="build a dataset and save it (JSON, or JSONL for a .jsonl name)")
-    c.add_argument("-o", "--output", required=True, help="dataset file (.json or .jsonl)")
+    c.add_argument("-o", "--output", type=F.output_file, required=True, help="dataset file (.json or .jsonl)")
     c.add_argument("--kind", choices=("tool_calling", "arithmetic", "binary", "contrastive"), default="tool_calling")
-    c.add_argument("--per-tool", type=int, default=25, help="tool_calling: prompts per tool (default 25)")
-    c.add_argument("--no-tool", type=int, default=100, help="tool_calling: prompts needing no tool (default 100)")
+    c.add_argument("--per-tool", type=F.integer(0, 100_000), default=25, help="tool_calling: prompts per tool (default 25)")
+    c.add_argument("--no-tool", type=F.integer(0, 100_000), default=100, help="tool_calling: prompts needing no tool (default 100)")
     c.add_argument("--tools", default=None, help="tool_calling: comma list of tools (default: all six)")
-    c.add_argument("--count", type=int, default=100, help="arithmetic: number of prompts")
+    c.add_argument("--count", type=F.integer(1, 100_000), default=100, help="arithmetic: number of prompts")
     c.add_argument("--ops", default="+-*", help="arithmetic: operations from +-*")
     c.add_argument("--positive", default=None, help="binary/contrastive: file, one positive prompt per line")
     c.add_argument("--negative", default=None, help="binary/contrastive: file, one negative prompt per line")
     c.add_argument("--label-positive", default="positive")
     c.add_argument("--label-negative", default="negative")
     c.add_argument("--name", default=None, help="dataset name")
-    c.add_argument("--seed", type=int, default=42)
+    c.add_argument("--seed", type=F.seed, default=42)
     c.add_argument("--json", action="store_true", help="print the dataset summary as JSON")
     s = sub.add_parser("show", help="counts per label and category, and sample prompts")
     s.add_argument("dataset")
-    s.add_argument("--samples", type=int, default=10)
+    s.add_argument("--samples", type=F.integer(0, 100_000), default=10)
     s.add_argument("--json", action="store_true")
     return p
 
@@ -132,14 +133,14 @@ def collect_parser() -> ArgumentParser:
                        "outputs to .safetensors (resumable: rerun the same command after an interruption)")
     add_model_args(p)
     p.add_argument("-d", "--dataset", required=True, help="dataset file (.json/.jsonl)")
-    p.add_argument("-o", "--output", required=True, help="activation file (.safetensors added if missing)")
+    p.add_argument("-o", "--output", type=F.output_file, required=True, help="activation file (.safetensors added if missing)")
     p.add_argument("--layers", default="all", help="all | decision (depth band 40-75%%) | list such as 8,10 or 20-23")
     p.add_argument("--position", choices=("last", "mean"), default="last",
                    help="last prompt token, or the mean over the prompt's tokens")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--generate", type=int, default=0, metavar="N", help="also generate N tokens per prompt (greedy)")
+    p.add_argument("--batch-size", type=F.integer(1, 1024), default=16)
+    p.add_argument("--generate", type=F.integer(0, F.MAX_TOKENS), default=0, metavar="N", help="also generate N tokens per prompt (greedy)")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
-    p.add_argument("--result", default=None, help="write the run summary as JSON to this file")
+    p.add_argument("--result", type=F.output_file, default=None, help="write the run summary as JSON to this file")
     _json_args(p, result_file=False)
     return p
 
@@ -150,21 +151,22 @@ def collect_main(argv: list[str]) -> int:
     from engine.circuit.dataset import load_dataset
     from engine.circuit.models import CollectRequest
 
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be >= 1")
-    if args.generate < 0:
-        raise InputError("--generate must be >= 0")
     ds = load_dataset(args.dataset)  # validate before loading the model
     req = CollectRequest(model=args.model, dataset=args.dataset, output=args.output, layers=args.layers,
                          position=args.position, batch_size=args.batch_size, generate=args.generate, chat=args.chat)
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return collect(lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect: batches"),
-                       dataset=ds)
+                       dataset=ds, world=w)
 
     r = runner.run(job, "collect")
+    if r is None:  # a rank other than 0: rank 0 writes and reports
+        return 0
     for w in r.warnings:
         err.print(f"warning: {w}", markup=False)
     _emit_json_only(r, args)
@@ -191,11 +193,11 @@ def analyze_parser() -> ArgumentParser:
     p = ArgumentParser(prog="circuit analyze", description="per-layer PCA, binary/category probes, "
                        "optional UMAP and k-means")
     p.add_argument("-a", "--activations", required=True, help="activation file from circuit collect")
-    p.add_argument("--layer", type=int, default=None, help="one layer (default: every collected layer)")
+    p.add_argument("--layer", type=F.layer, default=None, help="one layer (default: every collected layer)")
     p.add_argument("--layers", default=None, help="several layers, e.g. 8,10 or 20-23")
     p.add_argument("--umap", action="store_true", help="UMAP embedding at the layer (or the best layer)")
     p.add_argument("--kmeans", action="store_true", help="k-means silhouette and ARI vs categories")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=F.seed, default=0)
     _json_args(p)
     return p
 
@@ -254,12 +256,12 @@ def directions_parser() -> ArgumentParser:
     p = ArgumentParser(prog="circuit directions", description="extract directions at one layer; held-out "
                        "accuracy and separation; .npz files readable by steer -d and directions")
     p.add_argument("-a", "--activations", required=True)
-    p.add_argument("--layer", type=int, default=None, help="the layer (required when the file has several)")
+    p.add_argument("--layer", type=F.layer, default=None, help="the layer (required when the file has several)")
     p.add_argument("--method", choices=("diff_means", "lda", "probe_weights", "pca"), default="diff_means")
     p.add_argument("--per-tool", action="store_true", help="one direction per category (tool), one-vs-rest")
-    p.add_argument("-o", "--output", default=None, metavar="DIR", help="directory for the .npz files")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--result", default=None, help="write the result as JSON to this file")
+    p.add_argument("-o", "--output", type=F.output_dir, default=None, metavar="DIR", help="directory for the .npz files")
+    p.add_argument("--seed", type=F.seed, default=0)
+    p.add_argument("--result", type=F.output_file, default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -308,8 +310,8 @@ def directions_main(argv: list[str]) -> int:
 def visualize_parser() -> ArgumentParser:
     p = ArgumentParser(prog="circuit visualize", description="PNG charts and the same charts in the terminal")
     p.add_argument("-a", "--activations", required=True)
-    p.add_argument("--layer", type=int, default=None, help="layer for PCA/UMAP (default: best probe layer)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the PNG files")
+    p.add_argument("--layer", type=F.layer, default=None, help="layer for PCA/UMAP (default: best probe layer)")
+    p.add_argument("-o", "--output", type=F.output_dir, required=True, metavar="DIR", help="directory for the PNG files")
     p.add_argument("--pca", action="store_true")
     p.add_argument("--umap", action="store_true")
     p.add_argument("--probes", action="store_true")
@@ -317,7 +319,7 @@ def visualize_parser() -> ArgumentParser:
     p.add_argument("--analysis", default=None, metavar="FILE.json",
                    help="a saved 'circuit analyze -o' result for this file (skips recomputing PCA and probes)")
     p.add_argument("--no-terminal", action="store_true", help="do not print the terminal charts")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=F.seed, default=0)
     p.add_argument("--json", action="store_true")
     return p
 
@@ -331,16 +333,13 @@ def visualize_main(argv: list[str]) -> int:
     acts = load_activations(args.activations)
     analysis = None
     if args.analysis:
-        from pathlib import Path
-
         from pydantic import ValidationError
 
         from engine.circuit.models import AnalyzeResult
+        from engine.fileio import read_text
 
         try:
-            analysis = AnalyzeResult.model_validate_json(Path(args.analysis).read_text())
-        except FileNotFoundError:
-            raise InputError(f"analysis file not found: {args.analysis}") from None
+            analysis = AnalyzeResult.model_validate_json(read_text(args.analysis, "analysis file"))
         except ValidationError as exc:
             raise InputError(f"{args.analysis} is not a circuit analyze result: {exc.errors()[0]['msg']}") from None
     r = visualize(acts, args.output, args.layer, pca=everything or args.pca, umap=everything or args.umap,
@@ -371,12 +370,12 @@ def probes_parser() -> ArgumentParser:
     r.add_argument("--layers", default=None, help="layers to probe (default: all)")
     r.add_argument("--datasets", default=None, metavar="DIR", help="probe datasets (default: built-in)")
     r.add_argument("--category", default=None, help="syntactic | semantic | decision")
-    r.add_argument("--threshold", type=float, default=0.75, help="CV accuracy that counts as emerged")
+    r.add_argument("--threshold", type=F.real(0, 1, lo_open=True), default=0.75, help="CV accuracy that counts as emerged")
     r.add_argument("--chat", action="store_true")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=F.seed, default=0)
     _json_args(r)
     i = sub.add_parser("init", help="write the built-in probe datasets to a directory for editing")
-    i.add_argument("-o", "--output", required=True, metavar="DIR")
+    i.add_argument("-o", "--output", type=F.output_dir, required=True, metavar="DIR")
     return p
 
 
@@ -413,14 +412,19 @@ def probes_main(argv: list[str]) -> int:
     from engine.circuit.probes import load_battery
 
     load_battery(args.datasets, args.category)  # validate before loading the model
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return run_battery(lm, layers, args.datasets, args.category, args.threshold, args.chat, args.seed,
-                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"))
+                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"), world=w)
 
     r = runner.run(job, "probes")
+    if r is None:  # a rank other than 0
+        return 0
     emit(r, args, render_probes)
     return 0
 

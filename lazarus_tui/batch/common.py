@@ -2,7 +2,8 @@
 
 stdout is data (the Rich rendering or ``--json``); stderr is narration and
 progress. User errors are one line and exit code 2; model-load errors exit 3;
-Ctrl-C exits 130; ``-o FILE`` is written to a temp file and renamed.
+Ctrl-C exits 130; ``-o FILE`` is written by engine.fileio (temp file and rename, or written
+through to a device or FIFO). docs/errors.md lists the exit codes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -21,15 +21,37 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from engine.errors import Cancelled, InputError
 
-out = Console(highlight=False, soft_wrap=True)
+class _Out(Console):
+    """stdout's console: a reader that goes away (``| head``) ends the command like ``--json`` does
+    (lazarus_tui.batch.dispatch: exit 0, quietly), not with Rich's own exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Out(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (InputError, exit 2)."""
+    """argparse that reports a usage error as one line (InputError, exit 2), and refuses text
+    that is not valid UTF-8 (Python keeps such argv bytes as surrogate escapes)."""
 
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{self.prog}: {message}")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        from engine.fileio import check_utf8
+
+        ns, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(ns, action.dest, None)
+            what = f"{self.prog}: argument {'/'.join(action.option_strings) or action.dest}"
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    check_utf8(item, what)
+        return ns, extras
 
 
 def add_model_args(p: argparse.ArgumentParser, flag: tuple[str, ...] = ("-m", "--model")) -> None:
@@ -38,18 +60,28 @@ def add_model_args(p: argparse.ArgumentParser, flag: tuple[str, ...] = ("-m", "-
     p.add_argument("--dtype", default="auto", help="auto|float32|float16|bfloat16|native|q4|q8 (auto: float32 on CPU)")
 
 
+def add_chat_args(p: argparse.ArgumentParser) -> None:
+    """The product's one chat-template rule (docs/tui.md): prompts go to the model as typed unless
+    ``--chat`` asks for the model's chat template; ``--raw`` names the default explicitly."""
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", action="store_true", help="apply the model's chat template")
+    chat.add_argument("--raw", action="store_true", help="prompts as typed (the default)")
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default=None, help="write the result as JSON to this file")
+    from lazarus_tui.batch.flags import output_file
+
+    p.add_argument("-o", "--output", type=output_file, default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
 
 
 def split_prompts(text: str) -> list[str]:
     """``a|b|c`` → three prompts, NOT stripped; ``@file`` → one prompt per line (trailing spaces kept)."""
     if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.exists():
-            raise InputError(f"prompt file not found: {path}")
-        return [line.rstrip("\r\n") for line in path.read_text().splitlines() if line.rstrip("\r\n") != ""]
+        from engine.fileio import read_text
+
+        lines = read_text(text[1:], "prompt file").splitlines()
+        return [line.rstrip("\r\n") for line in lines if line.rstrip("\r\n") != ""]
     return text.split("|")
 
 
@@ -68,10 +100,9 @@ def check_layers(layers: list[int], n_layers: int) -> list[int]:
 
 
 def parse_floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise InputError(f"bad number list {text!r}: expected e.g. -2,-1,0,1,2") from exc
+    from lazarus_tui.batch.flags import finite_list
+
+    return finite_list(text, limit=1000)
 
 
 def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -90,12 +121,9 @@ def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def write_atomic(path: str, text: str) -> None:
-    from engine.fileio import write_atomic as write
+    from engine.fileio import write_text
 
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise InputError(f"output directory does not exist: {target.parent}")
-    write(target, lambda fh: fh.write(text))
+    write_text(path, text)
 
 
 def emit(result: Any, args: argparse.Namespace, render: Callable[[Any], None]) -> None:
@@ -126,18 +154,47 @@ def bar(p: float, width: int = 50) -> str:
     return "#" * int(round(max(0.0, min(1.0, p)) * width))
 
 
+_RUNNERS: list[JobRunner] = []
+
+
+def close_runners() -> None:
+    """Stop the engine threads this command started (dispatch calls it when a command ends), so
+    that in-process runs (tests, the API) do not keep a thread and its models alive forever."""
+    if not _RUNNERS:
+        return
+    while _RUNNERS:
+        session = _RUNNERS.pop().session
+        # the command's jobs are over: the thread only has to wake up and end (slow on a busy
+        # machine, so no "waiting" line for that); a step still running gets shutdown()'s
+        if not session.close(cancel=True, timeout=5.0):
+            session.shutdown()
+    import gc
+
+    gc.collect()  # a failed job's traceback holds its model in a reference cycle
+
+
 class JobRunner:
     """Runs engine jobs with a Rich progress bar on stderr; Ctrl-C cancels the job."""
 
     def __init__(self, model: str | None, dtype: str, quiet: bool = False) -> None:
+        from engine.distributed import env_rank, launched
         from engine.session import EngineSession
 
         self.session = EngineSession(model, dtype)
-        self.quiet = quiet or not sys.stderr.isatty() and os.environ.get("LAZARUS_PROGRESS") != "1"
+        _RUNNERS.append(self)
+        # under a distributed launcher stderr is a pipe to the launcher; it passes the terminal's width
+        # (COLUMNS) when it runs on one, and rank 0 then draws the combined progress through it
+        self.console = err
+        if launched() and env_rank() == 0 and os.environ.get("COLUMNS", "0").strip() not in ("", "0"):
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=True)
+        self.rank = env_rank()  # under a distributed launcher only rank 0 narrates
+        self.quiet = (quiet or env_rank() != 0
+                      or self.console is err and not sys.stderr.isatty()
+                      and os.environ.get("LAZARUS_PROGRESS") != "1")
 
     def run(self, fn: Callable[[Any], Any], label: str) -> Any:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), console=err, transient=True, disable=self.quiet)
+                            TimeElapsedColumn(), console=self.console, transient=True, disable=self.quiet)
         tasks: dict[str, Any] = {}
 
         def on_progress(ev: Any) -> None:
@@ -157,7 +214,8 @@ class JobRunner:
             if asked:
                 from engine.session import leave_now
 
-                err.print("interrupted", markup=False)
+                if self.rank == 0:
+                    err.print("interrupted", markup=False)
                 leave_now(130)
             asked.append(time.monotonic())
             job.cancel()
@@ -169,7 +227,7 @@ class JobRunner:
                     try:
                         return job.result(timeout=0.1)
                     except TimeoutError:
-                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0:
+                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0 and self.rank == 0:
                             asked.append(0.0)  # say it once
                             err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
         finally:

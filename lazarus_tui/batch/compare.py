@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, run_pair, two_model_header
 from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
@@ -15,9 +16,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dtype", default="auto", help="model 1's dtype (auto|float32|float16|bfloat16|q4|q8)")
     p.add_argument("--dtype2", default=None, help="model 2's dtype (default: --dtype)")
     p.add_argument("-p", "--prompt", required=True)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=F.top_k, default=5)
     p.add_argument("--track", default=None, help="tokens to track, comma-separated: ' Paris, London'")
     p.add_argument("--chat", action="store_true", help="apply each model's chat template")
+    p.add_argument("--lens", default="logit", help="model 1's lens: logit (default), tuned:FILE or tuned")
+    p.add_argument("--lens2", default="logit", help="model 2's lens (default: logit; a tuned lens is bound to one "
+                   "model, so `-m1 X --lens tuned:F` alone compares X's tuned lens with its logit lens)")
     add_output_args(p)
     return p
 
@@ -36,7 +40,10 @@ def render(r, infos) -> None:
     for i, (a, b) in enumerate(zip(r.final1, r.final2)):
         t.add_row(str(i + 1), esc(repr(a.token)), f"{a.probability:.4f}", esc(repr(b.token)), f"{b.probability:.4f}")
     out.print(t)
-    t = Table(title="=== Logit Lens side by side (top-1 per layer) ===", title_justify="left")
+    lenses = (r.request.lens1, r.request.lens2)
+    title = ("=== Logit Lens side by side (top-1 per layer) ===" if lenses == ("logit", "logit") else
+             esc(f"=== Lens side by side (top-1 per layer; model 1: {lenses[0]}, model 2: {lenses[1]}) ==="))
+    t = Table(title=title, title_justify="left")
     for col in ("depth", "L1", "model 1 top-1", "p", "L2", "model 2 top-1", "p", "KL(1||2)"):
         t.add_column(col, justify="left" if "top-1" in col else "right")
     for row in r.rows:
@@ -63,13 +70,13 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.analysis_results import CompareRequest
     from engine.compare import compare
-    from engine.errors import InputError
 
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
     track = [t for t in args.track.split(",")] if args.track else []
     dtype2 = args.dtype2 or args.dtype
+    from engine.tuned_lens import parse_lens_spec
+
     req = CompareRequest(model1=args.model1, model2=args.model2 or args.model1, dtype1=args.dtype, dtype2=dtype2,
-                         prompt=args.prompt, top_k=args.top_k, track=track, chat=args.chat)
+                         prompt=args.prompt, top_k=args.top_k, track=track, chat=args.chat,
+                         lens1=parse_lens_spec(args.lens), lens2=parse_lens_spec(args.lens2))
     return run_pair(args, args.model1, args.model2, dtype2, lambda a, b, ctx: compare(a, b, req, ctx.cancelled),
                     "compare", render)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import cosine_table, esc
 from lazarus_tui.batch.common import ArgumentParser, add_output_args, emit, out
 
@@ -10,7 +11,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="lazarus --batch directions",
                        description="cosine matrix of saved .npz directions (probe or steering files)")
     p.add_argument("files", nargs="+", help="two or more .npz files (only the 'direction' key is required)")
-    p.add_argument("--threshold", type=float, default=0.1, help="|cos| below this counts as orthogonal")
+    p.add_argument("--threshold", type=F.real(0, 1), default=0.1, help="|cos| below this counts as orthogonal")
     add_output_args(p)
     return p
 

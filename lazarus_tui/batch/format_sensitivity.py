@@ -50,12 +50,17 @@ def main(argv: list[str]) -> int:
 
     req = FormatSensitivityRequest(model=args.model, prompts=split_prompts(args.prompts),
                                    layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, format_sensitivity(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
+        return lm.info, format_sensitivity(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
 
     info, result = runner.run(job, "format-sensitivity")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     emit(result, args, lambda r: render(r, info, args.summary_only))
     return 0

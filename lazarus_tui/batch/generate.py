@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
-    ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, split_prompts,
+    ArgumentParser, JobRunner, add_chat_args, add_model_args, add_output_args, emit, model_header, out, split_prompts,
 )
 
 
@@ -11,12 +12,15 @@ def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="lazarus --batch generate", description="generate text, optionally comparing formats")
     add_model_args(p)
     p.add_argument("-p", "--prompts", "--prompt", dest="prompts", required=True, help="'a|b' or @file")
-    p.add_argument("-n", "--max-tokens", type=int, default=10)
-    p.add_argument("-t", "--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", "--max-tokens", type=F.max_tokens, default=10)
+    p.add_argument("-t", "--temperature", type=F.temperature, default=0.0)
+    p.add_argument("--seed", type=F.seed, default=0)
     p.add_argument("--compare-format", action="store_true", help="with and without a trailing space")
     p.add_argument("--show-tokens", action="store_true")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
+    p.add_argument("--pipeline", action="store_true",
+                   help="under a distributed launcher: split the model's layers across the ranks "
+                        "(for models larger than one machine; docs/distributed.md)")
     add_output_args(p)
     args = p.parse_args(argv)
     from engine.errors import InputError
@@ -26,21 +30,29 @@ def main(argv: list[str]) -> int:
     prompts = split_prompts(args.prompts)
     if any(x == "" for x in prompts):
         raise InputError("empty prompt")
-    if args.max_tokens < 1:
-        raise InputError("--max-tokens must be at least 1")
-    if args.temperature < 0:
-        raise InputError("--temperature must be >= 0")
     req = GenerateRequest(model=args.model, prompts=prompts, max_tokens=args.max_tokens,
-                          temperature=args.temperature, seed=args.seed, chat=not args.raw,
+                          temperature=args.temperature, seed=args.seed, chat=args.chat,
                           compare_format=args.compare_format, show_tokens=args.show_tokens)
     runner = JobRunner(args.model, args.dtype)
+    stage = None
+    if args.pipeline:
+        from engine.pipeline import pipeline_world
+
+        stage = pipeline_world()
 
     def job(ctx):
-        lm = ctx.model()
+        if stage is None:
+            lm = ctx.model()
+        else:  # this rank's layers only
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stage.rank, stage.size))
         return lm.info, run_generate(lm, req, ctx.cancelled,
-                                     lambda i, n: ctx.progress("token", i, n, "generate: tokens"))
+                                     lambda i, n: ctx.progress("token", i, n, "generate: tokens"), pipeline=stage)
 
     info, result = runner.run(job, "generate")
+    if result is None:  # a pipeline stage other than rank 0
+        return 0
 
     def render(r):
         model_header(info)

@@ -59,12 +59,17 @@ def main(argv: list[str]) -> int:
                        labels=split_labels(args.labels) if args.labels else None,
                        layers=parse_layers(args.layers) if args.layers else None,
                        attention=args.attention, chat=args.chat)
+    from engine.distributed import world
+
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, layer_analysis(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
+        return lm.info, layer_analysis(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
 
     info, result = runner.run(job, "layer")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     emit(result, args, lambda r: render(r, info))
     return 0

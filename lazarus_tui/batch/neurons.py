@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, print_wide
 from lazarus_tui.batch.common import (
     ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out, parse_layers, split_prompts,
@@ -14,18 +15,18 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="lazarus --batch neurons",
                        description="values of single neurons (residual dims, or MLP units with --mlp) per prompt")
     add_model_args(p)
-    p.add_argument("-l", "--layer", type=int, default=None)
+    p.add_argument("-l", "--layer", type=F.layer, default=None)
     p.add_argument("--layers", default=None, help="several layers, e.g. 10,12 or 20-23")
     p.add_argument("-p", "--prompts", required=True, help="prompts a|b|c (not stripped) or @file")
     p.add_argument("-n", "--neurons", default=None, help="neuron indices, e.g. 808,1190")
     p.add_argument("--neuron-names", default=None, help="names for -n, e.g. 'A|B'")
     p.add_argument("--mlp", action="store_true", help="MLP hidden units instead of residual dimensions")
     p.add_argument("--from-direction", default=None, metavar="F.npz", help="top-k dimensions of a direction by |weight|")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=F.integer(1, 1_000_000), default=10)
     p.add_argument("--auto-discover", action="store_true", help="rank dimensions by label separation (needs --labels)")
     p.add_argument("--labels", default=None, help="one label per prompt: 'x|y|x' (or x,y,x)")
     p.add_argument("--steer", default=None, metavar="F.npz[:COEF]", help="also show the values under steering")
-    p.add_argument("--strength", type=float, default=None, help="steering coefficient (overrides :COEF)")
+    p.add_argument("--strength", type=F.real(-1000, 1000), default=None, help="steering coefficient (overrides :COEF)")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     add_output_args(p)
     return p
@@ -74,20 +75,22 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             raise InputError(f"bad neuron list {args.neurons!r}: expected e.g. 808,1190") from exc
     names = [x for x in args.neuron_names.split("|")] if args.neuron_names else []
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
     req = NeuronsRequest(model=args.model, prompts=split_prompts(args.prompts), layers=layers, neurons=neurons,
                          neuron_names=names, mlp=args.mlp, from_direction=args.from_direction, top_k=args.top_k,
                          auto_discover=args.auto_discover, labels=split_labels(args.labels) if args.labels else None,
                          steer=args.steer, strength=args.strength, chat=args.chat)
+    from engine.distributed import world
     from engine.neurons import run_neurons
 
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
-        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"))
+        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
 
     info, result = runner.run(job, "neurons")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     emit(result, args, lambda r: render(r, info))
     return 0

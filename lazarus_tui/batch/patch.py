@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser, JobRunner, add_model_args, add_output_args, emit, fix_negative_values, model_header, out,
@@ -18,12 +19,12 @@ def build_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("--source", required=True, help="source prompt (its activation is copied)")
     p.add_argument("--target", required=True, help="target prompt (patched)")
-    p.add_argument("-l", "--layer", type=int, default=None, help="one layer to patch")
+    p.add_argument("-l", "--layer", type=F.layer, default=None, help="one layer to patch")
     p.add_argument("--layers", default=None, help="sweep: layers to patch one at a time, e.g. 0-29")
     p.add_argument("--position", default="last", help="last (default), all, or a token index (may be negative)")
-    p.add_argument("--blend", type=float, default=1.0,
+    p.add_argument("--blend", type=F.real(0, 1), default=1.0,
                    help="1 = replace (default); a in [0,1] writes (1-a)*target + a*source")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=F.top_k, default=5)
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     add_output_args(p)
     return p
@@ -58,10 +59,6 @@ def main(argv: list[str]) -> int:
     if args.layer is None and args.layers is None:
         raise InputError("give -l/--layer or --layers")
     layers = ([args.layer] if args.layer is not None else []) + (parse_layers(args.layers) if args.layers else [])
-    if not 0.0 <= args.blend <= 1.0:
-        raise InputError("--blend must be between 0 and 1")
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
     req = PatchRequest(model=args.model, source=args.source, target=args.target, layers=layers,
                        position=args.position, blend=args.blend, top_k=args.top_k, chat=args.chat)
     from engine.patching import patch

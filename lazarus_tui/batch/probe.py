@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, err, model_header, out, parse_layers,
@@ -20,13 +21,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--label-a", default="A")
     p.add_argument("--label-b", default="B")
     p.add_argument("-t", "--test", default=None, help="prompts to score with the trained probe (a|b or @file)")
-    p.add_argument("-l", "--layer", type=int, default=None,
+    p.add_argument("-l", "--layer", type=F.layer, default=None,
                    help="layer for the direction and the test prompts (default: the best layer)")
     p.add_argument("--layers", default=None, help="layers to probe (default: all)")
-    p.add_argument("--save-direction", default=None, metavar="FILE.npz", help="write the direction (.npz)")
+    p.add_argument("--save-direction", type=F.output_file, default=None, metavar="FILE.npz", help="write the direction (.npz)")
     p.add_argument("--method", choices=("logistic", "difference"), default="logistic",
                    help="direction: logistic coefficients or normalised class-mean difference")
-    p.add_argument("--seed", type=int, default=0, help="CV shuffling seed")
+    p.add_argument("--seed", type=F.seed, default=0, help="CV shuffling seed")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     add_output_args(p)
     return p
@@ -67,22 +68,19 @@ def main(argv: list[str]) -> int:
                        layers=parse_layers(args.layers) if args.layers else None, layer=args.layer,
                        method=args.method, test=split_prompts(args.test) if args.test else [], chat=args.chat,
                        seed=args.seed)
-    if args.save_direction:
-        from pathlib import Path
+    from engine.distributed import world
 
-        from engine.errors import InputError
-
-        parent = Path(args.save_direction).parent
-        if not parent.exists():
-            raise InputError(f"output directory does not exist: {parent}")
     runner = JobRunner(args.model, args.dtype)
+    w = world()
 
     def job(ctx):
         lm = ctx.model()
         return lm.info, run_probe(lm, req, ctx.cancelled,
-                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"))
+                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w)
 
     info, result = runner.run(job, "probe")
+    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
+        return 0
     if args.save_direction:
         result = save_probe_direction(result, args.save_direction)
         if args.json:

@@ -9,9 +9,11 @@ grid. Every setting is one row of one batched generation. See docs/steering.md.
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
     JobRunner,
+    add_chat_args,
     add_model_args,
     emit,
     err,
@@ -32,13 +34,13 @@ def build_parser() -> ArgumentParser:
     add_model_args(p)
     p.add_argument("-p", "--prompts", "--prompt", dest="prompts", default=None, help="'a|b' or @file")
     p.add_argument("-d", "--direction", default=None, help="a direction .npz (steer --extract or probe)")
-    p.add_argument("--neuron", type=int, default=None, help="steer along one residual dimension (one-hot)")
-    p.add_argument("-l", "--layer", type=int, default=None,
+    p.add_argument("--neuron", type=F.integer(0, 1_000_000), default=None, help="steer along one residual dimension (one-hot)")
+    p.add_argument("-l", "--layer", type=F.layer, default=None,
                    help="layer (overrides the file's; extraction default: the middle layer)")
     p.add_argument("--layers", default=None, help="layer grid, e.g. 6,10,14 or 8-12 (one row per layer x coef)")
-    p.add_argument("-c", "--coefficient", type=float, default=1.0, help="strength, in units of s (default 1)")
+    p.add_argument("-c", "--coefficient", type=F.real(-1000, 1000), default=1.0, help="strength, in units of s (default 1)")
     p.add_argument("--compare", default=None, help='coefficient list, e.g. "-2,-1,0,1,2"')
-    p.add_argument("--position", type=int, default=None,
+    p.add_argument("--position", type=F.position, default=None,
                    help="steer only this prompt position (negative from the end); default every position")
     p.add_argument("--extract", action="store_true", help="extract a direction from --positive/--negative")
     p.add_argument("--positive", default=None, help="positive prompts: 'a|b' or @file")
@@ -47,15 +49,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--name", default=None, help="the direction's name (saved in the file)")
     p.add_argument("--positive-label", default="positive")
     p.add_argument("--negative-label", default="negative")
-    p.add_argument("-n", "--max-tokens", type=int, default=50)
-    p.add_argument("-t", "--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", "--max-tokens", type=F.max_tokens, default=50)
+    p.add_argument("-t", "--temperature", type=F.temperature, default=0.0)
+    p.add_argument("--seed", type=F.seed, default=0)
     p.add_argument("--criterion", default=None,
                    help="score outputs: substring, 'words:a,b', @wordfile, positive, negative or sentiment")
-    p.add_argument("--raw", action="store_true", help="skip the chat template")
+    add_chat_args(p)
     p.add_argument("--one-at-a-time", action="store_true",
                    help="generate each setting separately (same outputs, slower; for comparison)")
-    p.add_argument("-o", "--output", default=None, help="FILE.npz: save the extracted direction; else result JSON")
+    p.add_argument("-o", "--output", type=F.output_file, default=None, help="FILE.npz: save the extracted direction; else result JSON")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
     return p
 
@@ -73,10 +75,6 @@ def main(argv: list[str]) -> int:
     npz_out = args.output is not None and args.output.endswith(".npz")
     if npz_out and not args.extract:
         raise InputError("-o FILE.npz saves an extracted direction; it needs --extract")
-    if args.max_tokens < 1:
-        raise InputError("--max-tokens must be at least 1")
-    if args.temperature < 0:
-        raise InputError("--temperature must be >= 0")
     grid = parse_layers(args.layers) if args.layers else None
     if grid and args.layer is not None and not args.extract:
         raise InputError("give -l/--layer or --layers, not both")
@@ -99,7 +97,7 @@ def main(argv: list[str]) -> int:
         if len(pos) != len(neg):
             raise InputError(f"--positive and --negative must pair up: {len(pos)} positive, {len(neg)} negative")
         extract = ExtractRequest(model=args.model, positive=pos, negative=neg, layer=args.layer, method=args.method,
-                                 chat=not args.raw, name=args.name or f"{args.positive_label} vs {args.negative_label}",
+                                 chat=args.chat, name=args.name or f"{args.positive_label} vs {args.negative_label}",
                                  positive_label=args.positive_label, negative_label=args.negative_label)
 
     runner = JobRunner(args.model, args.dtype)
@@ -107,6 +105,10 @@ def main(argv: list[str]) -> int:
 
     if prompts is None:  # extract only
         assert extract is not None
+        from engine.distributed import env_rank
+
+        if env_rank() != 0:
+            return 0  # under a distributed launcher rank 0 extracts alone
 
         def job_extract(ctx):
             lm = ctx.model()
@@ -121,20 +123,35 @@ def main(argv: list[str]) -> int:
 
     layers = grid if grid else ([args.layer] if args.layer is not None and not args.extract else None)
     req = SteerRequest(model=args.model, prompts=prompts, coefficients=coefs, layers=layers, position=args.position,
-                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=not args.raw,
+                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, chat=args.chat,
                        criterion=args.criterion, batched=not args.one_at_a_time,
                        direction_file=args.direction, neuron=args.neuron)
+
+    from engine.distributed import env_rank, launched, world
+    from engine.steering_split import splits
+
+    if launched() and not splits(req) and env_rank() != 0:
+        return 0  # rank 0 runs it alone
+    w = world() if launched() and splits(req) else None
 
     def job(ctx):
         lm = ctx.model()
         direction = None
         saved = None
         if extract is not None:
-            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=args.output if npz_out else None)
+            save_to = args.output if npz_out and (w is None or w.root) else None
+            ex, direction = run_extract(lm, extract, ctx.cancelled, save_to=save_to)
             saved = ex.saved_to
+        if w is not None and w.active:
+            from engine.steering_split import run_steer_distributed
+
+            return lm.info, run_steer_distributed(lm, req, w, ctx.cancelled, direction,
+                                                  lambda d, n: ctx.progress("parts", d, n, "steer: parts")), saved
         return lm.info, run_steer(lm, req, ctx.cancelled, progress(ctx), direction=direction), saved
 
     info, result, saved = runner.run(job, "steer")
+    if result is None:  # a rank other than 0
+        return 0
     if saved:
         err.print(f"[dim]saved direction {saved}[/dim]")
     emit(result, _json_args(args, npz_out), lambda r: render_steer(info, r))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, out
 
 
@@ -9,7 +10,7 @@ def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="lazarus --batch verify", description="compare hooked vs native logits")
     add_model_args(p)
     add_output_args(p)
-    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--tolerance", type=F.real(0, 1e6, lo_open=True), default=1e-4)
     args = p.parse_args(argv)
     from engine.verify import run_verify
 

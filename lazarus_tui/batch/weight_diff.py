@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import add_pair_args, esc, print_wide, run_pair, two_model_header
 from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
 
@@ -15,7 +16,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="lazarus --batch weight-diff",
                        description="||W_f - W_b|| / ||W_b|| per layer and matrix (same architecture required)")
     add_pair_args(p)
-    p.add_argument("--flag", type=float, default=0.1, help="flag matrices whose relative difference exceeds this")
+    p.add_argument("--flag", type=F.real(0, 1e6), default=0.1, help="flag matrices whose relative difference exceeds this")
     add_output_args(p)
     return p
 

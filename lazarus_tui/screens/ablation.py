@@ -19,7 +19,7 @@ from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
 from engine.ablation_results import AblationRequest, AblationSpec, PromptCase
 from engine.errors import InputError
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.ablation_grid import AblationGrid, Cell, ResultsTable
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -33,6 +33,8 @@ def _clip(text: str, width: int = 400) -> str:
 
 class AblationScreen(WorkbenchScreen):
     TITLE = "Ablation"
+    HOME = "#grid"
+    RESULTS = ("#grid", ".ablation-side")
     HELP = """\
 # Ablation
 
@@ -51,15 +53,13 @@ cache, every position), and compare with the un-ablated baseline.
   each prompt passes when its expected answer appears, and the table shows every prompt.
 * the panes show the highlighted cell's baseline and ablated text side by side.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | arrows | move in the grid |
 | `space` | toggle the cell |
 | `enter` | run the toggled cells together (also from any field) |
-| `s` | sweep the highlighted column over all layers |
-| `b` | show the batch twin (`lazarus --batch ablate …`) |
-| `/` | to the prompt |
-| `esc` | cancel (cells done so far stay) |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sweep", "Sweep column"),
@@ -84,7 +84,7 @@ cache, every position), and compare with the un-ablated baseline.
             yield Input(placeholder="Paris | refusal | re:…", id="criterion", classes="medium")
             yield Label("tokens")
             yield Input("20", type="integer", id="tokens", classes="small")
-            yield Checkbox("raw", value=False, id="raw")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         with Horizontal(classes="controls"):
             yield Label("prompts with answers")
             yield Input(placeholder="difficulty gradient: 10 * 10 =:100|45 * 45 =:2025 (replaces prompt + criterion)",
@@ -144,7 +144,7 @@ cache, every position), and compare with the un-ablated baseline.
             model=getattr(info, "model_id", None), prompt=None if cases else prompt,
             criterion="" if cases else criterion,
             prompts=[PromptCase(prompt=p, expected=e) for p, e in cases] or None,
-            component=component, ablations=ablations, chat=not self.query_one("#raw", Checkbox).value,
+            component=component, ablations=ablations, chat=self.chat(),
             max_tokens=tokens)
 
     def set_request(self) -> AblationRequest:
@@ -217,6 +217,8 @@ cache, every position), and compare with the un-ablated baseline.
             self._summarise(None, label + ": stopped (cells done so far are kept)")
             return
         self.result, self.baseline = result, result.baseline
+        self.label_results(criterion=req.criterion or ("prompts with answers" if req.prompts else "none"),
+                           tokens=req.max_tokens)
         self._apply_points(result.points, cells)
         self._summarise(result, label)
 
@@ -226,7 +228,7 @@ cache, every position), and compare with the un-ablated baseline.
             return
         if ev.stage == "sweep" and ev.payload:
             self._apply_points(ev.payload, None)
-        self.app.engine_status = f"ablate: {ev.message.removeprefix('ablate: ')} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"ablate: {ev.message.removeprefix('ablate: ')} {ev.done}/{ev.total}"
 
     def _apply_points(self, points: list[Any], set_cells: list[Cell] | None) -> None:
         grid = self.query_one(AblationGrid)
@@ -301,5 +303,4 @@ cache, every position), and compare with the un-ablated baseline.
             except (InputError, ValueError) as exc:
                 self._bad(exc, "batch twin")
                 return
-        self.twin = twin_command(req)
-        self.notify(self.twin, title="batch twin", timeout=15)
+        show_twin(self, [twin_command(req)])

@@ -18,14 +18,14 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
 from engine.circuit.models import CollectRequest
 from engine.circuit.probe_data import BUILTIN
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.circuit_views import (
     DatasetCounts,
     GeometryTable,
@@ -56,6 +56,9 @@ def _slug(text: str) -> str:
 
 class CircuitScreen(WorkbenchScreen):
     TITLE = "Circuit"
+    HOME = "#ci-table"
+    PANES = ("#ci-left", "#ci-bottom", "#ci-charts")
+    RESULTS = ("#ci-right",)
     HELP = """\
 # Circuit
 
@@ -74,14 +77,12 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
    (components for 90/95% of the variance) and binary / category probes (held-out 25% and CV)
    against the majority baseline.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | build / load the dataset (list, path) |
-| `c`, `ctrl+r` | collect, then analyze |
-| `a` | analyze the output file |
 | `up` / `down` (table) | move through layers: the layer's PCA variance curve |
-| `b` | the batch twin command lines |
-| `esc` | cancel |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "collect", "Collect"),
@@ -109,12 +110,8 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
             yield Input("20-23", id="ci-list", classes="small")
             yield Select([("last", "last"), ("mean", "mean")], value="last", allow_blank=False,
                          id="ci-position")
-            yield Label("batch")
-            yield Input("16", type="integer", id="ci-batch", classes="small")
-            yield Label("out")
-            yield Input(id="ci-output")
         with Horizontal(classes="main"):
-            with Vertical(id="ci-left"):
+            with VerticalScroll(id="ci-left"):
                 yield OptionList(*(Option(title, id=key) for key, title in SOURCES), id="ci-sources")
                 with Horizontal(classes="ci-opts"):
                     yield Label("per-tool")
@@ -126,6 +123,11 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
                     yield Input("100", type="integer", id="ci-count", classes="small")
                     yield Label("seed")
                     yield Input("42", type="integer", id="ci-seed", classes="small")
+                with Horizontal(classes="ci-opts"):
+                    yield Label("batch")
+                    yield Input("16", type="integer", id="ci-batch", classes="small")
+                    yield Label("out")
+                    yield Input(id="ci-output")
                 yield DatasetCounts("pick a dataset: a generator (enter) or a file path", id="ci-counts")
                 yield ProgressBar(id="ci-progress", show_eta=False)
                 yield Button("Collect + analyze (c)", id="ci-collect", variant="primary")
@@ -139,7 +141,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
                         yield Static(id="ci-dims-legend", classes="ci-legend")
                 with Horizontal(id="ci-bottom"):
                     yield GeometryTable(id="ci-table")
-                    with Vertical(classes="ci-chart"):
+                    with Vertical(classes="ci-chart", id="ci-curve-box"):
                         yield PcaCurveChart(id="ci-curve")
                         yield Static(id="ci-curve-legend", classes="ci-legend")
         yield Static("", id="ci-summary")
@@ -207,6 +209,20 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
     def update_output_placeholder(self) -> None:
         out = Path(self.default_output())
         self.query_one("#ci-output", Input).placeholder = f"blank: {out.name} in {str(out.parent).replace(str(Path.home()), '~')}"
+        self.check_stale()
+
+    def check_stale(self) -> None:
+        """Results on screen from other collect settings (dataset, layers, position) are stale."""
+        c = self.collect_result
+        if self.result is None or c is None or c.activations_file != self.result.activations_file:
+            return
+        now = (self.summary.path if self.summary else None, self.layer_spec(),
+               self.query_one("#ci-position", Select).value)
+        then = (c.request.dataset, c.request.layers, c.request.position)
+        if now != then:
+            self.mark_stale(f"settings now {now[1]} / {now[2]} on {Path(now[0] or '?').name}; c collects with them")
+        elif self.stale_reason and self.stale_reason.startswith("settings now"):
+            self.label_results(**{k: v for k, v in self.provenance.items() if k not in ("model", "chat template")})
 
     @on(Select.Changed)
     def setting_changed(self) -> None:
@@ -283,11 +299,17 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if r is None:
             return
         self.result = r
+        c = self.collect_result if self.collect_result is not None and \
+            self.collect_result.activations_file == r.activations_file else None
+        self.label_results(prompts=r.num_prompts, layers=c.request.layers if c else None,
+                           position=c.request.position if c else None, file=Path(r.activations_file).name)
         self.query_one(GeometryTable).show(r)
         self.current_layer = r.best_layer if r.best_layer is not None else r.layers[0].layer
         self.show_layer(self.current_layer)
         self.query_one(GeometryTable).select_layer(self.current_layer)
-        self.query_one(GeometryTable).focus()
+        if self.narrow():
+            self.show_pane(1)  # the whole view switches to the results (`v` goes back)
+        self.focus_view(self.query_one(GeometryTable))
         self.query_one("#ci-summary", Static).update(self.summary_text())
 
     def summary_text(self) -> str:
@@ -319,7 +341,7 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if message.group == "analyze" and ev.stage == "layer" and ev.payload and table.result is None:
             table.show_rows(ev.payload)  # the layers finished so far (a late event never hides the result)
         unit = {"batch": "batch", "layer": "layer"}.get(ev.stage, ev.message)
-        self.app.engine_status = f"{message.group}: {unit} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"{message.group}: {unit} {ev.done}/{ev.total}"
 
     # -- browsing ----------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#ci-table")
@@ -354,5 +376,4 @@ The circuit toolkit (`lazarus --batch circuit`, docs/circuit.md) on the current 
         if not lines:
             self.notify("pick a dataset first", title="batch twin", severity="warning")
             return
-        self.twin = "\n".join(lines)
-        self.notify(self.twin, title="batch twin", timeout=20)
+        show_twin(self, lines)

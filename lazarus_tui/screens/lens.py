@@ -9,12 +9,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Label, Select, Static
+from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from engine.results import AnalyzeRequest, LayerStrategy
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_strip import RankStrip
@@ -26,6 +27,9 @@ STRATEGIES = [("all layers", LayerStrategy.ALL.value), ("every 4th + last", Laye
 
 class LensScreen(WorkbenchScreen):
     TITLE = "Logit lens"
+    HOME = "#layers"
+    PANES = ("#layers", ".side")
+    RESULTS = ("#layers", ".side", "#ranks", "#summary")
     HELP = """\
 # Logit lens
 
@@ -38,20 +42,20 @@ put through the model's final norm and unembedding. The table fills as layers fi
 * **max KL** (yellow, `*`): the layer after the largest KL jump between consecutive layers
 * the strip under the table: the final token's rank at each layer (green = rank 1)
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens |
 | `up`/`down` (prompt) | prompt history |
 | `up`/`down` (table) | move through layers; `enter` shows a layer's full top-k and KL to the next |
-| `[` / `]` | lens at the previous / next prompt position |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("left_square_bracket", "position(-1)", "Prev pos"),
         Binding("right_square_bracket", "position(1)", "Next pos"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
@@ -61,6 +65,7 @@ put through the model's final norm and unembedding. The table fills as layers fi
         super().__init__(*args, **kwargs)
         self.result: Any = None
         self.final_ranks: dict[int, int] = {}
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -70,17 +75,26 @@ put through the model's final norm and unembedding. The table fills as layers fi
             yield Input("5", type="integer", id="top-k", classes="small")
             yield Label("pos")
             yield Input("-1", type="integer", id="position", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         yield TokenStrip(id="tokens")
         with Horizontal(classes="main"):
             yield LayerTable(id="layers")
             with Vertical(classes="side"):
                 yield ProbabilityChart(id="chart")
+                yield LensPanel(id="lens-panel")
                 yield Static("enter on a layer: its full top-k and the KL to the next layer", id="detail")
         yield RankStrip(id="ranks")
         yield Static(id="summary")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_analysis(self.result.request.model_copy(update={"lens": self.lens}))
 
     # -- requests ----------------------------------------------------------------------------
     def build_request(self) -> AnalyzeRequest:
@@ -89,6 +103,8 @@ put through the model's final norm and unembedding. The table fills as layers fi
             layer_strategy=self.query_one("#strategy", Select).value,
             top_k=int(self.query_one("#top-k", Input).value or 5),
             position=int(self.query_one("#position", Input).value or -1),
+            lens=self.lens,
+            chat=self.chat(),
         )
 
     @on(Input.Submitted)
@@ -102,7 +118,6 @@ put through the model's final norm and unembedding. The table fills as layers fi
                         else exc.errors()[0]["msg"], title="bad request", severity="error")
             return
         self.run_analysis(req)
-        self.query_one(LayerTable).focus()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -125,20 +140,31 @@ put through the model's final norm and unembedding. The table fills as layers fi
         table = self.query_one(LayerTable)
         if table.result is None and ev.payload:
             table.show_rows(ev.payload)  # the layers finished so far, with their real numbers
-        self.app.engine_status = f"analyze: layer {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+        self.status = f"analyze: layer {ev.done}/{ev.total}"
 
     def show_result(self, result: Any, final_ranks: dict[int, int]) -> None:
         self.result, self.final_ranks = result, final_ranks
+        self.label_results(position=result.position, layers=result.request.layer_strategy.value)
         self.query_one(LayerTable).show(result)
         self.query_one(ProbabilityChart).show(result)
         self.query_one(RankStrip).show(result.predicted_token, final_ranks)
         self.query_one(TokenStrip).show(result.tokens, result.position)
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
         mkl = result.max_kl_transition
         dec = "none" if result.decision_layer is None else f"layer {result.decision_layer}"
         kl = "" if mkl is None else f" · max KL: {mkl.from_layer}→{mkl.to_layer} ({mkl.kl_divergence:.3f})"
         self.query_one("#summary", Static).update(
             f"prediction [b]{tok(result.predicted_token)}[/b] p={result.predicted_probability:.3f} · "
             f"decision: {dec}{kl} · position {result.position} {tok(result.tokens[result.position])}")
+
+    @on(Select.Changed, "#strategy")
+    def strategy_changed(self, event: Select.Changed) -> None:
+        if self.result is None:
+            return
+        if event.value != self.result.request.layer_strategy.value:
+            self.mark_stale(f"layers now {event.value}; enter reruns")
+        elif self.stale_reason and self.stale_reason.startswith("layers now"):
+            self.label_results(position=self.result.position, layers=self.result.request.layer_strategy.value)
 
     # -- browsing ----------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#layers")

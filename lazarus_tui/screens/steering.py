@@ -2,8 +2,8 @@
 separation chart, then steer a prompt live (← → change the strength; each change re-generates
 a short continuation, cancelling the previous one) or side by side for a coefficient list.
 
-Composition and wiring only: extraction and generation are ``engine.steering`` jobs on the
-engine thread (``run_extract`` / ``run_steer``), awaited by exclusive workers.
+Composition and wiring only: extraction and generation are ``EngineClient.steer_extract`` /
+``steer`` jobs (``engine.steering`` on the engine thread), awaited by exclusive workers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from engine.session import Job
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.charts import LayerChart
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -44,6 +43,7 @@ class SeparationChart(LayerChart):
         plt.xlabel("layer")
         if self.separation:
             xs = [s.layer for s in self.separation]
+            self.layer_axis(xs)
             plt.plot(xs, [s.separation for s in self.separation], label="separation", marker="braille")
             cons = [s.consistency for s in self.separation]
             if all(c is not None for c in cons):
@@ -56,13 +56,10 @@ class StrengthBar(Static, can_focus=True):
     """The current strength; focused, ← → change it."""
 
 
-def _submit(engine: Any, fn: Any, name: str, on_progress: Any = None) -> Job[Any]:
-    """Run ``fn(ctx)`` as a job on the engine client's session (the one engine thread)."""
-    return engine.session.submit(fn, name=name, on_progress=on_progress)
-
-
 class SteeringScreen(WorkbenchScreen):
     TITLE = "Steering"
+    HOME = "#strength"
+    RESULTS = ("#sep-chart", "#live", "#compare-out")
     HELP = """\
 # Steering
 
@@ -76,25 +73,28 @@ class SteeringScreen(WorkbenchScreen):
    re-generate live (the previous generation is cancelled).
 3. **c**: side-by-side outputs for the coefficient list, in one batch.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | extract (in the prompt lists) / generate (in the prompt) |
-| `←` `→` | strength −/+ 0.05, live |
-| `[` `]` | previous / next layer |
-| `c` | compare the coefficient list side by side |
-| `b` | show the batch twin command |
-| `esc` | cancel |
+| `←` `→` (strength bar) | strength −/+ 0.05, live |
 """
     DEFAULT_CSS = """
-    SteeringScreen #sep-chart { height: 12; }
+    SteeringScreen #sep-chart { height: 1fr; min-height: 6; }
     SteeringScreen #live { height: auto; min-height: 3; border: round $accent; padding: 0 1; }
     SteeringScreen #strength { width: 26; padding: 1 1 0 1; }
     SteeringScreen #strength:focus { text-style: bold reverse; }
-    SteeringScreen #compare-out { height: auto; max-height: 16; }
+    SteeringScreen #compare-out { height: auto; }
+    SteeringScreen #steer-out { height: auto; max-height: 50%; }
     SteeringScreen .steer-col { width: 1fr; height: auto; border: round $panel; padding: 0 1; }
-    SteeringScreen #twin { height: auto; color: $text-muted; padding: 0 1; }
     SteeringScreen #positive, SteeringScreen #negative { width: 1fr; }
     SteeringScreen #method { width: 14; }
+    SteeringScreen.-short #sep-chart { min-height: 7; }
+    SteeringScreen.-short #steer-out { height: 1fr; max-height: 100%; }
+    SteeringScreen.-narrow .wide-only { display: none; }
+    SteeringScreen.-narrow #strength { width: 23; }
+    SteeringScreen.-narrow #method { width: 12; }
     """
     BINDINGS = [
         Binding("left", "strength(-1)", "Weaker"),
@@ -120,22 +120,23 @@ class SteeringScreen(WorkbenchScreen):
             yield Label("layer")
             yield Input("", placeholder="mid", type="integer", id="layer", classes="small")
             yield Select([("mean", "mean"), ("pca", "pca")], value="mean", allow_blank=False, id="method")
-            yield Checkbox("raw", value=False, id="raw")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         yield SeparationChart(id="sep-chart")
         with Horizontal(classes="controls"):
             yield PromptInput(placeholder="prompt to steer (enter to generate)", id="prompt")
             yield StrengthBar(self._strength_text(), id="strength")
-            yield Label("tokens")
-            yield Input("16", type="integer", id="tokens", classes="small")
-            yield Label("compare")
-            yield Input("-0.3,0,0.3", id="compare", classes="medium")
+            yield Label("tokens", classes="wide-only")
+            yield Input("16", type="integer", id="tokens", classes="small", tooltip="tokens to generate")
+            yield Label("compare", classes="wide-only")
+            yield Input("-0.3,0,0.3", id="compare", classes="medium", tooltip="coefficients for c (side by side)")
         yield Static("extract a direction, then type a prompt", id="live")
-        with VerticalScroll():
+        with VerticalScroll(id="steer-out"):
             yield Horizontal(id="compare-out")
-            yield Static("", id="twin")
 
     def on_mount(self) -> None:
         self.query_one("#positive", Input).focus()
+        for id_, title in (("tokens", "n"), ("compare", "compare")):
+            self.query_one(f"#{id_}", Input).border_title = title  # the label where the narrow layout has none
 
     # -- state -------------------------------------------------------------------------------
     def _strength_text(self) -> str:
@@ -147,8 +148,6 @@ class SteeringScreen(WorkbenchScreen):
         except ValueError:
             return 16
 
-    def _raw(self) -> bool:
-        return self.query_one("#raw", Checkbox).value
 
     def _prompt(self) -> str:
         return self.query_one("#prompt", PromptInput).value
@@ -169,7 +168,7 @@ class SteeringScreen(WorkbenchScreen):
             neg = split_prompts(self.query_one("#negative", Input).value)
             layer_text = self.query_one("#layer", Input).value.strip()
             req = ExtractRequest(positive=pos, negative=neg, layer=int(layer_text) if layer_text else None,
-                                 method=self.query_one("#method", Select).value, chat=not self._raw())
+                                 method=self.query_one("#method", Select).value, chat=self.chat())
         except (InputError, ValueError) as exc:
             self.notify(str(exc).splitlines()[0], title="extract", severity="error")
             return
@@ -177,21 +176,16 @@ class SteeringScreen(WorkbenchScreen):
 
     @work(exclusive=True, group="steer-extract")
     async def run_extract(self, req: Any) -> None:
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_extract
-
-            return run_extract(ctx.model(), req, ctx.cancelled)[1]
-
-        d = await self.run_job("extract", _submit(self.app.engine, job, "steer extract"), "extract")
+        d = await self.run_job("extract", self.app.engine.steer_extract(req), "extract")  # type: ignore[attr-defined]
         if d is None:
             return
         self.direction, self.steer_layer = d, d.layer
         self.query_one("#layer", Input).value = str(d.layer)
         self.query_one(SeparationChart).show(d.layer_separation, d.layer)
+        self.label_results(layer=d.layer, pairs=len(d.positive_prompts))
         self.query_one("#live", Static).update(f"direction extracted at layer {d.layer} "
                                                f"({len(d.positive_prompts)} pairs, norm {d.norm:.2f}); "
                                                "type a prompt and press enter")
-        self.query_one("#prompt", PromptInput).focus()
         if self._prompt():
             self.regenerate()
 
@@ -201,13 +195,12 @@ class SteeringScreen(WorkbenchScreen):
         event.stop()
         self.query_one("#prompt", PromptInput).remember(self._prompt())
         self.regenerate()
-        self.query_one(StrengthBar).focus()
 
     def _request(self, coefficients: list[float]) -> Any:
         from engine.steering_results import SteerRequest
 
         return SteerRequest(prompts=[self._prompt()], coefficients=coefficients, layers=[self.steer_layer],
-                            max_tokens=self._tokens(), chat=not self._raw())
+                            max_tokens=self._tokens(), chat=self.chat())
 
     def regenerate(self) -> None:
         if self.direction is None:
@@ -220,20 +213,13 @@ class SteeringScreen(WorkbenchScreen):
 
     @work(exclusive=True, group="steer-live")
     async def run_live(self, req: Any) -> None:
-        d = self.direction
-
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_steer
-
-            return run_steer(ctx.model(), req, ctx.cancelled,
-                             lambda i, n: ctx.progress("token", i, n, "steer"), direction=d)
-
-        res = await self.run_job("live", _submit(self.app.engine, job, "steer live", self.progress_sink("live")),
-                                 "steer")
+        job = self.app.engine.steer(req, self.direction, on_progress=self.progress_sink("live"))  # type: ignore[attr-defined]
+        res = await self.run_job("live", job, "steer")
         if res is None:
             return
         self.live_result = res
         o = res.outputs[0]
+        self.label_results(layer=o.layer, strength=f"{o.coefficient:+.2f}")
         self.query_one("#live", Static).update(
             f"[b]layer {o.layer} · strength {o.coefficient:+.2f}[/b] (s={o.scale:.1f}, |added|={o.added_norm:.1f}, "
             f"projection {o.mean_projection:+.2f})\n{o.text}")
@@ -250,12 +236,15 @@ class SteeringScreen(WorkbenchScreen):
         self.steer_layer = max(0, min(n - 1, self.steer_layer + step))
         self.query_one("#layer", Input).value = str(self.steer_layer)
         self.query_one(SeparationChart).show(self.direction.layer_separation, self.steer_layer)
+        if self.compare_result is not None:
+            self.mark_stale(f"layer now {self.steer_layer}: the side-by-side outputs are from layer "
+                            f"{self.compare_result.outputs[0].layer}")
         self.regenerate()
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         if message.group == "live" and message.event.stage == "token":
             ev = message.event
-            self.app.engine_status = f"steer: token {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+            self.status = f"steer: token {ev.done}/{ev.total}"
 
     # -- compare -----------------------------------------------------------------------------
     def action_compare(self) -> None:
@@ -275,17 +264,11 @@ class SteeringScreen(WorkbenchScreen):
 
     @work(exclusive=True, group="steer-compare")
     async def run_compare(self, req: Any) -> None:
-        d = self.direction
-
-        def job(ctx: Any) -> Any:
-            from engine.steering import run_steer
-
-            return run_steer(ctx.model(), req, ctx.cancelled, direction=d)
-
-        res = await self.run_job("compare", _submit(self.app.engine, job, "steer compare"), "compare")
+        res = await self.run_job("compare", self.app.engine.steer(req, self.direction), "compare")  # type: ignore[attr-defined]
         if res is None:
             return
         self.compare_result = res
+        self.label_results(layer=res.outputs[0].layer, compare=",".join(f"{o.coefficient:g}" for o in res.outputs))
         box = self.query_one("#compare-out", Horizontal)
         await box.remove_children()
         await box.mount_all([
@@ -309,11 +292,9 @@ class SteeringScreen(WorkbenchScreen):
             parts += ["--compare", q(coefs)] if self.compare_result is not None and coefs else \
                 ["-c", f"{self.strength:g}"]
             parts += ["-n", str(self._tokens())]
-        if self._raw():
-            parts.append("--raw")
+        if self.chat():
+            parts.append("--chat")
         return " ".join(parts)
 
     def action_twin(self) -> None:
-        cmd = self.twin_command()
-        self.query_one("#twin", Static).update(f"batch twin: {cmd}")
-        self.notify(cmd, title="batch twin", timeout=10)
+        show_twin(self, [self.twin_command()])

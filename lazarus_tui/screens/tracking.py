@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, OptionList, Static
+from textual.containers import Container, Horizontal, Vertical
+from textual.widgets import Checkbox, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.results import AnalyzeRequest, LayerStrategy
@@ -17,6 +17,7 @@ from engine.tracking import TrackGenerationRequest
 from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
+from lazarus_tui.widgets.lens_choice import LensPanel, toggled
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_table import RankTable
@@ -24,6 +25,9 @@ from lazarus_tui.widgets.rank_table import RankTable
 
 class TrackingScreen(WorkbenchScreen):
     TITLE = "Token tracking"
+    HOME = "#rank-table"
+    PANES = ("#token-chart", "#rank-table", "#gen-box")
+    RESULTS = ("#token-chart", "#rank-table", "#gen-box")
     HELP = """\
 # Token tracking
 
@@ -39,31 +43,36 @@ first is tracked and you are warned.
 which layer it became top-1 (grid cell = its rank at that layer; green = rank 1; *settled* =
 the layer from which it stays top-1).
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` (prompt) | run the lens with the tracked tokens |
 | `enter` (track) | add the token |
 | `delete` (tracked list) | remove the highlighted token |
 | `enter` (N) or `ctrl+g` | generate N tokens and track them |
-| `ctrl+l` | toggle log scale |
-| `/` | back to the prompt |
-| `esc` | cancel |
 """
     BINDINGS = [
         Binding("ctrl+l", "toggle_log", "Log scale"),
         Binding("ctrl+g", "generate", "Generate"),
         Binding("slash", "focus_prompt", "Prompt", key_display="/"),
         Binding("b", "twin", "Batch twin"),
+        Binding("t", "toggle_lens", "Lens"),
     ]
 
     def action_twin(self) -> None:
-        notify_analyze_twin(self, self.result)
+        """The lens line (tracked tokens) and, when the grid shows one, the generate-and-track line."""
+        from lazarus_tui.batch.track_generation import twin_command
+
+        gen = self.generation
+        notify_analyze_twin(self, self.result, [twin_command(gen.request, gen.model_id)] if gen is not None else [])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tracked: list[str] = []
         self.result: Any = None
         self.generation: Any = None
+        self.lens = "logit"
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
@@ -72,17 +81,31 @@ the layer from which it stays top-1).
             yield Input(placeholder='token, e.g. " Paris"', id="add-token", classes="medium")
             yield Label("N")
             yield Input("8", type="integer", id="gen-n", classes="small")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
         with Horizontal(classes="main"):
-            with Vertical(classes="narrow"):
+            with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
                 yield Static(id="lookup-note")
-            yield TrackedTokenChart(id="token-chart")
-            yield RankTable(id="rank-table")
-        yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track", id="gen-summary")
-        yield GenerationGrid(id="gen-grid")
+                yield LensPanel(id="lens-panel")
+            with Container(id="tt-right"):
+                yield TrackedTokenChart(id="token-chart")
+                yield RankTable(id="rank-table")
+                with Vertical(id="gen-box"):
+                    yield Static("generation tracking: enter a number in N (or ctrl+g) to generate and track",
+                                 id="gen-summary")
+                    yield GenerationGrid(id="gen-grid")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.query_one(LensPanel).show(self.lens)
+
+    def action_toggle_lens(self) -> None:
+        self.lens = toggled(self)
+        self.query_one(LensPanel).show(self.lens)
+        if self.result is not None:
+            self.run_lens()
+        if self.generation is not None:
+            self.action_generate()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -130,11 +153,10 @@ the layer from which it stays top-1).
         event.stop()
         self.query_one("#prompt", PromptInput).remember(event.value)
         self.run_lens()
-        self.query_one("#rank-table").focus()
 
     def run_lens(self) -> None:
         req = AnalyzeRequest(prompt=self.query_one("#prompt", PromptInput).value, layer_strategy=LayerStrategy.ALL,
-                             track_tokens=list(self.tracked), top_k=5)
+                             track_tokens=list(self.tracked), top_k=5, chat=self.chat(), lens=self.lens)
         self.lens_worker(req)
 
     @work(exclusive=True, group="tracking")
@@ -144,6 +166,8 @@ the layer from which it stays top-1).
         if result is None:
             return
         self.result = result
+        self.query_one(LensPanel).show(result.request.lens, result.lens)
+        self.label_results(tracked=", ".join(repr(t) for t in self.tracked) or "none")
         self.query_one(TrackedTokenChart).show(self.result.token_evolutions)
         self.query_one(RankTable).show(self.result)
         if not self.tracked:
@@ -162,7 +186,8 @@ the layer from which it stays top-1).
     def action_generate(self) -> None:
         try:
             req = TrackGenerationRequest(prompt=self.query_one("#prompt", PromptInput).value,
-                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8))
+                                         max_new_tokens=int(self.query_one("#gen-n", Input).value or 8),
+                                         chat=self.chat(), lens=self.lens)
         except (ValidationError, ValueError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             self.notify(f"N: {msg}", title="bad request", severity="error")
@@ -178,6 +203,8 @@ the layer from which it stays top-1).
             self.query_one("#gen-summary", Static).update("generation tracking: no result")
             return
         self.generation = res
+        self.query_one(LensPanel).show(res.request.lens, res.lens)
+        self.label_results(generated=len(res.positions))
         self.query_one(GenerationGrid).show(res)
         self.query_one("#gen-summary", Static).update(
             f"generated {len(res.positions)} tokens ({res.stopped}): {res.text!r} · rows: generated tokens, "
@@ -187,4 +214,4 @@ the layer from which it stays top-1).
         ev = message.event
         what = {"tracking": "track", "generation": "generate+track"}.get(message.group)
         if what:
-            self.app.engine_status = f"{what}: {ev.stage} {ev.done}/{ev.total}"  # type: ignore[attr-defined]
+            self.status = f"{what}: {ev.stage} {ev.done}/{ev.total}"

@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 
 from engine.errors import InputError
 from lazarus_tui.analyses import ANALYSES, BY_NAME, Analysis, build_request, twin_command
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.analysis_views import summary_for, views_for
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.request_form import RequestForm
@@ -28,6 +28,9 @@ from lazarus_tui.widgets.request_form import RequestForm
 
 class AnalysisWorkbenchScreen(WorkbenchScreen):
     TITLE = "Workbench"
+    HOME = "#wb-list"
+    PANES = ("#wb-left", "#wb-out")
+    RESULTS = ("#wb-views",)
     HELP = """\
 # Workbench
 
@@ -43,12 +46,11 @@ side), **weight-diff**, **activation-diff** and **patch** (activation patching p
 
 Results are tables (cosine matrices as coloured heatmaps: red low, green high) and charts.
 
+Keys of the fields and views (the screen's own keys are listed below):
+
 | key | action |
 |---|---|
 | `enter` | run (in the form) / go to the form (in the list) |
-| `b` | show the batch twin (`lazarus --batch NAME …`) |
-| `l` | back to the analysis list |
-| `esc` | cancel |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("b", "twin", "Batch twin"),
@@ -146,16 +148,19 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
             self.query_one("#wb-summary", Static).update(f"{analysis.name}: no result (see the notification)")
             return
         self.result = result
+        self.label_results(analysis=analysis.name, layers=",".join(map(str, getattr(req, "layers", None) or [])))
         views = self.query_one("#wb-views", Vertical)
         await views.remove_children()
         await views.mount_all(views_for(result))
+        if self.narrow():
+            self.show_pane(1)  # the whole view switches to the result (`v` goes back to the form)
         self.query_one("#wb-summary", Static).update(f"[b]{analysis.name}[/b] · {summary_for(result)}")
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event
         if message.group == "wb":
             total = f" {ev.done}/{ev.total}" if ev.total else ""
-            self.app.engine_status = f"{self.analysis.name}: {ev.message}{total}"  # type: ignore[attr-defined]
+            self.status = f"{self.analysis.name}: {ev.message}{total}"
 
     # -- batch twin --------------------------------------------------------------------------
     def action_twin(self) -> None:
@@ -163,5 +168,4 @@ Results are tables (cosine matrices as coloured heatmaps: red low, green high) a
         if req is None:
             return
         info = getattr(self.app, "model_info", None)
-        self.twin = twin_command(BY_NAME[req.kind], req, getattr(info, "model_id", None))
-        self.notify(self.twin, title="batch twin", timeout=15)
+        show_twin(self, [twin_command(BY_NAME[req.kind], req, getattr(info, "model_id", None))])

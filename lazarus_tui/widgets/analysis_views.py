@@ -78,6 +78,8 @@ class LineChart(LayerChart):
         plt.xlabel(self.xlabel)
         if self.ylim is not None:
             plt.ylim(*self.ylim)
+        if all(float(x).is_integer() for x in self.xs):
+            self.layer_axis(self.xs)
         for name, ys in self.series.items():
             if self.bars:
                 plt.bar(self.xs, ys, label=name)

@@ -127,6 +127,7 @@ class ProbeAccuracyChart(_Chart):
         if r is None or not r.layers:
             return
         xs = [g.layer for g in r.layers]
+        self.layer_axis(xs)
         if all(g.binary_probe is not None for g in r.layers):
             self._line("binary held-out", xs, [g.binary_probe.heldout_accuracy for g in r.layers], "green")
             self._line("binary CV", xs, [g.binary_probe.cv_accuracy for g in r.layers], "cyan")
@@ -153,6 +154,7 @@ class PcaDimsChart(_Chart):
         if r is None or not r.layers:
             return
         xs = [g.layer for g in r.layers]
+        self.layer_axis(xs)
         self._line("dims 90%", xs, [g.dims_90 for g in r.layers], "cyan")
         self._line("dims 95%", xs, [g.dims_95 for g in r.layers], "red")
         plt.ylim(0, max(g.dims_95 for g in r.layers) + 1)
@@ -181,6 +183,7 @@ class PcaCurveChart(_Chart):
             return
         plt.title(f"layer {g.layer} PCA: 90% in {g.dims_90}, 95% in {g.dims_95}")
         xs = list(range(1, len(g.cumulative_variance) + 1))
+        self.layer_axis(xs)
         self._line("cumulative", xs, g.cumulative_variance, "green")
         self._line("per component", xs, g.variance_explained, "cyan")
         self._level("90%", xs, 0.9, "magenta")

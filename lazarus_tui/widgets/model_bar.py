@@ -17,7 +17,8 @@ def describe_model(info: Any, blas: str) -> str:
 
 
 class ModelBar(Horizontal):
-    """Reads ``app.model_info`` / ``app.engine_status`` (reactives on the app)."""
+    """Reads ``app.model_info`` / ``app.engine_status`` (model loading) and the screen's own
+    ``status`` (its requests): one screen's job never shows on another."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="model-title")
@@ -28,10 +29,17 @@ class ModelBar(Horizontal):
         app: Any = self.app
         self.query_one("#model-title", Static).update(f"[b]lazarus[/b] · {self.screen.TITLE}")  # type: ignore[attr-defined]
         self.watch(app, "model_info", self._info, init=True)
-        self.watch(app, "engine_status", self._status, init=True)
+        self.watch(app, "engine_status", self._app_status, init=True)
+        if hasattr(self.screen, "status"):
+            self.watch(self.screen, "status", self._screen_status, init=True)
 
     def _info(self, info: Any) -> None:
         self.query_one("#model-facts", Static).update(describe_model(info, getattr(self.app, "blas", "")))
 
-    def _status(self, status: str) -> None:
+    # The latest news wins: the app's (model loading, engine restarted) or this screen's own job.
+    def _app_status(self, status: str) -> None:
         self.query_one("#engine-status", Static).update(status)
+
+    def _screen_status(self, status: str) -> None:
+        if status:
+            self.query_one("#engine-status", Static).update(status)

@@ -21,13 +21,13 @@ class RankStrip(Static):
         if not ranks:
             self.update(Text(f"rank of {token!r} per layer: unavailable", style="dim"))
             return
-        text = Text(f"rank of final {token!r} per layer  ")
+        # one cell per layer, so 30+ layers and the label fit in 80 columns
+        text = Text(f"rank of {token!r} by layer ", no_wrap=True, overflow="ellipsis")
         for layer in sorted(ranks):
             r = ranks[layer]
-            text.append(" ", style=rank_style(r))
             text.append("1" if r == 1 else " ", style=rank_style(r) + " bold black")
         first, last = min(ranks), max(ranks)
-        text.append(f"  L{first}→L{last}: {ranks[first]} … {ranks[last]}")
+        text.append(f" L{first}→L{last}: {ranks[first]} … {ranks[last]}")
         self.update(text)
 
     def clear(self) -> None:

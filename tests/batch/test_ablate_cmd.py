@@ -106,6 +106,6 @@ def test_cells_twin_round_trip():
     assert argv[argv.index("--cells") + 1] == "0:mlp,29:attention"
     args = SimpleNamespace(component=None, heads=None, multi=False, grid=False, max_tokens=4, layers=None,
                            prompts=None, prompt=req.prompt, method="zero", reference=None, criterion="Paris",
-                           raw=True, model=None, cells=argv[argv.index("--cells") + 1])
+                           chat=False, model=None, cells=argv[argv.index("--cells") + 1])
     got = build_request(args)
     assert got.ablations == [spec] and got.prompt == req.prompt and not got.chat

@@ -119,7 +119,9 @@ def test_expand_and_validate(tiny_llama):
     assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[1, 2], mode="multi"), n, h)] == \
         ["L1+L2 mlp"]
     grid = expand_specs(AblationRequest(prompt="x", mode="grid"), n, h)
-    assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType)
+    assert len(grid) == 12 and {s.component for s in grid} == set(ComponentType) - {ComponentType.BLOCK}
+    assert [s.label for s in expand_specs(AblationRequest(prompt="x", layers=[2], component="block"), n, h)] == \
+        ["L2 block"]
     assert expand_specs(AblationRequest(prompt="x", layers=[0], component="attention", heads=[0, 3]), n, h)[0].label \
         == "L0 heads 0,3"
     for bad in ({"layers": [4]}, {"layers": [-1]}, {"layers": [0], "heads": [1]}, {"layers": [0], "heads": [4],

@@ -82,7 +82,7 @@ def test_first_order_is_exact_for_a_linear_metric():
 
 
 def test_sites_and_refusals(tiny_llama):
-    req = AttributeRequest(clean=CLEAN, corrupt=CORRUPT, target=" Paris", sites=["resid_post", "heads"], top=7)
+    req = AttributeRequest(clean=T_CLEAN, corrupt=T_CORRUPT, target="Tok", sites=["resid_post", "heads"], top=7)
     r = attribute(tiny_llama, req)
     assert len(r.sites) == 7
     mags = [abs(s.estimate) for s in r.sites]

@@ -21,6 +21,7 @@ from engine.steering import (
     steer_generate,
 )
 from engine.steering_results import SteerRequest
+from tests.numerics import assert_vectors_close
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 POS = (DATA / "steering_positive.txt").read_text().splitlines()
@@ -155,7 +156,9 @@ def test_added_vector_is_coef_times_s_times_unit(tiny_llama):
     clean = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(layers=[2]), logits="none")
     steered = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(layers=[2]), interventions=[iv], logits="none")
     delta = np.array(steered.captures["blocks.2.resid_post"] - clean.captures["blocks.2.resid_post"])[0]
-    np.testing.assert_allclose(delta, np.tile(0.7 * s * d.unit(), (len(ids), 1)), atol=1e-4)
+    # a difference of two residuals: rounding relative to the residual's size, not the delta's
+    assert_vectors_close(delta, np.tile(0.7 * s * d.unit(), (len(ids), 1)), depth=3,
+                         scale=np.array(clean.captures["blocks.2.resid_post"])[0])
 
 
 def test_zero_coefficient_is_exactly_unsteered(tiny_llama):

@@ -63,18 +63,19 @@ def _backend_json() -> str:
 
 
 def tiny_tokenizer():
-    """A fresh byte-level BPE tokenizer (<pad>=0, <bos>=1, <eos>=2; adds BOS) as lazarus's Tokenizer."""
+    """A fresh byte-level BPE tokenizer (<pad>=0, <bos>=1, <eos>=2) as lazarus's Tokenizer. Like
+    SmolLM2's, it adds no BOS (so the engine tests written against SmolLM2's tokenizer still hold)."""
     from tokenizers import Tokenizer as HFTokenizer
 
     from engine.models.tokenizer import Tokenizer
 
     backend = HFTokenizer.from_str(_backend_json())
-    return Tokenizer(backend, kind="byte_level", bos_id=1, eos_ids=[2], pad_id=0, add_bos=True,
+    return Tokenizer(backend, kind="byte_level", bos_id=1, eos_ids=[2], pad_id=0, add_bos=False,
                      chat_template=None)
 
 
 def _tokenizer_config() -> dict[str, Any]:
-    return {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "add_bos_token": True,
+    return {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "add_bos_token": False,
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
 
 
@@ -149,11 +150,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "deepseek_v2": _llama_like("deepseek_v2", num_key_value_heads=HEADS, moe_intermediate_size=32,
                                n_shared_experts=1, n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K,
                                kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=16,
-                               qk_nope_head_dim=16, topk_method="greedy", first_k_dense_replace=1, rope_scaling=_YARN),
+                               qk_nope_head_dim=16, topk_method="greedy", first_k_dense_replace=1,
+                               rope_scaling=_YARN),
     "deepseek_v3": _llama_like("deepseek_v3", num_key_value_heads=HEADS, moe_intermediate_size=32,
                                n_shared_experts=1, n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K,
                                kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=16,
-                               qk_nope_head_dim=16, n_group=1, topk_group=1, first_k_dense_replace=1, rope_scaling=_YARN),
+                               qk_nope_head_dim=16, n_group=1, topk_group=1, first_k_dense_replace=1,
+                               rope_scaling=_YARN),
+    "olmo3": _llama_like("olmo3", sliding_window=WINDOW, layer_types=_ALTERNATE),
+    "olmoe": _llama_like("olmoe", num_experts=EXPERTS, num_experts_per_tok=TOP_K, intermediate_size=64,
+                         norm_topk_prob=False),
+    "phimoe": _llama_like("phimoe", num_local_experts=EXPERTS, num_experts_per_tok=TOP_K,
+                          original_max_position_embeddings=4096),
+    "qwen2_moe": _llama_like("qwen2_moe", num_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=64,
+                             shared_expert_intermediate_size=INTERMEDIATE),
     # hybrid and state-space families
     "qwen3_next": _llama_like("qwen3_next", linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
                               linear_value_head_dim=16, linear_conv_kernel_dim=4, num_experts=EXPERTS,
@@ -175,6 +185,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                "intermediate_size": 64, "state_size": 16, "num_hidden_layers": N_LAYERS, "layer_norm_epsilon": 1e-5,
                "conv_kernel": 4, "n_groups": 1, "use_bias": False, "use_conv_bias": True, "tie_word_embeddings": True,
                "time_step_limit": [0.0, float("inf")], "time_step_rank": "auto"},
+    "mamba": {"model_type": "mamba", "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
+              "state_size": 16, "num_hidden_layers": N_LAYERS, "conv_kernel": 4, "use_bias": False,
+              "use_conv_bias": True, "time_step_rank": 4, "tie_word_embeddings": True},
     "granitemoehybrid": {"model_type": "granitemoehybrid", "vocab_size": VOCAB, "hidden_size": HIDDEN,
                          "intermediate_size": INTERMEDIATE, "num_hidden_layers": N_LAYERS,
                          "max_position_embeddings": 4096, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
@@ -185,7 +198,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 FAMILIES: tuple[str, ...] = tuple(CONFIGS)
-HYBRID = ("qwen3_next", "lfm2", "falcon_h1", "mamba2", "granitemoehybrid")
+SLIDING = ("mistral", "gemma3_text", "gemma3", "cohere2", "gpt_oss", "olmo3")  # windowed layers (mlx-lm's gemma2 has none)
+HYBRID = ("qwen3_next", "lfm2", "falcon_h1", "mamba", "mamba2", "granitemoehybrid")
 
 
 def tiny_config(model_type: str) -> dict[str, Any]:
@@ -215,9 +229,11 @@ def _randomize(model: nn.Module, key: mx.array) -> None:
         model.load_weights(list(fresh.items()), strict=False)
 
 
-def build_tiny(model_type: str, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """(model, config): a tiny random float32 mlx-lm model of ``model_type``, evaluated."""
+def build_tiny(model_type: str, seed: int = 0, **overrides: Any) -> tuple[Any, dict[str, Any]]:
+    """(model, config): a tiny random float32 mlx-lm model of ``model_type``, evaluated.
+    ``overrides`` replace config keys (of ``text_config`` where the family nests one)."""
     config = tiny_config(model_type)
+    (config.get("text_config") or config).update(overrides)
     model_cls, args_cls = _model_classes(config)
     mx.random.seed(seed)
     model = model_cls(args_cls.from_dict(config))
@@ -249,5 +265,5 @@ def native_logits(model: Any, ids: list[int] | list[list[int]], cache: Any = Non
     return out.astype(mx.float32)
 
 
-__all__ = ["FAMILIES", "HYBRID", "CONFIGS", "tiny_tokenizer", "tiny_config", "build_tiny", "save_tiny_dir",
+__all__ = ["FAMILIES", "HYBRID", "SLIDING", "CONFIGS", "tiny_tokenizer", "tiny_config", "build_tiny", "save_tiny_dir",
            "native_logits"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from engine.results import (
 )
 from engine.session import Job
 from engine.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import scenarios` (the screens driven to a result)
 
 PROMPT = "The capital of France is"
 N_LAYERS = 8
@@ -172,6 +176,40 @@ class FakeEngine:
         return _done(AblationResult(model_id="fake-8l", num_layers=N_LAYERS, request=req, chat_template_used=req.chat,
                                     criterion_description=f"contains {req.criterion!r}" if req.criterion else "",
                                     baseline=baseline, points=points, elapsed_s=0.5))
+
+    def steer_extract(self, req: Any, on_progress: Any = None) -> Job[Any]:
+        """Canned direction: separation grows with depth; the layer is the request's (or the middle)."""
+        import numpy as np
+
+        from engine.steering import SteeringDirection
+        from engine.steering_results import LayerSeparation
+
+        self.requests.append(req)
+        if not req.positive or len(req.positive) != len(req.negative):
+            return _failed(InputError("positive and negative prompts must pair up"))
+        layer = N_LAYERS // 2 if req.layer is None else req.layer
+        per_layer = {x: np.eye(64)[x] * (1 + x) for x in range(N_LAYERS)}
+        seps = [LayerSeparation(layer=x, separation=round(0.05 + 0.04 * x, 4), consistency=round(0.3 + 0.08 * x, 4))
+                for x in range(N_LAYERS)]
+        return _done(SteeringDirection(per_layer[layer], layer=layer, model_id="fake-8l", method=req.method,
+                                       positive_prompts=req.positive, negative_prompts=req.negative, chat=req.chat,
+                                       per_layer=per_layer, layer_separation=seps))
+
+    def steer(self, req: Any, direction: Any, on_progress: Any = None) -> Job[Any]:
+        """Canned steering: the continuation turns positive with the coefficient."""
+        from engine.steering_results import DirectionInfo, SteeredOutput, SteerResult
+
+        self.requests.append(req)
+        layer = (req.layers or [direction.layer])[0]
+        words = {-1: " dull and far too long.", 0: " a film about a town.", 1: " wonderful, a joy to watch."}
+        outs = [SteeredOutput(prompt=p, layer=layer, coefficient=c, scale=40.0, added_norm=abs(c) * 40.0,
+                              text=words[(c > 0) - (c < 0)], token_ids=[1, 2, 3], tokens=["a", "b", "c"],
+                              stopped="max_tokens", projection=round(2 * c, 3), mean_projection=round(3 * c, 3))
+                for p in req.prompts for c in req.coefficients]
+        info = DirectionInfo(name="direction", source="extract", layer=direction.layer, method="mean",
+                             model_id="fake-8l", hidden_size=64, norm=1.0)
+        return _done(SteerResult(model_id="fake-8l", request=req, direction=info, chat_template_used=req.chat,
+                                 outputs=outs, generation_seconds=0.1))
 
     def analysis(self, req: Any, on_progress: Any = None) -> Job[Any]:
         """Canned workbench analyses (layer, probe, patch); numbers are simple functions of the input."""

@@ -35,7 +35,7 @@ async def open_screen(app, pilot, prompt: str = PROMPT, criterion: str = "Paris"
     screen.query_one("#prompt").value = prompt
     screen.query_one("#criterion").value = criterion
     screen.query_one("#tokens").value = tokens
-    screen.query_one("#raw").value = True
+    screen.query_one("#chat").value = False
     return screen
 
 
@@ -111,7 +111,7 @@ async def test_sweep_cancel_keeps_partial_cells_then_new_run(real_engine) -> Non
         done = sorted(grid.results)
         assert SWEEP_CHUNK <= len(done) < 30  # cancelled before the end, finished batches kept
         assert not grid.pending and screen.result is None
-        assert "cancelled" in app.engine_status
+        assert "cancelled" in app.screen.status
         # the live cells hold the engine's real numbers: the same points run directly
         req = AblationRequest(prompt=PROMPT, criterion="Paris", chat=False, max_tokens=6,
                               layers=list(range(SWEEP_CHUNK)))
@@ -128,7 +128,7 @@ async def test_sweep_cancel_keeps_partial_cells_then_new_run(real_engine) -> Non
         r = screen.result
         assert r is not None and r.points[0].spec.layers == [29]
         assert grid.cell_text((29, "mlp")) == "[x] " + outcome(r.points[0].outputs)[0]
-        assert "done" in app.engine_status
+        assert "done" in app.screen.status
 
 
 async def test_errors_are_notifications(fake_engine) -> None:

@@ -153,7 +153,7 @@ async def test_collect_browse_cancel_resume_on_smollm2(real_engine, tmp_path) ->
         assert bar.progress >= 2 and bar.total == 11
         await pilot.press("escape")
         await settle(app, pilot)
-        assert app.engine_status.endswith("cancelled") and not screen.jobs
+        assert app.screen.status.endswith("cancelled") and not screen.jobs
         shards = list((tmp_path / "resume.safetensors.parts").glob("batch_*.safetensors"))
         assert 2 <= len(shards) < 11
         assert not (tmp_path / "resume.safetensors").exists()

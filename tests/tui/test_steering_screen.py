@@ -4,6 +4,10 @@ while the engine is busy), cancel, then a lens on another screen."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -38,7 +42,7 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         assert isinstance(screen, SteeringScreen)
 
         # extract: two pairs, raw prompts, layer 10
-        screen.query_one("#raw").value = True
+        screen.query_one("#chat").value = False
         screen.query_one("#positive").value = "I love this, it is wonderful.|What a fantastic day."
         screen.query_one("#negative").value = "I hate this, it is awful.|What a terrible day."
         screen.query_one("#layer").value = "10"
@@ -58,6 +62,9 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         await settle(app, pilot)
         base = screen.live_result.outputs[0]
         assert base.coefficient == 0.0 and base.added_norm == 0.0 and base.text
+        assert screen.query_one("#prompt").has_focus  # the run left the focus where the user typed
+        await pilot.press("escape")  # to the strength bar, where ← → act
+        assert screen.query_one("#strength").has_focus
 
         # → six times ~150 ms apart: strength +0.30, re-generated live, the text changes. Each press
         # replaces a generation still queued behind a busy engine (as with a long prompt or a slow
@@ -84,9 +91,19 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         await settle(app, pilot)
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
 
-        # the batch twin command
+        # the batch twin: the dialog's line runs headless and generates the same tokens
         await pilot.press("b")
-        assert "lazarus --batch steer --extract" in screen.twin_command() and "-c 0.25" in screen.twin_command()
+        assert app.screen.lines == [screen.twin_command()]
+        await pilot.press("escape")
+        twin = screen.twin_command()
+        assert "lazarus --batch steer --extract" in twin and "-c 0.25" in twin and "--chat" not in twin
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "lazarus_tui.cli",
+                                                        *shlex.split(twin)[1:], "--json"],
+                                       check=False, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)["outputs"][0]
+        live = screen.live_result.outputs[0]
+        assert got["token_ids"] == live.token_ids and got["layer"] == live.layer == 10
 
         # cancel: a long generation, esc right away; the shown result stays the previous one
         screen.query_one("#tokens").value = "400"
@@ -97,7 +114,7 @@ async def test_steering_screen_live_strength_and_cancel(real_engine) -> None:
         await pilot.press("escape")
         await settle(app, pilot)
         assert not screen.jobs
-        assert app.engine_status.endswith("cancelled")
+        assert app.screen.status.endswith("cancelled")
         assert screen.live_result.outputs[0].coefficient == pytest.approx(0.25)
 
         # another screen's job still runs: the lens

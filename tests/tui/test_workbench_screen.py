@@ -3,7 +3,11 @@ a bad layer as a notification), the batch twin round trip, and a FakeEngine snap
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,6 +85,15 @@ async def test_layer_cosine_heatmap_real(real_engine) -> None:
         args = build_parser().parse_args(shlex.split(screen.twin)[3:])
         assert args.model == "smollm2-135m" and args.prompts == PROMPTS and args.layers == "2,29"
         assert args.labels == "text|text|math|math"
+        await pilot.press("escape")  # close the twin dialog
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "lazarus_tui.cli",
+                                                        *shlex.split(screen.twin)[1:], "--json"],
+                                       check=False, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)["layers"]  # the twin reproduces the screen's matrices
+        assert [g["layer"] for g in got] == [ls.layer for ls in r.layers]
+        for g, ls in zip(got, r.layers):
+            np.testing.assert_allclose(np.array(g["cosine"]), np.array(ls.cosine), atol=1e-6)
 
 
 @pytest.mark.real_model
