@@ -11,6 +11,8 @@ from engine.results import SCHEMA_VERSION, Frozen
 SITE_GROUPS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads", "neurons")
 DEFAULT_SITES = ["resid_post", "attn_out", "mlp_out"]
 Metric = Literal["logprob", "logit-diff", "prob"]
+TOP_MAX = 10_000_000  # sites kept (a 30-layer model's neurons at 10 positions are 1.7M)
+VERIFY_MAX = 10_000  # sites patched for real: one forward pass each
 
 
 class AttributeRequest(Frozen):
@@ -23,9 +25,9 @@ class AttributeRequest(Frozen):
     metric: Metric = "logprob"
     sites: list[str] = Field(default_factory=lambda: list(DEFAULT_SITES))
     layers: list[int] | None = None  # None = every layer
-    top: int | None = Field(None, ge=1)  # keep the N largest |estimate| (None = every site; neurons: see max_neurons)
-    max_neurons: int = Field(1000, ge=1)  # neuron sites kept (largest |estimate|) when top is None
-    verify: int = Field(0, ge=0)  # real patching of the K largest verifiable sites
+    top: int | None = Field(None, ge=1, le=TOP_MAX)  # keep the N largest |estimate| (None = every site; neurons: see max_neurons)
+    max_neurons: int = Field(1000, ge=1, le=TOP_MAX)  # neuron sites kept (largest |estimate|) when top is None
+    verify: int = Field(0, ge=0, le=VERIFY_MAX)  # real patching of the K largest verifiable sites
     chat: bool = False
 
 

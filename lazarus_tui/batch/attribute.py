@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
+from lazarus_tui.batch import flags
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser,
@@ -21,6 +22,8 @@ from lazarus_tui.batch.common import (
 
 
 def build_parser() -> ArgumentParser:
+    from engine.attribution_results import TOP_MAX, VERIFY_MAX
+
     p = ArgumentParser(prog="lazarus --batch attribute",
                        description="attribution patching: estimate, for every site, metric(corrupt run with that "
                                    "site from the clean run) - metric(corrupt run), from one backward pass")
@@ -34,9 +37,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--sites", default="resid_post,attn_out,mlp_out",
                    help="comma list of resid_pre,resid_post,attn_out,mlp_out,heads,neurons")
     p.add_argument("--layers", default=None, help="layers, e.g. 0-29 or 5,8 (default: all)")
-    p.add_argument("--top", type=int, default=None, help="keep the N largest |estimate| sites (default: all; "
+    p.add_argument("--top", type=flags.integer(1, TOP_MAX), default=None, help="keep the N largest |estimate| sites (default: all; "
                                                          "neurons: the 1000 largest)")
-    p.add_argument("--verify", type=int, default=0, metavar="K",
+    p.add_argument("--verify", type=flags.integer(0, VERIFY_MAX), default=0, metavar="K",
                    help="patch the K largest sites for real and compare")
     p.add_argument("--chat", action="store_true", help="apply the chat template")
     add_output_args(p)
@@ -48,10 +51,6 @@ def request_from_args(args: Any) -> Any:
     from engine.attribution_results import AttributeRequest
     from engine.errors import InputError
 
-    if args.top is not None and args.top < 1:
-        raise InputError("--top must be at least 1")
-    if args.verify < 0:
-        raise InputError("--verify must be 0 or more")
     if args.metric == "logit-diff" and args.baseline is None:
         raise InputError("--metric logit-diff needs --baseline TOKEN")
     return AttributeRequest(model=args.model, clean=args.clean, corrupt=args.corrupt, target=args.target,
