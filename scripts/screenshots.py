@@ -105,18 +105,24 @@ async def circuit(app: LazarusApp, pilot) -> None:
 
 
 async def attribution(app: LazarusApp, pilot) -> None:
-    """The Attribution screen: France -> Italy with heads, the top 10 verified, L23 H4's pattern."""
+    """The Attribution screen: France -> Italy with heads, the top 10 verified, L23 H4's pattern
+    (80×24: the pattern pane, and the top sites pane with the real effects)."""
     screen = app.screen
     screen.query_one("#k").value = "10"
-    screen.query_one("#top").focus()  # away from the text fields, where `v` would be typed
-    await pilot.press("v")
+    screen.query_one("#clean").focus()
+    await pilot.press("escape", "r")  # esc: to the top sites; r: run and patch the top 10 for real
     await settle(app, pilot)
     grid = screen.query_one("#heads")
+    screen.reveal(grid)
     grid.focus()
     grid.move_cursor(row=23, column=5)
     await pilot.press("enter")
     await settle(app, pilot)
     save(app, "attribution")
+    if screen.narrow():
+        await pilot.press("v")  # the top sites pane
+        await settle(app, pilot)
+        save(app, "attribution-top")
 
 
 async def steering(app: LazarusApp, pilot) -> None:

@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Label, Select, Static
+from textual.containers import Grid, Horizontal, Vertical
+from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from engine.attribution_results import AttentionRequest, AttributeRequest
 from engine.errors import InputError
-from lazarus_tui.screens.base import WorkbenchScreen
+from lazarus_tui.screens.base import WorkbenchScreen, show_twin
 from lazarus_tui.widgets.attribution_views import (
     RESID_KINDS,
     HeadsGrid,
@@ -42,27 +42,29 @@ prompt's last position) changes when that site's activation is taken from the cl
   (for logit-diff), metric, sites (`resid_pre,resid_post,attn_out,mlp_out,heads,neurons`), K.
 * **heatmap**: layers × positions of one residual kind (`k` cycles the kinds); red raises the
   metric, blue lowers it.
-* **heads grid**: layers × heads, the head's output estimate summed over positions (`q` shows
+* **heads grid**: layers × heads, the head's output estimate summed over positions (`h` shows
   the query-key part instead: AtP*). **enter** on a head shows its attention pattern.
-* **top sites**: the largest |estimates|; after `v`, the real effect of patching each.
+* **top sites**: the largest |estimates|; after `r`, the real effect of patching each.
+* **chat**: off, the prompts go to the model as typed (on: the chat template; the twin has `--chat`).
+* below 120 columns one view at a time: `v` cycles top sites → heatmap → heads grid → pattern.
+
+Keys of the fields and views (the screen's own keys are listed below):
 
 | key | action |
 |---|---|
 | `enter` | run (from any field) |
-| `v` | verify: patch the top K sites for real, side by side |
-| `k` | next residual kind in the heatmap |
-| `q` | heads grid: output ⇄ query-key part |
 | `enter` (heads grid) | attention pattern of that head |
-| `p` | attention pattern: clean ⇄ corrupted prompt |
-| `b` | show the batch twin (`lazarus --batch attribute …`) |
-| `esc` | cancel |
 """
+    HOME = "#top"
+    PANES = ("#top", "#heatmap", "#heads", "#pattern-box")
+    RESULTS = ("#attr-main", "#summary")
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("v", "verify", "Verify top K"),
-        Binding("k", "next_kind", "Heatmap kind"),
-        Binding("q", "heads_kind", "Heads: out/qk"),
-        Binding("p", "pattern_prompt", "Pattern prompt"),
+        Binding("r", "verify", "Real patching of top K", tooltip="patch the top K sites for real, side by side"),
+        Binding("k", "next_kind", "Heatmap kind", tooltip="the next residual kind in the heatmap"),
+        Binding("h", "heads_kind", "Heads: out/qk", tooltip="heads grid: the head's output ⇄ its query-key part"),
+        Binding("p", "pattern_prompt", "Pattern prompt", tooltip="attention pattern: clean ⇄ corrupted prompt"),
         Binding("b", "twin", "Batch twin"),
+        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,32 +80,38 @@ prompt's last position) changes when that site's activation is taken from the cl
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="controls"):
-            yield Label("clean")
+            yield Label("clean", classes="wide-only")
             yield Input("The capital of France is", id="clean", classes="prompt-half")
-            yield Label("corrupt")
+            yield Label("corrupt", classes="wide-only")
             yield Input("The capital of Italy is", id="corrupt", classes="prompt-half")
         with Horizontal(classes="controls"):
-            yield Label("target")
+            yield Label("target", classes="wide-only")
             yield Input(" Paris", id="target", classes="medium")
-            yield Label("baseline")
-            yield Input("", id="baseline", classes="medium")
+            yield Label("baseline", classes="wide-only")
+            yield Input("", id="baseline", classes="medium", tooltip="second token for logit-diff")
             yield Select([(m, m) for m in ("logprob", "logit-diff", "prob")], value="logprob", allow_blank=False,
                          id="metric")
-            yield Label("sites")
+            yield Label("sites", classes="wide-only")
             yield Input("resid_post,attn_out,mlp_out,heads", id="sites")
-            yield Label("K")
-            yield Input("10", type="integer", id="k", classes="small")
-        with Horizontal(classes="main"):
-            with Vertical(classes="attr-left"):
-                yield ResidHeatmap(id="heatmap")
-                yield HeadsGrid(id="heads")
-            with Vertical(classes="attr-right"):
-                yield TopSites(id="top")
+            yield Label("K", classes="wide-only")
+            yield Input("10", type="integer", id="k", classes="small", tooltip="sites patched for real by r")
+            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompts as typed)")
+        with Grid(id="attr-main"):
+            yield ResidHeatmap(id="heatmap")
+            yield TopSites(id="top")
+            yield HeadsGrid(id="heads")
+            with Vertical(id="pattern-box"):
                 yield Static("attention pattern: enter on a head", id="pattern-title")
                 yield PatternView(id="pattern")
-        yield Static("enter runs · v verifies the top K · b batch twin", id="summary")
+        yield Static("enter runs · r patches the top K for real · b batch twin", id="summary")
 
     def on_mount(self) -> None:
+        self.query_one("#clean", Input).focus()
+        for id_, title in (("clean", "clean"), ("corrupt", "corrupt"), ("target", "target"), ("baseline", "baseline"),
+                           ("sites", "sites"), ("k", "K")):
+            self.query_one(f"#{id_}", Input).border_title = title  # the label where the narrow layout has none
+
+    def action_focus_prompt(self) -> None:
         self.query_one("#clean", Input).focus()
 
     # -- requests ----------------------------------------------------------------------------
@@ -124,7 +132,7 @@ prompt's last position) changes when that site's activation is taken from the cl
         info = getattr(self.app, "model_info", None)
         return AttributeRequest(model=getattr(info, "model_id", None), clean=val("clean"), corrupt=val("corrupt"),
                                 target=val("target"), baseline=baseline, metric=metric,  # type: ignore[arg-type]
-                                sites=parse_sites(val("sites")), verify=verify)
+                                sites=parse_sites(val("sites")), verify=verify, chat=self.chat())
 
     def _k(self) -> int:
         try:
@@ -163,7 +171,10 @@ prompt's last position) changes when that site's activation is taken from the cl
         if result is None:
             return
         self.result = result
+        self.pattern = None
         self.show_result()
+        self.label_results(metric=req.metric, target=repr(req.target), sites=",".join(req.sites),
+                           verified=req.verify or None)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         ev = message.event
@@ -179,13 +190,15 @@ prompt's last position) changes when that site's activation is taken from the cl
         if kinds and self.kind not in kinds:
             self.kind = kinds[0]
         heat = self.query_one(ResidHeatmap)
-        heat.display = bool(kinds)
         if kinds:
             heat.show(r, self.kind)
+        else:
+            heat.empty("no residual sites: add resid_post (or resid_pre, attn_out, mlp_out) to sites")
         heads = self.query_one(HeadsGrid)
-        heads.display = "heads" in r.request.sites
-        if heads.display:
+        if "heads" in r.request.sites:
             heads.show(r, self.heads_kind)
+        else:
+            heads.empty("no heads: add heads to sites")
         self.query_one(TopSites).show(r)
         name = {"logprob": "log p", "prob": "p", "logit-diff": "logit diff"}[r.request.metric]
         text = (f"{name}({r.target_token!r}{' - ' + repr(r.baseline_token) if r.baseline_token else ''}): "
@@ -242,6 +255,8 @@ prompt's last position) changes when that site's activation is taken from the cl
         self.query_one("#pattern-title", Static).update(
             f"attention pattern L{layer} H{head} on the {self.pattern_of} prompt (p: the other prompt)")
         self.query_one(PatternView).show(pattern)
+        if self.narrow():
+            self.show_pane(self.PANES.index("#pattern-box"))
 
     # -- batch twin --------------------------------------------------------------------------
     def action_twin(self) -> None:
@@ -254,5 +269,4 @@ prompt's last position) changes when that site's activation is taken from the cl
             except (InputError, ValueError) as exc:
                 self._bad(exc, "batch twin")
                 return
-        self.twin = twin_command(req)
-        self.notify(self.twin, title="batch twin", timeout=15)
+        show_twin(self, [twin_command(req)])

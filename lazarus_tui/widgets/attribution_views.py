@@ -45,6 +45,12 @@ def heads_grid(result: Any, kind: str = "attn_heads") -> dict[tuple[int, int], f
     return dict(out)
 
 
+def _empty(table: DataTable, why: str) -> None:
+    """No data for this view in the result: one column saying why (and how to get it)."""
+    table.clear(columns=True)
+    table.add_column(why, key="why")
+
+
 class ResidHeatmap(DataTable):
     """Layers (rows) × positions (columns) of one residual site kind."""
 
@@ -64,6 +70,10 @@ class ResidHeatmap(DataTable):
             cells = [heat(self.values[(layer, p)], vmax) if (layer, p) in self.values else Text("")
                      for p in range(len(result.corrupt_tokens))]
             self.add_row(Text(f"L{layer}"), *cells, key=str(layer))
+
+    def empty(self, why: str) -> None:
+        self.values = {}
+        _empty(self, why)
 
 
 class HeadsGrid(DataTable):
@@ -85,6 +95,10 @@ class HeadsGrid(DataTable):
         for layer in self.row_layers:
             self.add_row(Text(f"L{layer}"), *[heat(self.values.get((layer, h), 0.0), vmax)
                                               for h in range(result.n_heads)], key=str(layer))
+
+    def empty(self, why: str) -> None:
+        self.values, self.row_layers = {}, []
+        _empty(self, why)
 
     def current(self) -> tuple[int, int] | None:
         """(layer, head) under the cursor."""

@@ -11,9 +11,11 @@ import subprocess
 import sys
 
 import pytest
+import scenarios
 
 from lazarus_tui.app import LazarusApp
 from lazarus_tui.screens.attribution import AttributionScreen
+from lazarus_tui.screens.twin_dialog import TwinDialog
 from lazarus_tui.widgets.attribution_views import HeadsGrid, PatternView, ResidHeatmap, TopSites
 
 
@@ -53,9 +55,9 @@ async def test_screen_verify_pattern_and_twin(real_engine) -> None:
         assert screen.query_one(HeadsGrid).row_count == 30
         assert screen.query_one(TopSites).row_count == 40
 
-        # v: the top 4 patched for real, live
+        # r: the top 4 patched for real, live
         screen.query_one(TopSites).focus()
-        await pilot.press("v")
+        await pilot.press("r")
         await settle(app, pilot)
         rv = screen.result
         assert len(rv.verified) == 4 and rv.verify_pearson is not None
@@ -77,8 +79,10 @@ async def test_screen_verify_pattern_and_twin(real_engine) -> None:
         await settle(app, pilot)
         assert screen.pattern.request.prompt == rv.request.corrupt
 
-        # b: the batch twin, run for real, and the API: the same numbers
+        # b: the batch twin (the twin dialog), run for real, and the API: the same numbers
         await pilot.press("b")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TwinDialog) and app.screen.lines == [screen.twin]
         twin = screen.twin
         assert twin.startswith("lazarus --batch attribute") and "--verify 4" in twin
     argv = shlex.split(twin)[2:]
@@ -126,7 +130,47 @@ async def test_bad_input_is_one_notification(fake_engine) -> None:
         screen.query_one("#metric").value = "logprob"
         screen.query_one("#k").value = "0"
         screen.query_one("#top").focus()
-        await pilot.press("v")  # verification needs K >= 1
+        await pilot.press("r")  # verification needs K >= 1
         await settle(app, pilot)
         assert any("K must be at least 1" in n.message for n in app._notifications)
         assert screen.result is None and not [r for r in fake_engine.requests if r.kind == "attribute"]
+
+
+async def test_labels_stale_chat_twin_and_narrow_panes(fake_engine) -> None:
+    """The result is labelled; chat and model changes mark it STALE; the chat run's twin has
+    --chat; at 80×24 one view at a time (`v`), and a head's pattern brings its pane forward."""
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scenarios.attribution(pilot)
+        screen = app.screen
+        r = screen.result
+        assert r is not None and len(r.verified) == 4 and r.request.chat is False
+        assert [v.real for v in r.verified] == [round(0.9 * s.estimate, 4) for s in r.sites[:4]]
+        line = screen.query_one("#provenance")
+        assert str(line.render()).startswith("results from fake-8l · chat template off · metric logprob")
+        # the pattern of L4 H1 (scenario) is shown, in its pane, alone
+        assert screen.pattern.request.layer == 4 and screen.pattern.request.head == 1
+        shown = [sel for sel in screen.PANES if screen.query_one(sel).display]
+        assert shown == ["#pattern-box"] and screen.focused is screen.query_one("#pattern")
+        await pilot.press("v")  # wraps to the top sites
+        assert [sel for sel in screen.PANES if screen.query_one(sel).display] == ["#top"]
+        assert screen.focused is screen.query_one("#top")
+
+        screen.query_one("#chat").value = True
+        await pilot.pause()
+        assert str(line.render()).startswith("STALE (chat template now on)")
+        assert screen.query_one("#attr-main").has_class("-stale")
+        await pilot.press("r")  # rerun (with verification) from the table, chat on
+        await scenarios.settle(pilot)
+        req = fake_engine.requests[-1]
+        assert req.kind == "attribute" and req.chat is True and req.verify == 4
+        assert "chat template on" in str(line.render()) and not screen.query_one("#attr-main").has_class("-stale")
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TwinDialog)
+        twin = app.screen.lines
+        assert len(twin) == 1 and "--chat" in shlex.split(twin[0]) and "--verify 4" in twin[0]
+        await pilot.press("escape")
+        app.load_model("gemma3-270m", None)
+        await scenarios.settle(pilot)
+        assert str(line.render()).startswith("STALE (the model is now gemma3-270m)")
