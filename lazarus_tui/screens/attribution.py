@@ -244,6 +244,11 @@ Keys of the fields and views (the screen's own keys are listed below):
     async def fetch_pattern(self) -> None:
         if self.head is None or self.request is None:
             return
+        info = getattr(self.app, "model_info", None)
+        if info is not None and self.result is not None and info.model_id != self.result.model_id:
+            self.notify(f"the results are from {self.result.model_id}: rerun (enter) first", title="attention pattern",
+                        severity="warning")  # the pattern would load that model again
+            return
         layer, head = self.head
         prompt = self.request.clean if self.pattern_of == "clean" else self.request.corrupt
         req = AttentionRequest(model=self.request.model, prompt=prompt, layer=layer, head=head,

@@ -174,3 +174,8 @@ async def test_labels_stale_chat_twin_and_narrow_panes(fake_engine) -> None:
         app.load_model("gemma3-270m", None)
         await scenarios.settle(pilot)
         assert str(line.render()).startswith("STALE (the model is now gemma3-270m)")
+        n = len(fake_engine.requests)
+        await pilot.press("p")  # a pattern for the old results would load their model again: refused
+        await scenarios.settle(pilot)
+        assert len(fake_engine.requests) == n
+        assert any("rerun (enter) first" in x.message for x in app._notifications)
