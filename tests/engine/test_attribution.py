@@ -125,3 +125,22 @@ def test_deltas_are_additions_at_the_site(tiny):
         Intervention(site=Site(layer=1, kind=SiteKind.resid_post), op="add", vector=np.array(vec))]).logits
     assert float(mx.abs(by_delta - plain).max()) > 1e-2  # the edit matters
     assert float(mx.abs(by_delta - by_iv).max()) <= 1e-5 * max(1.0, float(mx.abs(plain).max()))
+
+
+def test_block_out_delta_is_the_add_intervention(tiny):
+    """main's block_out site (what block L adds): a delta there equals the "add" intervention there
+    (the write-back must happen for a delta too, not only for an intervention)."""
+    from engine.hooks import HookedModel, Intervention, Site, SiteKind
+
+    hm = HookedModel(tiny)
+    if not hm.has_site(SiteKind.block_out, 1):
+        pytest.skip("no block_out site")
+    batch = Batch.from_lists([tiny.tokenizer.prepare(T_CORRUPT, chat=False)])
+    plain = hm.forward(batch, logits="all").logits
+    vec = mx.random.normal((tiny.info.hidden_size,), key=mx.random.key(3))
+    by_delta = hm.forward(batch, logits="all", deltas={"blocks.1.block_out": vec[None, None]}).logits
+    by_iv = hm.forward(batch, logits="all", interventions=[
+        Intervention(site=Site(layer=1, kind=SiteKind.block_out), op="add", vector=np.array(vec))]).logits
+    scale = max(1.0, float(mx.abs(plain).max()))
+    assert float(mx.abs(by_delta - plain).max()) > 1e-2
+    assert float(mx.abs(by_delta - by_iv).max()) <= 1e-5 * scale
