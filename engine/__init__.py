@@ -36,6 +36,9 @@ _LAZY = {
     "ComponentType": "engine.ablation_results",
     "AblationRequest": "engine.ablation_results",
     "AblationResult": "engine.ablation_results",
+    "attribute": "engine.attribution",
+    "AttributeRequest": "engine.attribution_results",
+    "AttributeResult": "engine.attribution_results",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import mlx.core as mx
 import numpy as np
 
+from engine.attribution_results import AttributeRequest, AttributeResult
 from engine.distributions import top_k_probs
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.lens import lens_distributions
@@ -73,6 +74,14 @@ class ModelAnalyzer:
             cfg["embedding_scale"] = self.embedding_scale
         req = AnalyzeRequest(prompt=prompt, model=self.model_id, **cfg)
         return await self.session.submit(lambda ctx: analyze(ctx.model(), req, ctx.cancelled), name="analyze")
+
+    async def attribute(self, clean: str, corrupt: str, target: str, **options: Any) -> AttributeResult:
+        """Attribution patching (``engine.attribution.attribute``): ``options`` are the other fields of
+        ``AttributeRequest`` (baseline, metric, sites, layers, top, verify, chat)."""
+        from engine.attribution import attribute
+
+        req = AttributeRequest(clean=clean, corrupt=corrupt, target=target, model=self.model_id, **options)
+        return await self.session.submit(lambda ctx: attribute(ctx.model(), req, ctx.cancelled), name="attribute")
 
 
 class PositionSelection(str, Enum):

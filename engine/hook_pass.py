@@ -51,6 +51,7 @@ class Pass:
         self.fake: str | None = None  # routing probe: the experts return zeros / one-hot rows
         self.route: mx.array | None = None
         self.reached: set[tuple[int, SiteKind]] = set()  # the sites the family's forward went through
+        self.deltas: dict[str, mx.array] = {}  # site name -> array added there (gradients: engine.attribution)
 
     def wants(self, kind: SiteKind, layer: int) -> bool:
         return kind in self.cap_kinds and layer in self.cap_layers
@@ -65,11 +66,18 @@ class Pass:
         ivs = self.by_layer.get((layer, kind))
         if ivs:
             x = self.hm._apply(x, ivs, self.positions, self.lengths)
+        d = self.deltas.get(f"blocks.{layer}.{kind.value}")
+        if d is not None:
+            x = x + d
         self.keep(kind, layer, x)
         return x
 
     def wants_pattern(self) -> bool:
-        return self.layer >= 0 and self.fake is None and self.wants(SiteKind.attn_pattern, self.layer)
+        return self.layer >= 0 and self.fake is None and (self.wants(SiteKind.attn_pattern, self.layer)
+                                                          or self.pattern_delta() is not None)
+
+    def pattern_delta(self) -> mx.array | None:
+        return self.deltas.get(f"blocks.{self.layer}.attn_pattern") if self.deltas else None
 
     def keep_pattern(self, probs: mx.array) -> None:
         self.keep(SiteKind.attn_pattern, self.layer, probs)
@@ -99,9 +107,10 @@ class Pass:
         self.route = None
         tup = isinstance(out, tuple)
         h = out[0] if tup else out
-        if self.by_layer.get((layer, SiteKind.block_out)) or self.wants(SiteKind.block_out, layer):
+        edited = bool(self.by_layer.get((layer, SiteKind.block_out))) or f"blocks.{layer}.block_out" in self.deltas
+        if edited or self.wants(SiteKind.block_out, layer):
             added = self.edit(SiteKind.block_out, layer, h - x)
-            if self.by_layer.get((layer, SiteKind.block_out)):  # only an edit goes back: x + (h - x) != h in floats
+            if edited:  # only an edit goes back: x + (h - x) != h in floats
                 h = x + added
         h = self.edit(SiteKind.resid_post, layer, h)
         if self.on_layer is not None:
@@ -125,7 +134,7 @@ class Pass:
         else:  # the block adds y * scale: the site is that, and an edit goes back through the division
             scale = self.hm.adapter.residual_scale
             added = self.edit(kind, layer, y * scale)
-            if self.by_layer.get((layer, kind)):
+            if self.by_layer.get((layer, kind)) or f"blocks.{layer}.{kind.value}" in self.deltas:
                 y = added / mx.array(scale, dtype=added.dtype)
         return (y, *out[1:]) if tup else y
 
@@ -138,13 +147,16 @@ class Pass:
     def _heads(self, layer: int, module: Any, base: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         args, kwargs, z = _first(args, kwargs)
         ivs = self.heads.get(layer)
-        if ivs or self.wants(SiteKind.attn_heads, layer):
+        d = self.deltas.get(f"blocks.{layer}.attn_heads") if self.deltas else None
+        if ivs or d is not None or self.wants(SiteKind.attn_heads, layer):
             B, S, W = z.shape
             zz = z.reshape(B, S, self.hm.n_heads, W // self.hm.n_heads)
             for iv in ivs or ():
                 head = self.hm._apply(zz[:, :, iv.head, :], [iv], self.positions, self.lengths)
                 sel = (mx.arange(zz.shape[2]) == iv.head)[None, None, :, None]
                 zz = mx.where(sel, head[:, :, None, :], zz)
+            if d is not None:
+                zz = zz + d
             self.keep(SiteKind.attn_heads, layer, zz)
             z = zz.reshape(B, S, W)
         return base(module, z, *args, **kwargs)

@@ -66,14 +66,15 @@ def scaled_dot_product_attention(queries: mx.array, keys: mx.array, values: mx.a
     p = ACTIVE
     if p is None or not p.wants_pattern():
         return _base_sdpa()(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
-    out, probs = attention_in_the_open(queries, keys, values, scale, mask, sinks)
+    out, probs = attention_in_the_open(queries, keys, values, scale, mask, sinks, p.pattern_delta())
     p.keep_pattern(probs)
     return out
 
 
 def attention_in_the_open(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: Any,
-                          sinks: mx.array | None) -> tuple[mx.array, mx.array]:
-    """(output [B, H, L, Dv], probabilities [B, H, L, K]) as ``mx.fast.scaled_dot_product_attention``."""
+                          sinks: mx.array | None, delta: mx.array | None = None) -> tuple[mx.array, mx.array]:
+    """(output [B, H, L, Dv], probabilities [B, H, L, K]) as ``mx.fast.scaled_dot_product_attention``;
+    ``delta`` (same shape as the probabilities) is added to them before they weigh the values."""
     H, L, K = q.shape[1], q.shape[2], k.shape[2]
     rep = H // k.shape[1]
     if rep > 1:
@@ -93,6 +94,8 @@ def attention_in_the_open(q: mx.array, k: mx.array, v: mx.array, scale: float, m
     else:
         probs = mx.softmax(scores, axis=-1)
     probs = probs.astype(q.dtype)
+    if delta is not None:
+        probs = probs + delta
     return probs @ v, probs
 
 

@@ -151,6 +151,7 @@ class HookedModel:
         cancel: Callable[[], bool] | None = None,
         embedding_scale: float | None = None,
         on_layer: Callable[[int, int], None] | None = None,
+        deltas: dict[str, mx.array] | None = None,
     ) -> ForwardOutput:
         """Run blocks ``start_layer..stop_layer-1`` on ``batch`` (or on residual ``h`` entering ``start_layer``).
 
@@ -158,11 +159,16 @@ class HookedModel:
         ``cancel`` is checked between layers. With ``on_layer(layer, n_layers)`` each layer is
         evaluated as it finishes (live progress; cancellation then takes effect mid-pass).
         ``embedding_scale`` replaces the family's own embedding scale for this pass.
+        ``deltas`` maps site names (``blocks.L.kind``; kinds resid_pre, resid_post, block_out, attn_out, mlp_out,
+        mlp_hidden, attn_heads [B, S, heads, head_dim], attn_pattern) to arrays added there: zeros
+        leave the pass unchanged, and ``mx.grad`` with respect to them is the gradient at each site.
         """
         B, S = batch.ids.shape
         ivs = self.check_interventions(interventions, B)
         why = self.adapter.spec.no_padding
         if why and any(batch.pad):
+            if deltas:
+                raise InputError(f"{self.adapter.model_type}: gradients need prompts of one length ({why})")
             if kv is not None:
                 raise InputError(f"{self.adapter.model_type}: prompts of different lengths cannot share a cached batch "
                                  f"({why}); run them one at a time")
@@ -192,6 +198,8 @@ class HookedModel:
             factor = None
         p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
                   offset)
+        if deltas:
+            p.deltas = dict(deltas)
         caches = self._caches(kv, batch, offset, start_layer, stop)
         prev, hook_points.ACTIVE = hook_points.ACTIVE, p
         try:

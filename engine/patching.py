@@ -46,6 +46,15 @@ def _top(tok, logits: np.ndarray, k: int) -> list[TokenPrediction]:
             for r, (t, p) in enumerate(zip(ids[0], probs[0]))]
 
 
+def patched_rows(hm: HookedModel, ids: list[int], ivs: list[Intervention], rows: int,
+                 cancel: Callable[[], bool] | None = None) -> mx.array:
+    """The prompt ``ids`` run as ``rows`` batch rows at once, each patched by the interventions that name
+    its row: the last position's logits [rows, 1, vocab]. (``patch`` and attribution's verification.)"""
+    out = hm.forward(Batch.from_lists([ids] * rows), interventions=ivs, logits="last", cancel=cancel)
+    assert out.logits is not None
+    return out.logits
+
+
 def patch(lm: LoadedModel, req: PatchRequest, cancel: Callable[[], bool] | None = None) -> PatchResult:
     if req.source == "" or req.target == "":
         raise InputError("source and target prompts must not be empty")
@@ -69,11 +78,11 @@ def patch(lm: LoadedModel, req: PatchRequest, cancel: Callable[[], bool] | None 
             vec = hs[ps] if a == 1.0 else (1 - a) * ht[pt] + a * hs[ps]
             ivs.append(Intervention(site=Site(layer=layer, kind=SiteKind.resid_post), op="replace",
                                     vector=np.array(vec.astype(mx.float32)), position=pt, row=row))
-    p_out = hm.forward(Batch.from_lists([tgt] * len(layers)), interventions=ivs, logits="last", cancel=cancel)
-    assert s_out.logits is not None and t_out.logits is not None and p_out.logits is not None  # logits="last"
+    p_out = patched_rows(hm, tgt, ivs, len(layers), cancel)
+    assert s_out.logits is not None and t_out.logits is not None  # logits="last"
     s_logits = np.array(s_out.logits[0, -1].astype(mx.float32))
     t_logits = np.array(t_out.logits[0, -1].astype(mx.float32))
-    p_logits = np.array(p_out.logits[:, -1].astype(mx.float32))  # [R, V]
+    p_logits = np.array(p_out[:, -1].astype(mx.float32))  # [R, V]
     s_ans, t_ans = int(np.argmax(s_logits)), int(np.argmax(t_logits))
     names = [f"layer {layer} patched" for layer in layers]
     s_prob, s_rank = token_probs_ranks(p_logits, [s_ans] * len(layers), names)

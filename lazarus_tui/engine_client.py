@@ -149,7 +149,8 @@ class EngineClient:
 
     def analysis(self, req: Any, on_progress: OnProgress = None) -> Job[Any]:
         """One of the analyses of ``engine/`` picked by ``req.kind`` (layer, format-sensitivity, probe,
-        neurons, directions, compare, weight-diff, activation-diff, patch); the job's result is the
+        neurons, directions, compare, weight-diff, activation-diff, patch, attribute,
+        attention); the job's result is the
         engine function's result model. A model field left blank means the current model."""
         def job(ctx: Any) -> Any:
             from engine.errors import InputError
@@ -186,6 +187,12 @@ class EngineClient:
             if kind == "patch":
                 from engine.patching import patch
                 return patch(model(req.model), req, stop)
+            if kind == "attribute":
+                from engine.attribution import attribute
+                return attribute(model(req.model), req, stop, ctx.counter("verify", "real patching"))
+            if kind == "attention":
+                from engine.attribution import attention_pattern
+                return attention_pattern(model(req.model), req)
             if kind == "compare":
                 from engine.compare import compare
                 return compare(*pair(req.model1, req.dtype1, req.model2, req.dtype2), req, stop)

@@ -104,6 +104,27 @@ async def circuit(app: LazarusApp, pilot) -> None:
     save(app, "circuit")
 
 
+async def attribution(app: LazarusApp, pilot) -> None:
+    """The Attribution screen: France -> Italy with heads, the top 10 verified, L23 H4's pattern
+    (80×24: the pattern pane, and the top sites pane with the real effects)."""
+    screen = app.screen
+    screen.query_one("#k").value = "10"
+    screen.query_one("#clean").focus()
+    await pilot.press("escape", "r")  # esc: to the top sites; r: run and patch the top 10 for real
+    await settle(app, pilot)
+    grid = screen.query_one("#heads")
+    screen.reveal(grid)
+    grid.focus()
+    grid.move_cursor(row=23, column=5)
+    await pilot.press("enter")
+    await settle(app, pilot)
+    save(app, "attribution")
+    if screen.narrow():
+        await pilot.press("v")  # the top sites pane
+        await settle(app, pilot)
+        save(app, "attribution-top")
+
+
 async def steering(app: LazarusApp, pilot) -> None:
     """The Steering screen: a sentiment direction from the test pairs, steered at +0.3 on a neutral prompt."""
     from pathlib import Path
@@ -184,6 +205,9 @@ async def shoot(app: LazarusApp, pilot) -> None:
     await pilot.press("f6")
     await settle(app, pilot)
     await circuit(app, pilot)
+    await pilot.press("f7")
+    await settle(app, pilot)
+    await attribution(app, pilot)
 
 
 async def main(model: str | None, sizes: list[tuple[int, int]]) -> None:

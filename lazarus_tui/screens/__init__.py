@@ -20,6 +20,7 @@ class ScreenEntry(NamedTuple):
 
 def screen_entries() -> list[ScreenEntry]:
     from lazarus_tui.screens.ablation import AblationScreen
+    from lazarus_tui.screens.attribution import AttributionScreen
     from lazarus_tui.screens.circuit import CircuitScreen
     from lazarus_tui.screens.lens import LensScreen
     from lazarus_tui.screens.steering import SteeringScreen
@@ -33,4 +34,5 @@ def screen_entries() -> list[ScreenEntry]:
         ScreenEntry("4", "steering", "Steering", SteeringScreen),
         ScreenEntry("5", "workbench", "Workbench", AnalysisWorkbenchScreen),
         ScreenEntry("6", "circuit", "Circuit", CircuitScreen),
+        ScreenEntry("7", "attribution", "Attribution", AttributionScreen),
     ]

@@ -48,6 +48,7 @@ class Case:
 
 RO = "{ro}"
 LONG_PROMPT = " ".join(["word"] * 20_000)
+ATTR = ["--clean", "The capital of France is", "--corrupt", "The capital of Italy is", "--target", " Paris"]
 
 CASES = [
     # -- numbers outside their domain: refused at the flag, before any model loads ------------
@@ -58,6 +59,11 @@ CASES = [
     Case("embedding-scale-inf", ["analyze", "-p", "x", "--embedding-scale", "inf"], 2, "finite"),
     Case("embedding-scale-negative", ["analyze", "-p", "x", "--embedding-scale", "-3"], 2, "--embedding-scale"),
     Case("layer-step-zero", ["analyze", "-p", "x", "-s", "0"], 2, "--layer-step"),
+    Case("attribute-top-zero", ["attribute", *ATTR, "--top", "0"], 2, "--top: must be from 1 to"),
+    Case("attribute-verify-negative", ["attribute", *ATTR, "--verify", "-1"], 2, "--verify: must be from 0 to"),
+    Case("attribute-verify-text", ["attribute", *ATTR, "--verify", "many"], 2, "expected an integer"),
+    Case("attribute-sites-unknown", ["attribute", *ATTR, "--sites", "resid_post,x"], 2, "bad --sites"),
+    Case("attribute-logit-diff-no-baseline", ["attribute", *ATTR, "--metric", "logit-diff"], 2, "needs --baseline"),
     Case("position-huge", ["analyze", "-p", "x", "--position", "99999999999"], 2, "--position"),
     Case("temperature-nan", ["generate", "-p", "x", "-t", "nan"], 2, "--temperature"),
     Case("temperature-negative", ["generate", "-p", "x", "-t", "-1"], 2, "--temperature"),

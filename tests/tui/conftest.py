@@ -217,10 +217,17 @@ class FakeEngine:
                                  outputs=outs, generation_seconds=0.1))
 
     def analysis(self, req: Any, on_progress: Any = None) -> Job[Any]:
-        """Canned workbench analyses (layer, probe, patch); numbers are simple functions of the input."""
+        """Canned workbench analyses (layer, probe, patch) and attribution (fake_attribution.py); numbers are simple functions of the input."""
         from engine import analysis_results as ar
 
         self.requests.append(req)
+        if req.kind in ("attribute", "attention"):
+            import fake_attribution
+
+            try:
+                return _done(getattr(fake_attribution, req.kind)(req, N_LAYERS))
+            except InputError as exc:
+                return _failed(exc)
         layers = list(req.layers) if getattr(req, "layers", None) is not None else [0, 4, 7]
         if any(not 0 <= x < N_LAYERS for x in layers):
             bad = next(x for x in layers if not 0 <= x < N_LAYERS)

@@ -111,5 +111,20 @@ async def circuit(pilot) -> None:
     await settle(pilot)
 
 
+async def attribution(pilot) -> None:
+    screen = await goto(pilot, "f7")
+    screen.query_one("#k").value = "4"
+    await pilot.press("enter")  # from the clean prompt (the screen's first focus)
+    await settle(pilot)
+    await pilot.press("escape", "r")  # esc: to the top sites; r: the top 4 patched for real
+    await settle(pilot)
+    grid = screen.query_one("#heads")
+    screen.reveal(grid)
+    grid.focus()
+    grid.move_cursor(row=4, column=2)  # L4 H1
+    await pilot.press("enter")  # its attention pattern (narrow: the pattern pane comes forward)
+    await settle(pilot)
+
+
 SCENARIOS = {"lens": lens, "tracking": tracking, "ablation": ablation, "steering": steering, "workbench": workbench,
-             "circuit": circuit}
+             "circuit": circuit, "attribution": attribution}

@@ -21,6 +21,7 @@ SCREENS = {
     "steering": ("f4", "#prompt", "bc[]"),
     "workbench": ("f5", "#f-prompts", "blv"),
     "circuit": ("f6", "#ci-path", "bcav"),
+    "attribution": ("f7", "#clean", "bkhpr/v"),
 }
 
 
@@ -114,6 +115,7 @@ RUN_FROM_FIELD = {  # screen key, the field enter runs from, values to fill firs
     "ablation": ("f3", "#criterion", {"#prompt": scenarios.PROMPT, "#criterion": "Paris"}),
     "workbench": ("f5", "#f-prompts", {"#f-prompts": "a b|c d", "#f-layers": "0,7"}),
     "circuit": ("f6", "#ci-path", {"#ci-path": "/tmp/x.json"}),
+    "attribution": ("f7", "#sites", {"#sites": "resid_post,heads"}),
 }
 
 
@@ -204,7 +206,7 @@ async def test_results_are_labelled_and_marked_stale(fake_engine) -> None:
 async def test_chat_template_is_off_unless_asked(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
-        for name in ("lens", "tracking", "ablation", "steering", "workbench"):
+        for name in ("lens", "tracking", "ablation", "steering", "workbench", "attribution"):
             await scenarios.SCENARIOS[name](pilot)
             first = fake_engine.requests[-1]
             assert first.chat is False, name
@@ -213,7 +215,7 @@ async def test_chat_template_is_off_unless_asked(fake_engine) -> None:
             chat.value = True
             await pilot.pause()
             assert "STALE" in str(app.screen.query_one("#provenance").render())
-            if name == "workbench":
+            if name in ("workbench", "attribution"):
                 app.screen.action_run()
             elif name == "ablation":
                 app.screen.action_run_set()
