@@ -34,9 +34,9 @@ from engine.attribution_results import (
     AttributeResult,
     SiteEstimate,
 )
+from engine.distributions import logsumexp_exact
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.lens import logsumexp_exact
 from engine.models import LoadedModel
 
 GROUP_KINDS: dict[str, tuple[SiteKind, ...]] = {
@@ -59,7 +59,7 @@ def parse_sites(text: str) -> list[str]:
 
 def metric_fn(req: AttributeRequest, target: int, baseline: int | None) -> Callable[..., mx.array]:
     """``metric(logits [B, vocab], exact=False)`` -> the metric per row (float32). Differentiable; with
-    ``exact`` the normaliser is accumulated in float64 (``engine.lens.logsumexp_exact``: MLX's float32
+    ``exact`` the normaliser is accumulated in float64 (``engine.distributions.logsumexp_exact``: MLX's float32
     reduction over a vocabulary drifts by ~1e-4), for the values reported."""
     def metric(logits: mx.array, exact: bool = False) -> mx.array:
         lg = logits.astype(mx.float32)
@@ -138,7 +138,7 @@ def gradients(p: Prepared, cancel: Callable[[], bool] | None = None
     corrupt_metric = p.metric(mx.stop_gradient(logits), exact=True)[0]
     mx.eval(clean_metric, corrupt_metric, grads, corrupt, clean)
     return ({n: clean[n][0] for n in names}, {n: corrupt[n][0] for n in names}, {n: grads[n][0] for n in names},
-            float(clean_metric.item()), float(corrupt_metric.item()))
+            float(np.array(clean_metric)), float(np.array(corrupt_metric)))
 
 
 def estimates(p: Prepared, clean: dict[str, mx.array], corrupt: dict[str, mx.array], grads: dict[str, mx.array]

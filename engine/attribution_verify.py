@@ -54,9 +54,9 @@ def intervention(site: str, pos: int, head: int | None, neuron: int | None, row:
         return Intervention(site=Site(layer=s.layer, kind=SiteKind.attn_out), op="replace", head=head,
                             position=pos, row=row, vector=np.array(vec.astype(mx.float32)))
     if s.kind == SiteKind.mlp_hidden:
-        vec = np.array(corrupt[site][pos].astype(mx.float32))
-        vec[neuron] = float(clean[site][pos, neuron].astype(mx.float32).item())
-        return Intervention(site=s, op="replace", position=pos, row=row, vector=vec)
+        hidden = np.array(corrupt[site][pos].astype(mx.float32))
+        hidden[neuron] = np.array(clean[site][pos, neuron].astype(mx.float32))
+        return Intervention(site=s, op="replace", position=pos, row=row, vector=hidden)
     return Intervention(site=s, op="replace", position=pos, row=row, vector=np.array(clean[site][pos].astype(mx.float32)))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,15 @@ def log_normaliser(logits: np.ndarray, row_names: Sequence[str] | None = None) -
     _reject(m.reshape(-1), row_names)
     s = np.exp(x - m, dtype=np.float32).sum(axis=-1, keepdims=True, dtype=np.float64)
     return (m.astype(np.float64) + np.log(s))[..., 0]
+
+
+def logsumexp_exact(logits: Any) -> Any:
+    """MLX ``logsumexp`` over the last axis accumulated in float64 (CPU stream), as float32 [..., 1]: the
+    normaliser of a metric kept inside an MLX graph (attribution's reported values; MLX's float32 sum
+    drifts ~1e-4 over a 49k vocabulary)."""
+    import mlx.core as mx
+
+    return mx.logsumexp(logits.astype(mx.float64), axis=-1, keepdims=True, stream=mx.cpu).astype(mx.float32)
 
 
 def log_softmax(logits: np.ndarray, row_names: Sequence[str] | None = None) -> np.ndarray:

@@ -37,8 +37,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--sites", default="resid_post,attn_out,mlp_out",
                    help="comma list of resid_pre,resid_post,attn_out,mlp_out,heads,neurons")
     p.add_argument("--layers", default=None, help="layers, e.g. 0-29 or 5,8 (default: all)")
-    p.add_argument("--top", type=flags.integer(1, TOP_MAX), default=None, help="keep the N largest |estimate| sites (default: all; "
-                                                         "neurons: the 1000 largest)")
+    p.add_argument("--top", type=flags.integer(1, TOP_MAX), default=None,
+                   help="keep the N largest |estimate| sites (default: all; neurons: the 1000 largest)")
     p.add_argument("--verify", type=flags.integer(0, VERIFY_MAX), default=0, metavar="K",
                    help="patch the K largest sites for real and compare")
     p.add_argument("--chat", action="store_true", help="apply the chat template")

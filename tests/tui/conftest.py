@@ -217,7 +217,8 @@ class FakeEngine:
                                  outputs=outs, generation_seconds=0.1))
 
     def analysis(self, req: Any, on_progress: Any = None) -> Job[Any]:
-        """Canned workbench analyses (layer, probe, patch) and attribution (fake_attribution.py); numbers are simple functions of the input."""
+        """Canned workbench analyses (layer, probe, patch) and attribution (fake_attribution.py); numbers are
+        simple functions of the input."""
         from engine import analysis_results as ar
 
         self.requests.append(req)
