@@ -4,7 +4,7 @@ Per layer, averaged over the text's positions (all but the first of each sequenc
 the attention sink and it predicts from no context): KL(final || logit lens) and KL(final || tuned
 lens) in bits, and how often each lens's top-1 equals the final top-1 (Belrose et al. 2023, fig. 1).
 Both lenses are read through ``engine.lens.fast_lens_logits`` (the one reader) and measured with
-``engine.lens_stats`` (float64 accumulation; KL as a sum of non-negative terms).
+``engine.distributions`` (float64 accumulation; KL as a sum of non-negative terms).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def evaluate(lm: LoadedModel, req: LensEvalRequest, cancel: Callable[[], bool] |
 
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
     from engine.lens import fast_lens_logits
-    from engine.lens_stats import lens_stats
+    from engine.distributions import lens_stats
     from engine.tuned_lens import resolve_lens
 
     spec = req.lens if req.lens.startswith("tuned") else f"tuned:{req.lens}"

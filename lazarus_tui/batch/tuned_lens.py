@@ -178,7 +178,7 @@ def render(r) -> None:
 def _eval(argv: list[str]) -> int:
     args = eval_parser().parse_args(argv)
     req = eval_request(args)
-    from engine.lens_kernels import prepare
+    from engine.distributions import prepare
 
     prepare()
     runner = JobRunner(args.model, args.dtype)
