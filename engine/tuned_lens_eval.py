@@ -78,9 +78,9 @@ def evaluate(lm: LoadedModel, req: LensEvalRequest, cancel: Callable[[], bool] |
     import mlx.core as mx
     import numpy as np
 
+    from engine.distributions import lens_stats
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
     from engine.lens import fast_lens_logits
-    from engine.distributions import lens_stats
     from engine.tuned_lens import resolve_lens
 
     spec = req.lens if req.lens.startswith("tuned") else f"tuned:{req.lens}"
