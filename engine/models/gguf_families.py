@@ -129,13 +129,20 @@ def _granite(m: Meta, t: Tensors) -> dict[str, Any]:
     return cfg
 
 
-def _granitemoe(m: Meta, t: Tensors) -> dict[str, Any]:
+def _moe_same_width(m: Meta, t: Tensors, family: str) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Attention config, routing and the MLP width of a MoE family whose mlx-lm experts are
+    feed_forward_length wide (refused where the file says otherwise)."""
     cfg = attention(m, t)
     vocab_size_check(m, t)
     r = routing(m)
     ff = m.scalar("feed_forward_length")
     if m.scalar("expert_feed_forward_length", ff) != ff:
-        m.refuse("expert_feed_forward_length", "mlx-lm's granitemoe experts are feed_forward_length wide")
+        m.refuse("expert_feed_forward_length", f"mlx-lm's {family} experts are feed_forward_length wide")
+    return cfg, r, ff
+
+
+def _granitemoe(m: Meta, t: Tensors) -> dict[str, Any]:
+    cfg, r, ff = _moe_same_width(m, t, "granitemoe")
     cfg.update(model_type="granitemoe", intermediate_size=ff, num_local_experts=r["experts"],
                num_experts_per_tok=r["used"], attention_bias="blk.0.attn_q.bias" in t,
                rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float), **rope(m))
@@ -181,12 +188,7 @@ def _qwen2moe(m: Meta, t: Tensors) -> dict[str, Any]:
 
 
 def _olmoe(m: Meta, t: Tensors) -> dict[str, Any]:
-    cfg = attention(m, t)
-    vocab_size_check(m, t)
-    r = routing(m)
-    ff = m.scalar("feed_forward_length")
-    if m.scalar("expert_feed_forward_length", ff) != ff:
-        m.refuse("expert_feed_forward_length", "mlx-lm's olmoe experts are feed_forward_length wide")
+    cfg, r, ff = _moe_same_width(m, t, "olmoe")
     cfg.update(model_type="olmoe", rms_norm_eps=m.scalar("attention.layer_norm_rms_epsilon", kind=float),
                intermediate_size=ff, num_experts=r["experts"], num_experts_per_tok=r["used"],
                norm_topk_prob=bool(m.opt("expert_weights_norm", False)), **rope(m))  # llama.cpp: no renormalising
