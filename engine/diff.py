@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import cast
 
 import mlx.core as mx
 import numpy as np
@@ -22,6 +21,7 @@ from engine.analysis_results import (
 from engine.distributed import World
 from engine.errors import InputError
 from engine.models import LoadedModel
+from engine.mx_values import float_rows
 from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
 
 _SHORT = {
@@ -114,7 +114,7 @@ def weight_diff(base: LoadedModel, ft: LoadedModel, req: WeightDiffRequest,
                 raise InputError(f"weight-diff: {key[1]} at layer {key[0]} has shape {wa.shape} vs {wb.shape}")
             norms.append(mx.stack([mx.sqrt((wa * wa).sum()), mx.sqrt(((wb - wa) ** 2).sum())]))
             shapes.append(list(wa.shape))
-        vals = cast(list[list[float]], mx.stack(norms).tolist())  # [[base norm, diff norm], ...]
+        vals = float_rows(mx.stack(norms))  # [[base norm, diff norm], ...]
         for key, shape, (na, nd) in zip(part, shapes, vals):
             rel = nd / na if na > 0 else (0.0 if nd == 0 else float("inf"))
             rows.append(MatrixDiff(layer=key[0], matrix=key[1], shape=shape, base_norm=na, diff_norm=nd,

@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import io
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,35 +109,6 @@ def _hub_download(repo: str) -> Path:
         raise ModelLoadError(f"could not fetch {repo!r} from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
 
-def _dequantize_modules(model: nn.Module) -> None:
-    """Replace MLX-quantized layers by float ones (4-bit matmul is ~10x slower on the CPU backend)."""
-    def visit(module: nn.Module) -> None:
-        for name, child in module.children().items():
-            items = child if isinstance(child, list) else [child]
-            for idx, sub in enumerate(items):
-                if not isinstance(sub, nn.Module):
-                    continue
-                repl = None
-                if isinstance(sub, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-                    w = mx.dequantize(sub.weight, sub.scales, sub.get("biases"), sub.group_size, sub.bits)
-                    if isinstance(sub, nn.QuantizedLinear):
-                        repl = nn.Linear(w.shape[1], w.shape[0], bias="bias" in sub)
-                        repl.weight = w
-                        if "bias" in sub:
-                            repl.bias = sub.bias
-                    else:
-                        repl = nn.Embedding(w.shape[0], w.shape[1])
-                        repl.weight = w
-                if repl is not None:
-                    if isinstance(child, list):
-                        child[idx] = repl
-                    else:
-                        setattr(module, name, repl)
-                else:
-                    visit(sub)
-    visit(model)
-
-
 def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
     model_type = config["model_type"]
     try:
@@ -160,8 +130,10 @@ def _apply_dtype(model: Any, dtype: str, quantized: bool) -> str:
         dtype = "float32" if device_name() == "cpu" or not quantized else "native"
     if dtype == "native":
         return "quantized" if quantized else str(next(iter(_leaf_dtypes(model)), "float32"))
-    if quantized:
-        _dequantize_modules(model)
+    if quantized:  # MLX-quantized layers back to float ones (4-bit matmul is ~10x slower on the CPU backend)
+        from mlx_lm.utils import dequantize_model
+
+        dequantize_model(model)
     if dtype in ("q4", "q8"):
         from mlx_lm.utils import quantize_model
 
@@ -176,21 +148,15 @@ def _apply_dtype(model: Any, dtype: str, quantized: bool) -> str:
 
 
 def _leaf_dtypes(model: Any) -> list[str]:
-    from mlx.utils import tree_flatten
+    from engine.mx_values import tree_leaves
 
-    return sorted({str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(model.parameters())})
-
-
-# Models in use, shared: loading the same source with the same options again returns the same
-# object while anyone still holds it (sessions, screens, tests), instead of another copy of the
-# weights. Loaded models are read-only by contract: analyses intervene, they never edit weights.
-_LOADED: weakref.WeakValueDictionary[tuple, LoadedModel] = weakref.WeakValueDictionary()
+    return sorted({str(v.dtype).replace("mlx.core.", "") for _, v in tree_leaves(model.parameters())})
 
 
 def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
-         embedding_scale: float | None = None, fresh: bool = False,
-         stage: tuple[int, int] | None = None) -> LoadedModel:
-    """Load a model from any source; see the module docstring. ``fresh`` bypasses the sharing.
+         embedding_scale: float | None = None, stage: tuple[int, int] | None = None) -> LoadedModel:
+    """Load a model from any source; see the module docstring. Every call loads its own copy: the
+    caller owns it (an ``EngineSession`` keeps the models it uses; nothing is shared behind its back).
 
     ``stage=(rank, size)``: pipeline sharding (engine/pipeline.py): only the blocks of that rank's
     stage get weights (the others' are never read from disk); embedding, final norm and head stay."""
@@ -198,19 +164,6 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
-    stamp = path.stat().st_mtime_ns if path is not None and path.is_file() else None
-    key = (model_id, str(path) if path is not None else None, stamp, dtype, embedding_scale, stage)
-    if not fresh:
-        shared = _LOADED.get(key)
-        if shared is not None:
-            return shared
-    lm = _load(model_id, path, fmt, dtype, embedding_scale, progress, t0, stage)
-    _LOADED[key] = lm
-    return lm
-
-
-def _load(model_id: str, path: Path | None, fmt: str, dtype: str, embedding_scale: float | None,
-          progress: Progress | None, t0: float, stage: tuple[int, int] | None = None) -> LoadedModel:
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader

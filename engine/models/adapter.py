@@ -17,6 +17,7 @@ import mlx.core as mx
 from mlx import nn
 
 from engine.errors import UnsupportedArchitecture
+from engine.mx_values import item_float
 from engine.models.families import (
     ATTN_NAMES,
     DOWN_NAMES,
@@ -94,7 +95,8 @@ class Adapter:
         return self.text_model(model)[self.backbone_name]
 
     def blocks(self, model: Any) -> list[Any]:
-        return self.backbone(model)[self.layers_name]
+        blocks: list[Any] = self.backbone(model)[self.layers_name]
+        return blocks
 
     def final_norm(self, model: Any) -> Any:
         return self.backbone(model)[self.norm_name] if self.norm_name else (lambda h: h)
@@ -123,7 +125,7 @@ class Adapter:
             return None
         emb = self.embed_tokens(model)
         dtype = (emb.get("scales") if "scales" in emb else emb.weight).dtype
-        want = float(mx.array(1.0 if scale is None else scale, dtype=dtype).item())
+        want = item_float(mx.array(1.0 if scale is None else scale, dtype=dtype))
         native = self.native_embedding_scale or 1.0
         return None if want == native else want / native
 
@@ -133,9 +135,11 @@ class Adapter:
         ``input_embeddings`` (pre-multiplied by the factor the family's scaling then completes)."""
         factor = self.embedding_factor(model)
         if factor is None:
-            return model(ids)
+            logits: mx.array = model(ids)
+            return logits
         emb = self.embed_tokens(model)(ids)
-        return model(ids, input_embeddings=emb * mx.array(factor, dtype=emb.dtype))
+        logits = model(ids, input_embeddings=emb * mx.array(factor, dtype=emb.dtype))
+        return logits
 
     def lens_logits(self, model: Any, h: mx.array) -> mx.array:
         """The logit lens: the family's own head (final norm, unembedding, any logit scale or
@@ -145,7 +149,8 @@ class Adapter:
         real = backbone[self.layers_name]
         backbone[self.layers_name] = [_Returns(b, h) for b in real]
         try:
-            return model(mx.zeros(h.shape[:2], dtype=mx.int32))
+            logits: mx.array = model(mx.zeros(h.shape[:2], dtype=mx.int32))
+            return logits
         finally:
             backbone[self.layers_name] = real
 
@@ -205,7 +210,7 @@ def _config_int(config: dict[str, Any], *names: str) -> int | None:
 def _in_width(linear: Any) -> int:
     w = linear.weight
     if isinstance(linear, nn.QuantizedLinear):
-        return w.shape[-1] * 32 // linear.bits
+        return int(w.shape[-1]) * 32 // int(linear.bits)
     return int(w.shape[-1])
 
 
@@ -239,12 +244,15 @@ def adapter_for(model: Any, config: dict[str, Any]) -> Adapter:
         kv_heads = 1 if cfg.get("multi_query") else heads
     head_dim = _config_int(cfg, "head_dim") or (hidden // heads if heads else 0)
     inter = _config_int(cfg, "intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size") or 4 * hidden
-    first = next((i for i, p in enumerate(parts) if p.o_proj), None)
-    if first is not None:  # the widths the hooks really see: the output projection's input per head
-        head_dim = _in_width(get_path(get_path(blocks[first], parts[first].attn), parts[first].o_proj)) // heads
-    dense = next((i for i, p in enumerate(parts) if p.down), None)
-    if dense is not None:
-        inter = _in_width(get_path(get_path(blocks[dense], parts[dense].mlp), parts[dense].down))
+    # the widths the hooks really see: the output projection's input per head, the down projection's
+    o_proj = next((get_path(get_path(b, p.attn), p.o_proj) for b, p in zip(blocks, parts, strict=True)
+                   if p.attn and p.o_proj), None)
+    if o_proj is not None:
+        head_dim = _in_width(o_proj) // heads
+    down = next((get_path(get_path(b, p.mlp), p.down) for b, p in zip(blocks, parts, strict=True)
+                 if p.mlp and p.down), None)
+    if down is not None:
+        inter = _in_width(down)
     dims = {"num_layers": len(blocks), "hidden_size": hidden, "num_heads": heads, "num_kv_heads": kv_heads,
             "head_dim": head_dim, "intermediate_size": inter,
             "vocab_size": _config_int(cfg, "vocab_size", "n_vocab", "padded_vocab_size") or 0}

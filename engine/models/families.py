@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "attn_block")
 MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn", "moe", "mlp_block")
@@ -31,7 +31,9 @@ def sqrt_hidden_bf16(cfg: dict[str, Any]) -> float:
     """sqrt(hidden) rounded to bfloat16, the factor mlx-lm's gemma3_text multiplies embeddings by."""
     import mlx.core as mx
 
-    return float(mx.array(sqrt_hidden(cfg), dtype=mx.bfloat16).astype(mx.float32).item())
+    from engine.mx_values import item_float
+
+    return item_float(mx.array(sqrt_hidden(cfg), dtype=mx.bfloat16).astype(mx.float32))
 
 
 def layer_types_sliding(cfg: dict[str, Any], n_layers: int) -> tuple[int | None, tuple[int, ...]]:
@@ -75,7 +77,12 @@ class Family:
     refused: str | None = None  # one line: why lazarus refuses this family
 
 
-_GEMMA_POST = {"attn_out_at": "post_attention_layernorm", "mlp_out_at": "post_feedforward_layernorm"}
+class _PostNorms(TypedDict):
+    attn_out_at: str
+    mlp_out_at: str
+
+
+_GEMMA_POST: _PostNorms = {"attn_out_at": "post_attention_layernorm", "mlp_out_at": "post_feedforward_layernorm"}
 _MOE = "moe_router = each token's expert weights (the routing's own, read off the MoE block)"
 _MULT = "attn_out/mlp_out = what the block adds (module output times the residual multiplier)"
 _PER_EXPERT = "mlp_hidden at expert layers (per expert; not exposed)"

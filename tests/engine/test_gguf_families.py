@@ -174,7 +174,7 @@ def test_load_opens_a_converted_gguf(model_type, tmp_path):
     t = tiny_family(model_type)
     path = tmp_path / f"{model_type}.gguf"
     write_gguf(t, path)
-    lm = load(str(path), fresh=True)
+    lm = load(str(path))
     assert lm.info.source_format == "gguf" and lm.info.num_layers == t.config["num_hidden_layers"]
     np.testing.assert_allclose(_logits(lm.model), _logits(t.model), rtol=0, atol=1e-5)
 

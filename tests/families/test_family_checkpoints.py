@@ -44,7 +44,7 @@ def test_saved_directory_loads_and_matches(fam, saved_dir):
 
     assert json.loads((saved_dir / "config.json").read_text())["model_type"] == fam.name
     with refusal_is_xfail(fam.name):
-        lm = load(str(saved_dir), dtype="float32", fresh=True)
+        lm = load(str(saved_dir), dtype="float32")
         out = HookedModel(lm).forward(Batch.from_lists([fam.ids]), logits="all").logits
     assert lm.info.model_type == fam.name and lm.info.num_layers == N_LAYERS
     assert lm.tokenizer.encode(PROMPT) == fam.ids
@@ -56,7 +56,7 @@ def test_q4_loads(fam, saved_dir):
     from engine.models import load
 
     with refusal_is_xfail(fam.name):
-        lm = load(str(saved_dir), dtype="q4", fresh=True)
+        lm = load(str(saved_dir), dtype="q4")
         own = logits_of(lm.model, [fam.ids])
         out = HookedModel(lm).forward(Batch.from_lists([fam.ids]), logits="all").logits
     assert lm.info.dtype == "q4"
