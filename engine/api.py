@@ -22,7 +22,7 @@ from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
-from engine.session import EngineSession
+from engine.session import EngineSession, JobContext
 
 __all__ = ["ModelAnalyzer", "AnalysisConfig", "LayerStrategy", "ModelHooks", "CaptureConfig",
            "PositionSelection", "LogitLens", "HookState"]
@@ -73,7 +73,13 @@ class ModelAnalyzer:
         if self.embedding_scale is not None and cfg.get("embedding_scale") is None:
             cfg["embedding_scale"] = self.embedding_scale
         req = AnalyzeRequest(prompt=prompt, model=self.model_id, **cfg)
-        return await self.session.submit(lambda ctx: analyze(ctx.model(), req, ctx.cancelled), name="analyze")
+
+        def job(ctx: JobContext) -> AnalysisResult:
+            result = analyze(ctx.model(), req, ctx.cancelled)
+            assert result is not None  # None only on a pipeline stage other than rank 0 (no pipeline here)
+            return result
+
+        return await self.session.submit(job, name="analyze")
 
     async def attribute(self, clean: str, corrupt: str, target: str, **options: Any) -> AttributeResult:
         """Attribution patching (``engine.attribution.attribute``): ``options`` are the other fields of

@@ -195,7 +195,8 @@ class World:
         done = 0
         while remaining:
             deadline = time.monotonic() + round_s
-            status, finished, error, last = OK, [], b"", 0.0
+            finished: list[tuple[int, bytes]] = []
+            status, error, last = OK, b"", 0.0
             mine = remaining[self.rank::self.size]
             for i in mine:
                 start = time.monotonic()

@@ -112,7 +112,7 @@ def make_dir(path: str | Path) -> Path:
     return target
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
+def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False) -> Path:
     """Call ``write(fh)`` on a temp file next to ``path``, then rename it into place.
 
     Returns the path written (a symlink's target). See the module docstring for what is

@@ -17,6 +17,7 @@ import mlx.core as mx
 from engine.errors import Cancelled, InputError
 from engine.hooks import Batch, HookedModel, Intervention, KVState
 from engine.models import LoadedModel
+from engine.mx_values import int_list
 from engine.results import GeneratedToken, GenerateRequest, GenerateResult, Generation
 
 
@@ -56,6 +57,7 @@ def generate_ids(
     if kv is None or first_logits is None:
         kv = KVState(hm.n_layers, batch.pad)
         out = hm.forward(batch, interventions=interventions, kv=kv, logits="last", cancel=cancel)
+        assert out.logits is not None  # logits="last"
         logits = out.logits[:, -1, :]  # [B, vocab]
     else:
         logits = first_logits
@@ -75,7 +77,7 @@ def generate_ids(
                 nxt = mx.argmax(scaled + noise, axis=-1)
         else:
             nxt = mx.argmax(logits, axis=-1)
-        collect_step(outs, done, nxt.tolist(), stops)
+        collect_step(outs, done, int_list(nxt), stops)
         if on_step:
             on_step(step + 1, max_new_tokens)
         if all(done) or step == max_new_tokens - 1:
@@ -83,7 +85,9 @@ def generate_ids(
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         step_batch = Batch(nxt.astype(mx.int32)[:, None], kv.pad, batch.lengths)
-        logits = hm.forward(step_batch, interventions=interventions, kv=kv, logits="last").logits[:, -1, :]
+        step_logits = hm.forward(step_batch, interventions=interventions, kv=kv, logits="last").logits
+        assert step_logits is not None  # logits="last"
+        logits = step_logits[:, -1, :]
     return outs
 
 

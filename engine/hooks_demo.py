@@ -12,6 +12,7 @@ from engine.distributions import top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.models import LoadedModel
+from engine.mx_values import float_rows, int_rows
 from engine.results import SCHEMA_VERSION, Frozen
 
 DEMO_SITES = (SiteKind.resid_pre, SiteKind.attn_out, SiteKind.mlp_out, SiteKind.resid_post)
@@ -89,8 +90,8 @@ def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | N
         if req.capture_attention and f"blocks.{layer}.attn_pattern" in out.captures:
             pat = out.captures[f"blocks.{layer}.attn_pattern"][0, :, -1, :].astype(mx.float32)  # [H, K]
             k = min(req.top_sources, pat.shape[-1])
-            order = mx.argsort(-pat, axis=-1)[:, :k].tolist()
-            weights = pat.tolist()
+            order = int_rows(mx.argsort(-pat, axis=-1)[:, :k])
+            weights = float_rows(pat)
             heads = [HeadAttention(head=h, sources=[(j, pieces[j], weights[h][j]) for j in order[h]])
                      for h in range(pat.shape[0])]
         top1 = (lm.tokenizer.piece(lens[i][0]), lens[i][1]) if lens else (None, None)

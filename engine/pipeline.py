@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_map
 
 from engine.distributed import World, pack, unpack
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step
 from engine.hooks import Batch, CaptureSpec, ForwardOutput, HookedModel, Intervention, KVState
+from engine.mx_values import int_list, tree_leaves
 
 
 def stage_layers(n_layers: int, rank: int, size: int) -> tuple[int, int]:
@@ -47,7 +48,7 @@ def keep_stage(model: Any, adapter: Any, start: int, stop: int) -> int:
     for i, block in enumerate(adapter.blocks(model)):
         if start <= i < stop:
             continue
-        freed += sum(v.nbytes for _, v in tree_flatten(block.parameters()))
+        freed += sum(v.nbytes for _, v in tree_leaves(block.parameters()))
         block.update(tree_map(lambda v: mx.zeros((0,), dtype=v.dtype), block.parameters()))
     return freed
 
@@ -107,7 +108,7 @@ def pipeline_world() -> World:
 
 
 def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: CaptureSpec | None = None,
-                      interventions: Sequence[Intervention] = (), logits: str = "last",
+                      interventions: Sequence[Intervention] = (), logits: Literal["all", "last", "none"] = "last",
                       embedding_scale: float | None = None) -> ForwardOutput | None:
     """One hooked forward through the ranks' stages (see the module doc). Rank 0 returns the whole
     ``ForwardOutput`` (captures and logits float32); the other ranks return ``None``."""
@@ -116,9 +117,10 @@ def pipelined_forward(hm: HookedModel, batch: Batch, world: World, *, capture: C
     own = [iv for iv in interventions if start <= iv.site.layer < stop]
     h_in = _recv_residual(hm, world, *batch.ids.shape) if world.rank > 0 else None
     out = hm.forward(batch, capture=capture, interventions=own, start_layer=start, h=h_in,
-                     stop_layer=None if last else stop, logits=logits if last else "none",  # type: ignore[arg-type]
+                     stop_layer=None if last else stop, logits=logits if last else "none",
                      embedding_scale=embedding_scale)
     if not last:
+        assert out.resid is not None  # a forward that stops before the last layer returns its residual
         _send_residual(hm, world, out.resid)
     mine = dict(out.captures)
     if last and out.logits is not None:
@@ -159,15 +161,17 @@ def pipelined_generate(hm: HookedModel, rows: Sequence[Sequence[int]], max_new_t
                          stop_layer=None if last else stop, logits="last" if last else "none")
         payload = b""
         if last:
+            assert out.logits is not None  # logits="last"
             logits = out.logits[:, -1, :]
             if temperature > 0:
                 key, sub = mx.random.split(key)
                 nxt = mx.random.categorical(logits.astype(mx.float32) / temperature, key=sub)
             else:
                 nxt = mx.argmax(logits, axis=-1)
-            payload = pack([int(t) for t in nxt.tolist()])
+            payload = pack(int_list(nxt))
         else:
             kv.offset = offset + step_batch.ids.shape[1]  # the forward advances it only at the last layer
+            assert out.resid is not None  # a forward that stops before the last layer returns its residual
             _send_residual(hm, world, out.resid)
         if cancel is not None and cancel():  # every rank checks here, so all stop at the same step
             payload = _CANCEL

@@ -189,9 +189,9 @@ def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest, cancel: C
     if not bases:
         raise InputError("no prompts given")
     stripped = [b.rstrip() for b in bases]
-    for b, s in zip(bases, stripped):
-        if s == "":
-            raise InputError(f"prompt {b!r} is empty once trailing whitespace is removed")
+    for base, bare in zip(bases, stripped):
+        if bare == "":
+            raise InputError(f"prompt {base!r} is empty once trailing whitespace is removed")
     spaced = [s + " " for s in stripped]
     layers = resolve_layers(req.layers, lm.num_layers)
     prompts = spaced + stripped
@@ -207,7 +207,10 @@ def format_sensitivity(lm: LoadedModel, req: FormatSensitivityRequest, cancel: C
         cos = cosine_matrix(acts[li])
         pair_cos[li] = [cos[i, n + i] for i in range(n)]
         if n >= 2:
-            w, b, sep = label_separation(cos, labels)
+            within, between, separation = label_separation(cos, labels)
+            # two labels with n >= 2 prompts each: both kinds of pair exist
+            assert within is not None and between is not None and separation is not None
+            w, b, sep = within, between, separation
         else:  # one pair: no within-label pairs; separation = 1 - pair cosine (within is trivially 1)
             w, b = 1.0, float(pair_cos[li, 0])
             sep = w - b

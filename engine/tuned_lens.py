@@ -95,19 +95,20 @@ def weights_hash(lm: LoadedModel) -> str:
     if cached is not None:
         return cached
     import mlx.core as mx
-    from mlx.utils import tree_flatten
+
+    from engine.mx_values import tree_leaves
 
     model = lm.model
     head = model.model.embed_tokens if lm.adapter.tied_embeddings else model.lm_head
-    whole = {id(v) for _, v in tree_flatten(head.parameters())}
-    whole |= {id(v) for _, v in tree_flatten(lm.adapter.final_norm(model).parameters())}
+    whole = {id(v) for _, v in tree_leaves(head.parameters())}
+    whole |= {id(v) for _, v in tree_leaves(lm.adapter.final_norm(model).parameters())}
     h = hashlib.sha256(f"{lm.adapter.model_type};".encode())
-    for name, value in sorted(tree_flatten(model.parameters()), key=lambda kv: kv[0]):
+    for name, value in sorted(tree_leaves(model.parameters()), key=lambda kv: kv[0]):
         arr = value if id(value) in whole else value.reshape(-1)[::max(1, value.size // SAMPLE)]
         if mx.issubdtype(arr.dtype, mx.floating):
             arr = arr.astype(mx.bfloat16).view(mx.uint16)
         h.update(f"{name}:{tuple(value.shape)};".encode())
-        h.update(memoryview(mx.contiguous(arr)))
+        h.update(memoryview(mx.contiguous(arr)))  # type: ignore[arg-type]  # mx.array has the buffer protocol; its stubs lack __buffer__
     digest = h.hexdigest()[:16]
     lm.extras["tuned_lens_hash"] = digest
     return digest

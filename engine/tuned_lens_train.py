@@ -157,9 +157,10 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     are scale-free: in raw units a learning rate small enough for the typical dimension would take
     thousands of steps to move the big offsets. The file holds the raw A and b."""
     import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx.utils import tree_unflatten
 
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+    from engine.mx_values import tree_leaves
     from engine.tuned_lens import check_binding, read_lens_file, save_lens, weights_hash
 
     out = Path(out)
@@ -175,8 +176,8 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     if resume:
         if not ckpt.is_file():
             raise InputError(f"no checkpoint to resume: {ckpt}")
-        tensors, meta, binding = read_lens_file(ckpt)
-        check_binding(lm, binding)
+        tensors, meta, saved = read_lens_file(ckpt)
+        check_binding(lm, saved)
         state = json.loads(meta["state"])
         s = TrainSettings(**state["settings"])
         start, seconds = int(state["step"]), float(state["seconds"])
@@ -193,8 +194,8 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     steps = s.n_steps
     chunk = max(1, s.layer_chunk_rows // s.batch_tokens)
     chunks = [list(range(a, min(L, a + chunk))) for a in range(0, L, chunk)]
-    binding = {"model_id": lm.info.model_id, "weights_hash": weights_hash(lm), "hidden_size": d, "num_layers": L,
-                   "dtype": lm.info.dtype, "corpus": desc, "tokens": 0, "steps": 0}
+    binding: dict[str, Any] = {"model_id": lm.info.model_id, "weights_hash": weights_hash(lm), "hidden_size": d,
+                               "num_layers": L, "dtype": lm.info.dtype, "corpus": desc, "tokens": 0, "steps": 0}
 
     def loss(ps: list[dict[str, Any]], sc: Any, resid: Any, p_final: Any, neg_ent: Any) -> tuple[Any, Any]:
         w, b = _real(mx.stack([p["matrix"] for p in ps]), mx.stack([p["bias"] for p in ps]), sc)
@@ -214,7 +215,7 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
                      "scale": np.array(scale),
                      "ahat": np.stack([np.array(p["matrix"]) for p in params]),
                      "beta": np.stack([np.array(p["bias"]) for p in params]),
-                     **{f"opt.{k}": np.array(v) for k, v in tree_flatten(opt.state)}}
+                     **{f"opt.{k}": np.array(v) for k, v in tree_leaves(opt.state)}}
         save_lens(path, np.array(w), np.array(b), meta, extra)
 
     step = start

@@ -16,6 +16,7 @@ import mlx.core as mx
 
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState
 from engine.models import LoadedModel
+from engine.mx_values import item_float
 from engine.results import VerifyPrompt, VerifyResult
 
 LONG_PROMPT = " ".join(
@@ -38,7 +39,7 @@ def _max_abs_diff(a: mx.array, b: mx.array, chunk: int = 64) -> float:
     worst = 0.0
     for s in range(0, a.shape[1], chunk):
         part = mx.abs(a[:, s:s + chunk] - b[:, s:s + chunk].astype(mx.float32)).max()
-        worst = _worst(worst, float(part.item()))
+        worst = _worst(worst, item_float(part))
     return worst
 
 
@@ -60,10 +61,12 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
         mx.eval(native)
         # one logits tensor at a time next to the model's own (Gemma's long prompt: 1.4 GB each)
         plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
+        assert plain is not None  # logits="all"
         d = _max_abs_diff(native, plain)
         del plain
         every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")
         opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=every, cancel=cancel).logits
+        assert opened is not None  # logits="all"
         d = _worst(d, _max_abs_diff(native, opened))
         del opened
         if len(ids) < 64:  # the KV cache, token by token after a prefill
@@ -71,6 +74,7 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
             hm.forward(Batch.from_lists([ids[:2]]), kv=kv, logits="none")
             for j in range(2, len(ids)):
                 step = hm.forward(Batch(mx.array([[ids[j]]]), [0], [len(ids)]), kv=kv).logits
+                assert step is not None  # logits="last" (the default)
                 d = _worst(d, _max_abs_diff(native[:, j:j + 1], step[:, :1]))
         rows.append(VerifyPrompt(label=label, num_tokens=len(ids), max_abs_diff=d, passed=d < tolerance))
     return VerifyResult(model_id=lm.info.model_id, dtype=lm.info.dtype, tolerance=tolerance, prompts=rows)

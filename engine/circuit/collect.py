@@ -23,9 +23,9 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import mlx.core as mx
 import numpy as np
@@ -77,10 +77,6 @@ def _fingerprint(lm: LoadedModel, ds: CircuitDataset, layers: list[int], req: Co
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    write_atomic(path, write, binary=True)
-
-
 def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: list[int], position: str,
                generate: int, cancel: Callable[[], bool] | None) -> tuple[dict[str, np.ndarray], list[str]]:
     batch = Batch.from_lists(rows, lm.tokenizer.batch_pad_id)
@@ -102,6 +98,7 @@ def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: 
         from engine.generate import generate_ids
 
         tok = lm.tokenizer
+        assert out.logits is not None  # logits="last" when generating
         outs = generate_ids(hm, rows, generate, stop_ids=tok.eos_ids, cancel=cancel, kv=kv,
                             first_logits=out.logits[:, -1, :])
         for o in outs:
@@ -111,20 +108,21 @@ def _run_batch(hm: HookedModel, lm: LoadedModel, rows: list[list[int]], layers: 
 
 
 def write_safetensors_streaming(path: Path, names: list[str], shape_of: Callable[[str], list[int]],
-                                chunks: Callable[[str], object], metadata: dict[str, str]) -> int:
+                                chunks: Callable[[str], Iterable[np.ndarray]], metadata: dict[str, str]) -> int:
     """Write a safetensors file tensor by tensor: ``chunks(name)`` yields float32 arrays whose rows
     concatenate to the tensor. Nothing larger than one chunk is held in memory. Returns the size."""
     header: dict[str, object] = {"__metadata__": metadata}
+    sizes: dict[str, int] = {}
     offset = 0
     for name in names:
         shape = shape_of(name)
-        size = 4 * int(np.prod(shape))
+        sizes[name] = size = 4 * int(np.prod(shape))
         header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * ((8 - len(hb) % 8) % 8)
 
-    def write(fh) -> None:
+    def write(fh: IO[bytes]) -> None:
         fh.write(struct.pack("<Q", len(hb)))
         fh.write(hb)
         for name in names:
@@ -133,11 +131,10 @@ def write_safetensors_streaming(path: Path, names: list[str], shape_of: Callable
                 b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
                 written += len(b)
                 fh.write(b)
-            want = header[name]["data_offsets"]  # type: ignore[index]
-            if written != want[1] - want[0]:
-                raise RuntimeError(f"{name}: wrote {written} bytes, expected {want[1] - want[0]}")
+            if written != sizes[name]:
+                raise RuntimeError(f"{name}: wrote {written} bytes, expected {sizes[name]}")
 
-    _atomic_write_bytes(path, write)
+    write_atomic(path, write, binary=True)
     return 8 + len(hb) + offset
 
 
@@ -214,7 +211,7 @@ def _prepare_parts(parts: Path, out: Path, fp: str, layers: list[int], hidden: i
         for stale in parts.glob(".*.tmp"):  # a shard that was being written when the run was killed
             stale.unlink(missing_ok=True)
         if not state_file.exists():
-            _atomic_write_bytes(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()))
+            write_atomic(state_file, lambda fh: fh.write(json.dumps({"fingerprint": fp}).encode()), binary=True)
         pending, damaged = [], []
         for k, rows in enumerate(batch_rows):
             shard = parts / f"batch_{k:06d}.safetensors"
@@ -296,7 +293,7 @@ def collect(lm: LoadedModel, req: CollectRequest, cancel: Callable[[], bool] | N
 
         def store(i: int, payload: bytes) -> None:
             try:
-                _atomic_write_bytes(shard[pending[i]], lambda fh: fh.write(payload))
+                write_atomic(shard[pending[i]], lambda fh: fh.write(payload), binary=True)
             except OSError as exc:
                 raise AnalysisError(f"cannot write {shard[pending[i]]}: {exc.strerror or exc}") from None
 
@@ -336,7 +333,7 @@ def _reuse(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, rows: list[
             "tools": [p.tool for p in ds.prompts], "answers": [p.answer for p in ds.prompts],
             "pairs": [p.pair for p in ds.prompts], "batches_computed": 0, "batches_reused": n_batches,
             "seconds": seconds}
-    _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    write_atomic(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()), binary=True)
     return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
                          metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=lm.info.hidden_size,
                          num_layers=lm.num_layers, captured_layers=layers, layer_selection=req.layers,
@@ -356,7 +353,7 @@ def _merge(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, rows: list[
     hidden = lm.info.hidden_size
     names = [f"hidden_states.layer_{layer}" for layer in layers]
 
-    def chunks(name: str):
+    def chunks(name: str) -> Iterator[np.ndarray]:
         key = "layer_" + name.rsplit("_", 1)[1]
         for s in shard:
             with safe_open(str(s), framework="numpy") as f:
@@ -385,7 +382,7 @@ def _merge(lm: LoadedModel, req: CollectRequest, ds: CircuitDataset, rows: list[
         "batch_size": bs, "batches_total": n_batches, "batches_computed": computed, "batches_reused": reused,
         "seconds": seconds,
     }
-    _atomic_write_bytes(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    write_atomic(meta_path, lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()), binary=True)
     shutil.rmtree(parts, ignore_errors=True)  # the lock file too; the caller releases its lock
     return CollectResult(model_id=lm.info.model_id, request=req, activations_file=str(out),
                          metadata_file=str(meta_path), num_prompts=len(rows), hidden_size=hidden,

@@ -12,6 +12,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -142,7 +143,8 @@ def arithmetic(count: int = 100, seed: int = 42, ops: str = "+-*") -> CircuitDat
     if bad or not ops:
         raise InputError(f"--ops takes characters from '+-*' (got {ops!r})")
     rng = random.Random(seed)
-    prompts, seen = [], set()
+    prompts: list[DatasetPrompt] = []
+    seen: set[str] = set()
     attempts = 0
     while len(prompts) < count:
         attempts += 1
@@ -218,8 +220,8 @@ def load_dataset(path: str | Path) -> CircuitDataset:
     p = Path(path)
     text = read_text(p, "dataset")
     if p.suffix == ".jsonl":
-        header: dict = {}
-        prompts = []
+        header: dict[str, Any] = {}
+        prompts: list[Any] = []  # raw JSON objects, validated below
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

@@ -70,7 +70,8 @@ def split(y: np.ndarray, seed: int = 0, test_size: float = 0.25, groups: np.ndar
             test_mask = np.isin(groups, uniq[:n_test])
             if len(np.unique(y[test_mask])) == len(np.unique(y)) == len(np.unique(y[~test_mask])):
                 return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
-    train, test = [], []
+    train: list[int] = []
+    test: list[int] = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
@@ -160,6 +161,14 @@ def label_counts(acts: Activations) -> dict[str, int]:
     return {(names[k] if k < len(names) else str(k)): v for k, v in sorted(Counter(acts.labels.tolist()).items())}
 
 
+def _best_layer(scores: list[tuple[int, ProbeScore | None]]) -> int | None:
+    """The layer whose probe scores best: held-out accuracy, then cross-validated, then the earliest."""
+    scored = [(layer, p) for layer, p in scores if p is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda lp: (lp[1].heldout_accuracy, lp[1].cv_accuracy, -lp[0]))[0]
+
+
 def analyze(acts: Activations, layer: int | None = None, layers: list[int] | None = None, umap: bool = False,
             kmeans: bool = False, probes: bool = True, seed: int = 0, cancel: Callable[[], bool] | None = None,
             on_rows: Callable[[list[LayerGeometry], int], None] | None = None) -> AnalyzeResult:
@@ -202,15 +211,12 @@ def analyze(acts: Activations, layer: int | None = None, layers: list[int] | Non
                                      kmeans_silhouette=sil, kmeans_ari=ari))
             if on_rows is not None:
                 on_rows(list(out), len(chosen))
-    best = max(out, key=lambda g: (g.binary_probe.heldout_accuracy, g.binary_probe.cv_accuracy,
-                                   -g.layer)).layer if probes else None
+    best = _best_layer([(g.layer, g.binary_probe) for g in out])
     if umap:  # one embedding (UMAP is slow): the only layer, else the best layer, else the middle one
         at = chosen[0] if len(chosen) == 1 else best if best is not None else chosen[len(chosen) // 2]
         i = chosen.index(at)
         out[i] = out[i].model_copy(update={"umap": umap_embed(acts.get(at), seed).tolist()})
-    with_cat = [g for g in out if g.category_probe is not None]
-    best_cat = max(with_cat, key=lambda g: (g.category_probe.heldout_accuracy, g.category_probe.cv_accuracy,
-                                            -g.layer)).layer if with_cat else None
+    best_cat = _best_layer([(g.layer, g.category_probe) for g in out])
     names = acts.label_names
     return AnalyzeResult(model_id=acts.model_id, activations_file=acts.path, num_prompts=acts.n, labels=names,
                          label_counts=label_counts(acts),

@@ -107,11 +107,12 @@ def umap_charts(acts: Activations, layer: int, out_dir: Path, emb: np.ndarray | 
 
 
 def probe_charts(res: AnalyzeResult, out_dir: Path, model: str) -> tuple[Path, str]:
-    layers = [g.layer for g in res.layers]
-    held = [g.binary_probe.heldout_accuracy for g in res.layers]
-    cv = [g.binary_probe.cv_accuracy for g in res.layers]
-    base = res.layers[0].binary_probe.baseline
-    cats = [g.category_probe.heldout_accuracy if g.category_probe else None for g in res.layers]
+    rows = [(g, g.binary_probe) for g in res.layers if g.binary_probe is not None]  # every layer (visualize checks)
+    layers = [g.layer for g, _ in rows]
+    held = [p.heldout_accuracy for _, p in rows]
+    cv = [p.cv_accuracy for _, p in rows]
+    base = rows[0][1].baseline
+    cats = [g.category_probe.heldout_accuracy if g.category_probe else None for g, _ in rows]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.plot(layers, held, marker="o", ms=4, label=f"binary probe, held-out ({'/'.join(res.labels)})")
@@ -186,6 +187,7 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
     make_dir(d)
     files, charts = [], []
     if pca:
+        assert res is not None  # analysed above whenever pca or probes
         p, t = pca_charts(res, layer, d, acts.model_id)
         files.append(str(p))
         charts.append(t)
@@ -194,6 +196,7 @@ def visualize(acts: Activations, out_dir: str, layer: int | None = None, pca: bo
             files.append(str(p))
             charts.append(t)
     if probes:
+        assert res is not None
         p, t = probe_charts(res, d, acts.model_id)
         files.append(str(p))
         charts.append(t)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 from pydantic import BaseModel, ConfigDict
 
 import engine  # noqa: F401  (loads the BLAS before mlx)

@@ -17,7 +17,6 @@ import mlx.core as mx
 from mlx import nn
 
 from engine.errors import UnsupportedArchitecture
-from engine.mx_values import item_float
 from engine.models.families import (
     ATTN_NAMES,
     DOWN_NAMES,
@@ -27,6 +26,7 @@ from engine.models.families import (
     Family,
     family_of,
 )
+from engine.mx_values import item_float
 
 
 def get_path(module: Any, path: str) -> Any:

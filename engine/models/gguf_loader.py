@@ -168,7 +168,8 @@ def _candidate_names(name: str) -> list[str]:
     return [name, bare, f"transformer.{bare}", merged, neox]
 
 
-def _plan(family: Family, config: dict[str, Any], names: set[str], source: str) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+def _plan(family: Family, config: dict[str, Any], names: set[str],
+          source: str) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """{mlx-lm parameter: GGUF tensor} and the parameters' shapes, from the family's own model."""
     import gguf
 
