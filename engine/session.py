@@ -92,6 +92,18 @@ def _release_mlx_thread_state() -> None:
         mx.clear_streams()
 
 
+def _trim_malloc() -> None:
+    """Give freed heap memory back to the system (glibc): a dropped model's smaller buffers sit in
+    malloc's arenas otherwise, and RSS would keep them after every model switch."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to trim
+            pass
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
     job_id: int
@@ -322,7 +334,8 @@ class EngineSession:
             leave_now(130)
 
     # -- models ------------------------------------------------------------------------------
-    def _get_model(self, spec: str | None, dtype: str | None, ctx: JobContext | None) -> Any:
+    def _get_model(self, spec: str | None, dtype: str | None, ctx: JobContext | None,
+                   make_current: bool = False) -> Any:
         from engine.models import load
 
         if spec is None and dtype is None and self.current is not None:
@@ -334,23 +347,35 @@ class EngineSession:
             def progress(desc: str, done: int, total: int) -> None:
                 if ctx is not None:
                     ctx.progress("load", done, total, desc)
+            self._evict(room=1)  # before the load: the weights it drops are not held next to the new ones
             self._models[key] = load(spec, dtype=dtype, progress=progress)
         self._models.move_to_end(key)
         lm = self._models[key]
-        if self.current is None:
+        if self.current is None or make_current:
             self.current = lm
-        for old in list(self._models)[:-1]:
-            if len(self._models) <= KEEP_MODELS:
-                break
-            if self._models[old] is not self.current:
-                del self._models[old]  # freed once no screen or caller holds it (engine.models shares by weakref)
+        self._evict(room=0, spare=key)
         return lm
+
+    def _evict(self, room: int, spare: tuple[str | None, str] | None = None) -> None:
+        """Drop the least recently used models (never the current one, nor ``spare``) until ``room``
+        more fit in ``KEEP_MODELS``. A dropped model is freed once no screen or caller holds it
+        (``engine.models.load`` keeps nothing), and MLX's buffer cache is emptied so that its memory
+        goes back to the system."""
+        dropped = False
+        for old in list(self._models):
+            if len(self._models) + room <= KEEP_MODELS:
+                break
+            if old != spare and self._models[old] is not self.current:
+                del self._models[old]
+                dropped = True
+        if dropped:
+            import mlx.core as mx
+
+            mx.clear_cache()
+            _trim_malloc()
 
     def load(self, spec: str | None = None, dtype: str | None = None, *,
              on_progress: Callable[[ProgressEvent], None] | None = None, make_current: bool = True) -> Job[Any]:
         def job(ctx: JobContext) -> Any:
-            lm = self._get_model(spec, dtype, ctx)
-            if make_current:
-                self.current = lm
-            return lm
+            return self._get_model(spec, dtype, ctx, make_current)
         return self.submit(job, name=f"load {spec}", on_progress=on_progress)

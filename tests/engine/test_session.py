@@ -188,29 +188,3 @@ def test_process_exit_never_aborts(mode, code, tmp_path):
         assert "terminate called" not in proc.stderr
         assert proc.returncode == code, proc.stderr[-2000:]
         assert ("waiting for the engine to finish its current step" in proc.stderr) == (mode == "long-step")
-
-
-def test_the_session_keeps_the_current_model_and_the_last_other_one(monkeypatch):
-    """An LRU of KEEP_MODELS: switching between three models never holds more than two, and never
-    drops the current one (the models are stand-ins: what is tested is the session's bookkeeping)."""
-    import engine.models
-    from engine.session import KEEP_MODELS, EngineSession
-
-    loads: list[str] = []
-
-    def fake_load(spec, dtype="auto", progress=None):
-        loads.append(spec)
-        return object()
-
-    monkeypatch.setattr(engine.models, "load", fake_load)
-    s = EngineSession("a")
-    try:
-        for spec in ["a", "b", "a", "c", "a", "b"]:
-            lm = s.load(spec).result(timeout=30)
-            assert s.current is lm and lm in s._models.values()
-            assert len(s._models) <= KEEP_MODELS
-        # a stayed in use (never reloaded), b was dropped for c and loaded again, then c dropped
-        assert loads == ["a", "b", "c", "b"]
-        assert [k[0] for k in s._models] == ["a", "b"]
-    finally:
-        s.close(cancel=True, timeout=10)
