@@ -6,10 +6,8 @@ Textual or Rich.
 """
 
 from engine import blas as _blas
-from engine._imports import install_light_mlx_lm as _light_mlx_lm
 
 _blas.preload()
-_light_mlx_lm()
 
 _LAZY = {
     # models

@@ -34,11 +34,10 @@ def tiny_gemma():
 
 
 def _tiny(model_type: str):
-    import importlib
-
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
+    from engine._imports import model_module
     from engine.models import LoadedModel, ModelInfo
     from engine.models.adapter import adapter_for
     from tests.families.factory import tiny_tokenizer
@@ -50,7 +49,7 @@ def _tiny(model_type: str):
         "vocab_size": tok.vocab_size, "tie_word_embeddings": True, "sliding_window": 4,
         "sliding_window_pattern": 2, "query_pre_attn_scalar": 16,
     }
-    mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+    mod = model_module(model_type)
     mx.random.seed(0)
     model = mod.Model(mod.ModelArgs.from_dict(config))
     model.sanitize({})

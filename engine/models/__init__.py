@@ -9,7 +9,6 @@ network). On the CPU backend weights are dequantized to float32 unless
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import mlx.core as mx
 from pydantic import BaseModel, ConfigDict
 
 import engine  # noqa: F401  (loads the BLAS before mlx)
+from engine._imports import model_module
 from engine.errors import InputError, ModelLoadError
 from engine.models import registry
 from engine.models.adapter import Adapter, adapter_for
@@ -111,7 +111,7 @@ def _hub_download(repo: str) -> Path:
 def _build(config: dict[str, Any], weights: dict[str, mx.array]) -> Any:
     model_type = config["model_type"]
     try:
-        mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+        mod = model_module(model_type)
     except ImportError as exc:
         raise ModelLoadError(f"mlx-lm has no model class for {model_type!r}") from exc
     model = mod.Model(mod.ModelArgs.from_dict(config))

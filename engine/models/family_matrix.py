@@ -25,6 +25,9 @@ class FamilyRow:
 
 
 def mlx_lm_model_types() -> list[str]:
+    from engine._imports import install_light_mlx_lm
+
+    install_light_mlx_lm()
     import mlx_lm.models
 
     return sorted(m.name for m in pkgutil.iter_modules(mlx_lm.models.__path__) if m.name not in NOT_TEXT_MODELS)

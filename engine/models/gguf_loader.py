@@ -18,7 +18,6 @@ parameter its tensor: anything else is refused, never dropped or left at random.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -173,10 +172,11 @@ def _plan(family: Family, config: dict[str, Any], names: set[str],
     """{mlx-lm parameter: GGUF tensor} and the parameters' shapes, from the family's own model."""
     import gguf
 
+    from engine._imports import model_module
     from engine.mx_values import tree_leaves
 
     model_type = config["model_type"]
-    mod = importlib.import_module(f"mlx_lm.models.{model_type}")
+    mod = model_module(model_type)
     try:
         model = mod.Model(mod.ModelArgs.from_dict(config))  # parameters stay lazy: nothing is computed
     except Exception as exc:

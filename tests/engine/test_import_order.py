@@ -33,3 +33,17 @@ def test_engine_first_is_silent():
     assert r.returncode == 0, r.stderr
     assert "mlx was imported before engine" not in r.stderr
     assert r.stdout.splitlines()[0].split()[0] == "False"
+
+
+def test_import_engine_leaves_mlx_lm_alone():
+    """``import engine`` registers nothing in sys.modules; a script that imports mlx_lm itself gets the
+    real package. The light stand-in comes with the first model class the engine needs, and only
+    when mlx_lm is not imported yet: the family's code loads without transformers."""
+    r = _run("import engine, sys\nprint('mlx_lm' in sys.modules)\nimport mlx_lm\nprint(mlx_lm.__file__ is not None, "
+             "hasattr(mlx_lm, 'convert'), 'transformers' in sys.modules)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "True", "True"]
+    r = _run("import engine, sys\nfrom engine._imports import model_module\nm = model_module('llama')\n"
+             "print(m.__name__, 'transformers' in sys.modules)\nprint(callable(sys.modules['mlx_lm'].load))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["mlx_lm.models.llama", "False", "True"]  # mlx_lm.load: imported on first use
