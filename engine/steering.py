@@ -47,7 +47,7 @@ from engine.fileio import read_text
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
-from engine.steering_results import (
+from engine.results.steering import (
     CriterionScore,
     DirectionInfo,
     ExtractRequest,

@@ -16,7 +16,7 @@ import mlx.core as mx
 
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState
 from engine.models import LoadedModel
-from engine.results import VerifyPrompt, VerifyResult
+from engine.results.verify import VerifyPrompt, VerifyResult
 
 LONG_PROMPT = " ".join(
     f"Line {i}: the {c} fox jumps over {n} lazy dogs near the river."

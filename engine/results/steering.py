@@ -1,5 +1,6 @@
 """Request and result models of activation steering (``lazarus --batch steer``, the Steering
-screen and ``engine.steer_generate``). Plain numbers and strings only, never mx arrays."""
+screen and ``engine.steer_generate``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, computed_field
 
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.base import SCHEMA_VERSION, Frozen
 
 SteerMethod = Literal["mean", "pca"]
 
