@@ -62,7 +62,7 @@ class AblationConfig(Frozen):
     method: AblationMethod = "zero"
     reference: list[str] = Field(default_factory=list)  # prompts whose mean activation ``mean`` ablation writes in
     max_new_tokens: int = Field(60, ge=1, le=4096)
-    chat: bool = True
+    chat: bool = False
 
 
 class AblationRequest(Frozen):
@@ -77,7 +77,7 @@ class AblationRequest(Frozen):
     mode: Literal["sweep", "multi", "grid"] = "sweep"
     method: AblationMethod = "zero"
     reference: list[str] = Field(default_factory=list)
-    chat: bool = True
+    chat: bool = False
     max_tokens: int = Field(60, ge=1, le=4096)
     # explicit sweep points (the TUI's hand-picked cells); overrides layers/mode/component when given
     ablations: list[AblationSpec] | None = None

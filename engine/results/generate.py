@@ -16,7 +16,7 @@ class GenerateRequest(Frozen):
     max_tokens: int = Field(10, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0)
     seed: int = 0
-    chat: bool = True
+    chat: bool = False
     compare_format: bool = False
     show_tokens: bool = False
 

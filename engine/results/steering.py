@@ -55,7 +55,7 @@ class ExtractRequest(Frozen):
     negative: list[str]
     layer: int | None = None  # None = the middle layer
     method: SteerMethod = "mean"
-    chat: bool = True  # apply the chat template when the model has one
+    chat: bool = False  # apply the chat template (when the model has one)
     name: str = "direction"
     positive_label: str = "positive"
     negative_label: str = "negative"
@@ -73,7 +73,7 @@ class SteerRequest(Frozen):
     max_tokens: int = Field(50, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0)
     seed: int = 0
-    chat: bool = True
+    chat: bool = False
     criterion: str | None = None  # substring, "words:a,b,c", or built-in positive/negative/sentiment
     batched: bool = True  # False: one generation per setting (for comparison; same outputs)
     # where the direction comes from (exactly one): a file, a neuron, or an extraction
