@@ -20,8 +20,8 @@ from engine.results.tracking import GeneratedPosition, TrackGenerationRequest, T
 if TYPE_CHECKING:
     from engine.models import LoadedModel
 
-# MLX is imported inside the functions: the request/result models here are built on the
-# TUI's UI thread, which must never import MLX.
+# MLX is imported inside the functions; the request and result models are in engine.results.tracking.
+
 
 def _first_top1(ranks: list[int]) -> tuple[int | None, int | None]:
     emergence = next((i for i, r in enumerate(ranks) if r == 1), None)
