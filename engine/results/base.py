@@ -17,7 +17,10 @@ SCHEMA_VERSION = 1
 
 
 class Frozen(BaseModel):
-    """Immutable; unknown fields are errors, except computed ones (present in dumped JSON)."""
+    """Immutable; unknown fields are errors, except computed ones (present in dumped JSON).
+
+    A computed field is ``@computed_field  # type: ignore[prop-decorator]`` over ``@property``:
+    pydantic's documented form, which mypy refuses (a decorator over a property)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
