@@ -18,7 +18,7 @@ from engine.errors import Cancelled, InputError
 from engine.hooks import Batch, HookedModel, Intervention, KVState
 from engine.models import LoadedModel
 from engine.mx_values import int_list
-from engine.results import GeneratedToken, GenerateRequest, GenerateResult, Generation
+from engine.results.generate import GeneratedToken, GenerateRequest, GenerateResult, Generation
 
 
 @dataclass
