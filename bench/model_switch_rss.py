@@ -36,7 +36,7 @@ def switch_rss(a: str, b: str, switches: int, keep: int | None = None,
 
     import engine.session as session_mod
     from engine.lens import analyze
-    from engine.results import AnalyzeRequest
+    from engine.results.analyze import AnalyzeRequest
 
     if keep is not None:
         session_mod.KEEP_MODELS = keep
