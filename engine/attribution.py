@@ -123,6 +123,7 @@ def gradients(p: Prepared, cancel: Callable[[], bool] | None = None
     every dict keyed by site name, arrays without the batch axis."""
     hm = p.hm
     c_out = hm.forward(Batch.from_lists([p.clean]), capture=p.capture, logits="last", cancel=cancel)
+    assert c_out.logits is not None  # logits="last"
     clean = c_out.captures
     names = [f"blocks.{layer}.{kind.value}" for layer, kind in p.keys]
     zeros = {n: mx.zeros(clean[n].shape, clean[n].dtype) for n in names}
@@ -134,7 +135,7 @@ def gradients(p: Prepared, cancel: Callable[[], bool] | None = None
         return p.metric(out.logits[:, -1]).sum(), out.captures, out.logits[:, -1]
 
     (_, corrupt, logits), grads = mx.value_and_grad(run)(zeros)
-    clean_metric = p.metric(c_out.logits[:, -1], exact=True)[0]  # type: ignore[index]
+    clean_metric = p.metric(c_out.logits[:, -1], exact=True)[0]
     corrupt_metric = p.metric(mx.stop_gradient(logits), exact=True)[0]
     mx.eval(clean_metric, corrupt_metric, grads, corrupt, clean)
     return ({n: clean[n][0] for n in names}, {n: corrupt[n][0] for n in names}, {n: grads[n][0] for n in names},
