@@ -98,7 +98,7 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
             copies[key] = ivs[r][k].model_copy(update={"row": row})
         return copies[key]
 
-    kv = KVState(n, [0] * Rt)
+    kv = KVState(n, [0] * Rt, concat=True)  # rows are copied out of it at every layer of every step
     ids = mx.array([list(prompt_ids[p]) for p, _ in all_rows], dtype=mx.int32)
     h = _staggered_pass(hm, ids, kv, first, ref, ivs, row_copy, cancel, on_layer)
     stops = set(stop_ids)

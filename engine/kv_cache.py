@@ -4,9 +4,11 @@ Every operation lazarus does on cached keys/values is here: extend a layer, read
 real entries, copy some batch rows, clear layers. Each layer normally holds mlx-lm's own
 ``KVCache`` (what mlx-lm's generation uses: a 256-step buffer written in place, cheap per decoded
 token). It is read through ``keys``, ``values`` and ``offset`` only, never through its ``state``
-tuple, whose shape changed across mlx-lm versions. A copy made for one pass and read back
-(``select_rows(..., concat=True)``) holds a ``GrowingCache`` instead, which grows by concatenation:
-``KVCache`` would first copy the rows into a fresh 256-step buffer.
+tuple, whose shape changed across mlx-lm versions. A cache whose rows are copied out at every
+step (the batched ablation sweep: ``KVState(..., concat=True)``), and a copy made for one pass and
+read back (``select_rows(..., concat=True)``), hold a ``GrowingCache`` instead, which grows by
+concatenation: a ``KVCache`` buffer read and written in one step is copied whole, and a copy would
+first go into a fresh 256-step buffer.
 
 Masks are not here: ``engine.hook_points.LayerView`` wraps a layer's cache during a pass and adds
 the padding (``pad``) to the mask the family asks for. Layers that keep a recurrent state
@@ -41,17 +43,19 @@ class GrowingCache:
 
 class KVState:
     """Per-layer key/value caches for a batch, its left padding, and ``offset``: the tokens (padded
-    width) every layer holds once a pass has run the whole stack."""
+    width) every layer holds once a pass has run the whole stack. ``concat``: the layers grow by
+    concatenation (a cache whose rows are also copied out at every step, as the batched ablation
+    sweep does: a 256-step buffer read and written in one step is copied whole)."""
 
-    def __init__(self, n_layers: int, pad: Sequence[int]) -> None:
-        self.caches: list[Any] = [_kv_cache() for _ in range(n_layers)]
+    def __init__(self, n_layers: int, pad: Sequence[int], *, concat: bool = False) -> None:
+        self.caches: list[Any] = [GrowingCache() if concat else _kv_cache() for _ in range(n_layers)]
         self.pad = list(pad)
         self.offset = 0
 
     def keys_values(self, layer: int, start: int = 0, stop: int | None = None) -> tuple[mx.array, mx.array]:
         """Layer ``layer``'s real entries at positions ``start:stop`` (default: all of them)."""
         c = self._kv_layer(layer)
-        if c.keys is None:
+        if c.keys is None or c.values is None:
             raise ValueError(f"layer {layer} holds no keys yet")
         end = c.offset if stop is None else min(stop, c.offset)
         if start == 0 and end == c.keys.shape[2]:
