@@ -183,16 +183,7 @@ class HookedModel:
         offset = kv.offset if kv is not None else 0
         if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
             check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
-        factor = None
-        if h is None and start_layer == 0:
-            factor = self._factors.get(embedding_scale)
-            if factor is None and embedding_scale not in self._factors:
-                factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
-        extra: dict[str, Any] = {}
-        if factor is not None and self._takes_embeddings:  # exactly as reference_logits runs the model
-            emb = self.adapter.embed_tokens(self.model)(batch.ids)
-            extra["input_embeddings"] = emb * mx.array(factor, dtype=emb.dtype)
-            factor = None
+        factor, extra = self._embedding(batch, embedding_scale) if h is None and start_layer == 0 else (None, {})
         p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
                   offset)
         if deltas:
@@ -215,6 +206,18 @@ class HookedModel:
             hs = out_h[:, -1:, :] if logits == "last" else out_h
             out_logits = self.adapter.lens_logits(self.model, hs)
         return ForwardOutput(out_logits, p.captures, out_h)
+
+    def _embedding(self, batch: Batch, embedding_scale: float | None) -> tuple[float | None, dict[str, Any]]:
+        """(factor the wrappers apply to block 0's input, extra arguments of the family's forward) for
+        ``embedding_scale`` in place of the family's own: the scaled embeddings themselves where the
+        family takes them, exactly as reference_logits runs the model."""
+        factor = self._factors.get(embedding_scale)
+        if factor is None and embedding_scale not in self._factors:
+            factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
+        if factor is not None and self._takes_embeddings:
+            emb = self.adapter.embed_tokens(self.model)(batch.ids)
+            return None, {"input_embeddings": emb * mx.array(factor, dtype=emb.dtype)}
+        return factor, {}
 
     def _check_reached(self, p: _Pass, ivs: list[Intervention], kinds: set[SiteKind], layers: set[int],
                        start: int, stop: int) -> None:
