@@ -64,7 +64,8 @@ def test_state_layers_are_refused_by_row_selection():
     from mlx_lm.models.cache import ArraysCache
 
     kv = KVState(2, [0])
-    kv.caches[1] = ArraysCache(size=2)
+    kv.use_family_caches([None, ArraysCache], lambda: [None, ArraysCache(size=2)])  # as a hybrid family's pass does
+    assert isinstance(kv.caches[1], ArraysCache)
     with pytest.raises(ValueError, match="recurrent state"):
         kv.select_rows([0])
 
