@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.ablation_batched import run_group_batched
-from engine.ablation_results import AblationOutput, AblationPoint, AblationRequest, AblationResult, AblationSpec
 from engine.ablation_specs import (
     SiteKey,
     check_spec,
@@ -41,6 +40,7 @@ from engine.errors import InputError
 from engine.generate import RowOutput, generate_ids
 from engine.hooks import HookedModel, Intervention
 from engine.models import LoadedModel
+from engine.results.ablation import AblationOutput, AblationPoint, AblationRequest, AblationResult, AblationSpec
 
 __all__ = ["SiteKey", "check_spec", "expand_specs", "mean_activations", "run_ablation", "run_group_batched",
            "spec_interventions", "spec_sites"]

@@ -8,10 +8,10 @@ from typing import cast
 
 import mlx.core as mx
 
-from engine.ablation_results import AblationRequest, AblationSpec, ComponentType
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.layer_lists import check_layer
+from engine.results.ablation import AblationRequest, AblationSpec, ComponentType
 
 SiteKey = tuple[int, str, "int | None"]  # (layer, "attn_out"|"mlp_out"|"block_out", head)
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.ablation import run_ablation
-from engine.ablation_results import AblationPoint, AblationRequest, AblationResult
 from engine.ablation_specs import expand_specs
 from engine.distributed import World, pack, unpack
 from engine.models import LoadedModel
+from engine.results.ablation import AblationPoint, AblationRequest, AblationResult
 
 
 def plan_parts(lm: LoadedModel, req: AblationRequest, size: int) -> tuple[str, list[list[int]]]:

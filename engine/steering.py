@@ -31,9 +31,9 @@ from engine.errors import InputError
 from engine.generate import generate_ids
 from engine.hooks import HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
+from engine.results.steering import ExtractRequest, ExtractResult, SteeredOutput, SteerRequest, SteerResult
 from engine.steering_direction import SteeringDirection, _rows, _use_chat
 from engine.steering_prefix import CleanPrefix, clean_projections, prompt_scale
-from engine.steering_results import ExtractRequest, ExtractResult, SteeredOutput, SteerRequest, SteerResult
 from engine.steering_scores import score_criterion, strip_eos, with_divergence
 
 __all__ = [
@@ -220,7 +220,7 @@ def run_extract(lm: LoadedModel, req: ExtractRequest, cancel: Callable[[], bool]
 def steer_generate(lm: LoadedModel, prompt: str | Sequence[str], direction: SteeringDirection | str | Path,
                    coefficients: Sequence[float] = (1.0,), *, layer: int | None = None,
                    layers: Sequence[int] | None = None, max_tokens: int = 50, temperature: float = 0.0,
-                   seed: int = 0, chat: bool = True, position: int | None = None, criterion: str | None = None,
+                   seed: int = 0, chat: bool = False, position: int | None = None, criterion: str | None = None,
                    batched: bool = True, cancel: Callable[[], bool] | None = None) -> SteerResult:
     """Generate from ``prompt`` once per coefficient (one batch) with ``direction`` added at its
     layer (or ``layer``; ``layers`` for a layer x coefficient grid). ``direction`` may be a

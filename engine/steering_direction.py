@@ -26,7 +26,7 @@ from engine.direction_files import load_direction, save_direction
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel
 from engine.models import LoadedModel
-from engine.steering_results import DirectionInfo, LayerSeparation
+from engine.results.steering import DirectionInfo, LayerSeparation
 
 
 def _use_chat(lm: LoadedModel, chat: bool) -> bool:
@@ -170,7 +170,7 @@ class SteeringDirection:
     # -- making one ----------------------------------------------------------------------------
     @classmethod
     def extract(cls, lm: LoadedModel, positive: Sequence[str] | str, negative: Sequence[str] | str,
-                layer: int | None = None, *, method: str = "mean", chat: bool = True, name: str = "direction",
+                layer: int | None = None, *, method: str = "mean", chat: bool = False, name: str = "direction",
                 positive_label: str = "positive", negative_label: str = "negative",
                 cancel: Callable[[], bool] | None = None) -> SteeringDirection:
         """Mean (or PCA) of h_pos - h_neg at ``layer``'s output, last position, over the pairs.
@@ -178,7 +178,7 @@ class SteeringDirection:
         ``positive[i]`` pairs with ``negative[i]``. One forward runs all prompts and captures every
         layer, so ``per_layer`` and ``layer_separation`` cover the whole model. ``layer`` None =
         the middle layer. ``chat``: format the prompts with the chat template (when the model
-        has one), as generation does by default."""
+        has one); off by default, as everywhere."""
         pos = [positive] if isinstance(positive, str) else list(positive)
         neg = [negative] if isinstance(negative, str) else list(negative)
         if not pos or not neg:

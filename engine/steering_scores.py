@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from engine.criteria import polarity_passes, sentiment_hits, word_hits
 from engine.errors import InputError
 from engine.fileio import read_text
-from engine.steering_results import CriterionScore, SteeredOutput
+from engine.results.steering import CriterionScore, SteeredOutput
 
 
 def _word_hits(text: str, words: Sequence[str] | frozenset[str]) -> list[str]:

@@ -151,7 +151,7 @@ def collect_main(argv: list[str]) -> int:
     args = collect_parser().parse_args(argv)
     from engine.circuit.collect import collect
     from engine.circuit.dataset import load_dataset
-    from engine.circuit.models import CollectRequest
+    from engine.results.circuit import CollectRequest
 
     ds = load_dataset(args.dataset)  # validate before loading the model
     req = CollectRequest(model=args.model, dataset=args.dataset, output=args.output, layers=args.layers,
@@ -337,8 +337,8 @@ def visualize_main(argv: list[str]) -> int:
     if args.analysis:
         from pydantic import ValidationError
 
-        from engine.circuit.models import AnalyzeResult
         from engine.fileio import read_text
+        from engine.results.circuit import AnalyzeResult
 
         try:
             analysis = AnalyzeResult.model_validate_json(read_text(args.analysis, "analysis file"))

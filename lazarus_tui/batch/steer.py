@@ -69,8 +69,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(fix_negative_values(list(argv), _VALUE_FLAGS))
     from engine.errors import InputError
+    from engine.results.steering import ExtractRequest, SteerRequest
     from engine.steering import run_extract, run_steer
-    from engine.steering_results import ExtractRequest, SteerRequest
 
     sources = [args.extract, args.direction is not None, args.neuron is not None]
     if sum(sources) != 1:
