@@ -276,9 +276,10 @@ class HookedModel:
 
     @staticmethod
     def _row_delta(ivs: list[Intervention], batch: int, dtype: Any) -> mx.array:
-        """[B, 1, W]: the sum of row-wise add interventions (factor * vector on its row), in one
-        scatter (a row with one intervention gets exactly factor * vector)."""
-        added = mx.stack([iv.array(dtype) * iv.factor for iv in ivs])  # [N, W]
+        """[B, 1, W]: the sum of row-wise add interventions (factor * vector on its row) in a fixed
+        number of ops however many rows (a row with one intervention gets exactly factor * vector)."""
+        factors = mx.array([iv.factor for iv in ivs], dtype=dtype)[:, None]  # rounded as ``x * iv.factor`` rounds it
+        added = mx.stack([iv.array(dtype) for iv in ivs]) * factors  # [N, W]
         rows = mx.array([iv.row for iv in ivs], dtype=mx.int32)
         return mx.zeros((batch, added.shape[1]), dtype).at[rows].add(added)[:, None, :]
 
