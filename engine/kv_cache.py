@@ -1,7 +1,7 @@
 """The hooked forward's key/value cache: one cache per layer for a batch, plus the batch's padding.
 
 Every operation lazarus does on cached keys/values is here: extend a layer, read (a slice of) its
-real entries, copy some batch rows, clear layers. Each layer normally holds mlx-lm's own
+real entries, copy some batch rows (all layers or some, the others empty). Each layer normally holds mlx-lm's own
 ``KVCache`` (what mlx-lm's generation uses: a 256-step buffer written in place, cheap per decoded
 token). It is read through ``keys``, ``values`` and ``offset`` only, never through its ``state``
 tuple, whose shape changed across mlx-lm versions. A cache whose rows are copied out at every
@@ -65,11 +65,6 @@ class KVState:
     def extend(self, layer: int, keys: mx.array, values: mx.array) -> None:
         """Append ``keys``/``values`` [B, kv_heads, T, head_dim] to layer ``layer``."""
         self._kv_layer(layer).update_and_fetch(keys, values)
-
-    def clear(self, layers: Iterable[int]) -> None:
-        """Empty these layers (a pass is about to run them from their first token)."""
-        for i in layers:
-            self.caches[i] = _kv_cache()
 
     def select_rows(self, rows: Sequence[int], layers: Iterable[int] | None = None, *,
                     concat: bool = False) -> KVState:
