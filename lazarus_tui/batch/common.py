@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from engine.errors import Cancelled, InputError
+from engine.errors import InputError
 
 
 class _Out(Console):
@@ -198,42 +198,44 @@ class JobRunner:
                 tasks[key] = progress.add_task(desc, total=ev.total or None)
             progress.update(tasks[key], completed=ev.done, total=ev.total or None, description=desc)
 
-        job = self.session.submit(fn, name=label, on_progress=on_progress)
-        previous = signal.getsignal(signal.SIGINT)
-        asked: list[float] = []  # when Ctrl-C was pressed
+        pressed: list[float] = []  # when each Ctrl-C arrived
 
         def interrupt(signum: int, frame: Any) -> None:
-            """First Ctrl-C: the job stops at its next check (exit 130). A second one while a single
-            long MLX step still runs: leave at once (MLX cannot be stopped mid-step)."""
-            if asked:
+            # Only note it: the loop below does the rest. Printing here re-entered Rich's console
+            # in the middle of its own write (the main thread prints the hint): the console's
+            # buffer still held the hint, so it reached stderr a second time before "interrupted".
+            pressed.append(time.monotonic())
+
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, interrupt)
+        try:
+            job = self.session.submit(fn, name=label, on_progress=on_progress)
+            with progress:
+                return self._wait(job, pressed)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _wait(self, job: Any, pressed: list[float]) -> Any:
+        """First Ctrl-C: the job stops at its next check (Cancelled, exit 130); if it has not within
+        a second, say once that a second Ctrl-C leaves at once (MLX cannot be stopped mid-step)."""
+        hinted = False
+        while True:
+            if pressed:
+                job.cancel()
+            if len(pressed) > 1:
                 from engine.session import leave_now
 
                 if self.rank == 0:
                     err.print("interrupted", markup=False)
                 leave_now(130)
-            asked.append(time.monotonic())
-            job.cancel()
-
-        signal.signal(signal.SIGINT, interrupt)
-        try:
-            with progress:
-                while True:
-                    try:
-                        return job.result(timeout=0.1)
-                    except TimeoutError:
-                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0 and self.rank == 0:
-                            asked.append(0.0)  # say it once
-                            err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            try:
+                return job.result(timeout=0.1)
+            except TimeoutError:
+                if pressed and not hinted and time.monotonic() - pressed[0] > 1.0:
+                    hinted = True
+                    if self.rank == 0:
+                        err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
 
     def model(self) -> Any:
         return self.run(lambda ctx: ctx.model(), "loading model")
 
-
-def run_or_cancel(fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except Cancelled:
-        err.print("interrupted")
-        return 130
