@@ -7,17 +7,6 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from engine.errors import InputError
-
-
-def split_labels(text: str) -> list[str]:
-    """``a|b|c`` or ``a,b,c`` (the seed's layer example uses commas); labels are stripped."""
-    sep = "|" if "|" in text else ","
-    labels = [x.strip() for x in text.split(sep)]
-    if any(x == "" for x in labels):
-        raise InputError(f"empty label in {text!r}")
-    return labels
-
 
 def short(text: str, width: int = 24) -> str:
     r = repr(text)

@@ -13,8 +13,8 @@ from lazarus_tui.batch.common import (
     emit,
     model_header,
     out,
-    parse_layers,
 )
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:

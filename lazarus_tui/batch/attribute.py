@@ -9,16 +9,8 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags
 from lazarus_tui.batch._analysis_common import esc
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-)
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:

@@ -14,16 +14,8 @@ from rich.table import Table
 from engine.errors import InputError
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    emit,
-    err,
-    out,
-    parse_layers,
-    write_atomic,
-)
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, emit, err, out, write_atomic
+from lazarus_tui.inputs import parse_layers
 
 SUBCOMMANDS = ("dataset", "collect", "analyze", "directions", "visualize", "probes")
 

@@ -76,29 +76,6 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
 
 
-def split_prompts(text: str) -> list[str]:
-    """``a|b|c`` → three prompts, NOT stripped; ``@file`` → one prompt per line (trailing spaces kept)."""
-    if text.startswith("@"):
-        from engine.fileio import read_text
-
-        lines = read_text(text[1:], "prompt file").splitlines()
-        return [line.rstrip("\r\n") for line in lines if line.rstrip("\r\n") != ""]
-    return text.split("|")
-
-
-def parse_layers(text: str) -> list[int]:
-    """``5``, ``5,8``, ``20-23`` and mixtures. Range checks happen against the model."""
-    from engine.layer_lists import parse_layers as parse
-
-    return parse(text)
-
-
-def parse_floats(text: str) -> list[float]:
-    from lazarus_tui.batch.flags import finite_list
-
-    return finite_list(text, limit=1000)
-
-
 def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     """Let ``--compare -2,-1,0`` parse: argparse would read ``-2,...`` as an option."""
     fixed: list[str] = []

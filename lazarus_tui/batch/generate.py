@@ -12,8 +12,8 @@ from lazarus_tui.batch.common import (
     emit,
     model_header,
     out,
-    split_prompts,
 )
+from lazarus_tui.inputs import split_prompts
 
 
 def main(argv: list[str]) -> int:

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-)
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out
+from lazarus_tui.inputs import parse_layers
 
 
 def main(argv: list[str]) -> int:

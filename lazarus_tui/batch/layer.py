@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from lazarus_tui.batch._analysis_common import cosine_table, esc, short, split_labels
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch._analysis_common import cosine_table, esc, short
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out
+from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
 
 def build_parser() -> ArgumentParser:

@@ -6,17 +6,7 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, print_wide
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, emit, model_header, out
 
 
 def build_parser() -> ArgumentParser:
@@ -73,7 +63,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.analysis_results import NeuronsRequest
     from engine.errors import InputError
-    from lazarus_tui.batch._analysis_common import split_labels
+    from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
     layers = ([args.layer] if args.layer is not None else []) + (parse_layers(args.layers) if args.layers else [])
     neurons = []

@@ -15,8 +15,8 @@ from lazarus_tui.batch.common import (
     fix_negative_values,
     model_header,
     out,
-    parse_layers,
 )
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:

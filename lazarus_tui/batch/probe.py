@@ -6,19 +6,8 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    bar,
-    emit,
-    err,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, err, model_header, out
+from lazarus_tui.inputs import parse_layers, split_prompts
 
 
 def build_parser() -> ArgumentParser:

@@ -23,10 +23,8 @@ from lazarus_tui.batch.common import (
     fix_negative_values,
     model_header,
     out,
-    parse_floats,
-    parse_layers,
-    split_prompts,
 )
+from lazarus_tui.inputs import parse_floats, parse_layers, split_prompts
 
 _VALUE_FLAGS = ("--compare", "-c", "--coefficient", "--position", "-l", "--layer")
 

@@ -115,7 +115,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     # -- requests ----------------------------------------------------------------------------
     def _cases(self) -> list[tuple[str, str]]:
-        from lazarus_tui.batch.ablate import parse_prompt_cases
+        from lazarus_tui.inputs import parse_prompt_cases
 
         text = self.query_one("#cases", Input).value.strip()
         return parse_prompt_cases(text) if text else []

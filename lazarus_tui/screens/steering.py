@@ -161,7 +161,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     def action_extract(self) -> None:
         from engine.errors import InputError
         from engine.steering_results import ExtractRequest
-        from lazarus_tui.batch.common import split_prompts
+        from lazarus_tui.inputs import split_prompts
 
         try:
             pos = split_prompts(self.query_one("#positive", Input).value)
@@ -249,7 +249,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     # -- compare -----------------------------------------------------------------------------
     def action_compare(self) -> None:
         from engine.errors import InputError
-        from lazarus_tui.batch.common import parse_floats
+        from lazarus_tui.inputs import parse_floats
 
         if self.direction is None or not self._prompt():
             self.notify("extract a direction and type a prompt first", title="compare", severity="warning")
