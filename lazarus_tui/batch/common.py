@@ -216,3 +216,40 @@ class JobRunner:
     def model(self) -> Any:
         return self.run(lambda ctx: ctx.model(), "loading model")
 
+
+def pipeline_stage(enabled: bool) -> Any:
+    """``--pipeline``: this rank's stage of a model split across a distributed launcher's ranks
+    (docs/distributed.md; refused without a launcher); None without the flag."""
+    if not enabled:
+        return None
+    from engine.pipeline import pipeline_world
+
+    return pipeline_world()
+
+
+def run_on_model(args: argparse.Namespace, label: str, analysis: Callable[[Any, Any], Any],
+                 stage: Any = None) -> tuple[Any, Any]:
+    """The one-model commands' job: load ``args.model`` (only ``stage``'s layers with ``--pipeline``)
+    on the engine thread and return ``(model info, analysis(model, ctx))``."""
+
+    def job(ctx: Any) -> tuple[Any, Any]:
+        if stage is None:
+            lm = ctx.model()
+        else:
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stage.rank, stage.size))
+        return lm.info, analysis(lm, ctx)
+
+    return JobRunner(args.model, args.dtype).run(job, label)
+
+
+def run_analysis(args: argparse.Namespace, label: str, analysis: Callable[[Any, Any], Any],
+                 render: Callable[[Any, Any], None], stage: Any = None) -> int:
+    """``run_on_model``, then print ``render(result, info)`` (or ``--json`` / ``-o``). A result of None
+    is a rank other than 0 under a distributed launcher (or a pipeline stage): rank 0 reports."""
+    info, result = run_on_model(args, label, analysis, stage)
+    if result is not None:
+        emit(result, args, lambda r: render(r, info))
+    return 0
+

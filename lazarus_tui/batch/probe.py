@@ -6,7 +6,17 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, add_output_args, bar, emit, err, model_header, out
+from lazarus_tui.batch.common import (
+    ArgumentParser,
+    add_model_args,
+    add_output_args,
+    bar,
+    emit,
+    err,
+    model_header,
+    out,
+    run_on_model,
+)
 from lazarus_tui.inputs import parse_layers, split_prompts
 
 
@@ -68,15 +78,9 @@ def main(argv: list[str]) -> int:
                        seed=args.seed)
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, run_probe(lm, req, ctx.cancelled,
-                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w)
-
-    info, result = runner.run(job, "probe")
+    info, result = run_on_model(args, "probe", lambda lm, ctx: run_probe(
+        lm, req, ctx.cancelled, lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w))
     if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
         return 0
     if args.save_direction:

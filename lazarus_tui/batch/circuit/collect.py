@@ -6,7 +6,7 @@ from __future__ import annotations
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.circuit._common import emit_json_only, json_args, layer_text
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, err, out
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, err, out, run_on_model
 
 
 def build_parser() -> ArgumentParser:
@@ -38,15 +38,9 @@ def main(argv: list[str]) -> int:
                          position=args.position, batch_size=args.batch_size, generate=args.generate, chat=args.chat)
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return collect(lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect: batches"),
-                       dataset=ds, world=w)
-
-    r = runner.run(job, "collect")
+    _, r = run_on_model(args, "collect", lambda lm, ctx: collect(
+        lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect: batches"), dataset=ds, world=w))
     if r is None:  # a rank other than 0: rank 0 writes and reports
         return 0
     for w in r.warnings:

@@ -7,7 +7,7 @@ from rich.table import Table
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.circuit._common import json_args, layer_text
-from lazarus_tui.batch.common import ArgumentParser, JobRunner, add_model_args, emit, out
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, out, run_analysis
 from lazarus_tui.inputs import parse_layers
 
 
@@ -64,16 +64,7 @@ def main(argv: list[str]) -> int:
     load_battery(args.datasets, args.category)  # validate before loading the model
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return run_battery(lm, layers, args.datasets, args.category, args.threshold, args.chat, args.seed,
-                           ctx.cancelled, lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"), world=w)
-
-    r = runner.run(job, "probes")
-    if r is None:  # a rank other than 0
-        return 0
-    emit(r, args, render_probes)
-    return 0
+    return run_analysis(args, "probes", lambda lm, ctx: run_battery(
+        lm, layers, args.datasets, args.category, args.threshold, args.chat, args.seed, ctx.cancelled,
+        lambda s, d, t: ctx.progress(s, d, t, f"probes: {s}"), world=w), lambda r, info: render_probes(r))
