@@ -33,9 +33,11 @@ def cosine_table(title: str, names: Sequence[str], matrix: Sequence[Sequence[flo
     return t
 
 
-def two_model_header(out, label: str, info) -> None:
-    out.print(f"{label}: {info.model_id}  ({info.family}, {info.num_layers} layers, hidden {info.hidden_size}, "
-              f"vocab {info.vocab_size}, {info.dtype})")
+def two_model_header(out, infos, labels: tuple[str, str] = ("Base", "Fine-tuned")) -> None:
+    """One line per model of a two-model command (``run_pair``'s ``infos``)."""
+    for label, info in zip(labels, infos):
+        out.print(f"{label}: {info.model_id}  ({info.family}, {info.num_layers} layers, hidden {info.hidden_size}, "
+                  f"vocab {info.vocab_size}, {info.dtype})")
 
 
 def add_pair_args(p, first: tuple[str, ...] = ("-b", "--base"), second: tuple[str, ...] = ("-f", "--finetuned"),

@@ -21,8 +21,7 @@ def build_parser() -> ArgumentParser:
 
 
 def render(r, infos) -> None:
-    two_model_header(out, "Base", infos[0])
-    two_model_header(out, "Fine-tuned", infos[1])
+    two_model_header(out, infos)
     out.print("")
     t = Table(title="Cosine(base, fine-tuned) of the last-position layer output", title_justify="left")
     t.add_column("Layer", justify="right")

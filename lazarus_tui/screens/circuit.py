@@ -25,7 +25,7 @@ from textual_plotext import PlotextPlot
 
 from engine.circuit.models import CollectRequest
 from engine.circuit.probe_data import BUILTIN
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
+from lazarus_tui.screens.base import BATCH_TWIN, WorkbenchScreen, show_twin
 from lazarus_tui.widgets.circuit_views import (
     DatasetCounts,
     GeometryTable,
@@ -88,7 +88,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("c", "collect", "Collect"),
         Binding("ctrl+r", "collect", "Collect", show=False, priority=True),
         Binding("a", "analyze", "Analyze"),
-        Binding("b", "twin", "Batch twin"),
+        BATCH_TWIN,
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
