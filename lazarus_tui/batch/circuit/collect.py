@@ -43,8 +43,8 @@ def main(argv: list[str]) -> int:
         lm, req, ctx.cancelled, lambda d, t: ctx.progress("batch", d, t, "collect: batches"), dataset=ds, world=w))
     if r is None:  # a rank other than 0: rank 0 writes and reports
         return 0
-    for w in r.warnings:
-        err.print(f"warning: {w}", markup=False)
+    for warning in r.warnings:
+        err.print(f"warning: {warning}", markup=False)
     emit_json_only(r, args)
     if not args.json:
         out.print(esc(f"Collected {r.num_prompts} prompts x {len(r.captured_layers)} layers "
