@@ -11,8 +11,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup models
 	$(BIN)/lazarus
 
+# Two pytest-xdist workers (TEST_WORKERS=0 runs in one process); the timing tests run alone after.
+TEST_WORKERS ?= 2
 test: setup models
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not alone" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+	$(BIN)/python -m pytest -q -m alone
 
 setup: $(STAMP) openblas
 

@@ -24,7 +24,7 @@ def main() -> int:
     p.add_argument("--chat", action="store_true", help="use the chat template (default: raw prompt)")
     args = p.parse_args()
     from engine.ablation import run_ablation
-    from engine.ablation_results import AblationRequest
+    from engine.results.ablation import AblationRequest
     from engine.models import load
 
     lm = load(args.model)

@@ -39,9 +39,9 @@ def main() -> int:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    from engine.analysis_results import PatchRequest
+    from engine.results.patch import PatchRequest
     from engine.attribution import attribute
-    from engine.attribution_results import AttributeRequest
+    from engine.results.attribution import AttributeRequest
     from engine.models import load
     from engine.patching import patch
 

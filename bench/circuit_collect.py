@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     from engine.circuit.collect import collect
     from engine.circuit.dataset import save_dataset, tool_calling
-    from engine.circuit.models import CollectRequest
+    from engine.results.circuit import CollectRequest
     from engine.models import load
 
     lm = load(args.model)

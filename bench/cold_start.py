@@ -41,7 +41,7 @@ def main() -> None:
         import engine  # noqa: F401  (BLAS before mlx)
         from engine.lens import analyze
         from engine.models import load
-        from engine.results import AnalyzeRequest
+        from engine.results.analyze import AnalyzeRequest
 
         marks["imports"] = time.time() - t0
         lm = load(args.gguf or args.model)

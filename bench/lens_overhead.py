@@ -24,7 +24,7 @@ from common import alternate, machine  # noqa: E402
 
 from engine.lens import analyze  # noqa: E402
 from engine.models import load  # noqa: E402
-from engine.results import AnalyzeRequest  # noqa: E402
+from engine.results.analyze import AnalyzeRequest
 
 LONG = " ".join(f"Fact {i}: the river flows past the old mill toward the sea." for i in range(20))
 

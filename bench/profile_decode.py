@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from engine.ablation import run_ablation
-    from engine.ablation_results import AblationRequest
+    from engine.results.ablation import AblationRequest
     from engine.generate import generate_ids
     from engine.hooks import HookedModel
     from engine.models import load

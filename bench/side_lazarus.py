@@ -80,7 +80,7 @@ class LazarusSide:
     # -- timed jobs ------------------------------------------------------------------------
     def lens(self, prompt: str, ids: list[int] | None = None) -> dict:
         from engine.lens import analyze
-        from engine.results import AnalyzeRequest
+        from engine.results.analyze import AnalyzeRequest
 
         r = analyze(self.lm, AnalyzeRequest(prompt=prompt, layer_strategy="all", top_k=5))
         return {"n_tokens": len(r.token_ids), "top5": [[p.token_id for p in lp.predictions] for lp in r.layer_predictions]}
@@ -94,7 +94,7 @@ class LazarusSide:
 
     def ablation(self, ids: list[int]) -> dict:
         from engine.ablation import run_ablation
-        from engine.ablation_results import AblationRequest
+        from engine.results.ablation import AblationRequest
 
         req = AblationRequest(prompt=W.ABLATION_PROMPT, criterion="Paris", component="mlp", chat=False,
                               max_tokens=W.ABLATION_TOKENS)

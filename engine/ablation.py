@@ -27,14 +27,6 @@ from typing import Any
 
 import mlx.core as mx
 
-from engine.ablation_results import (
-    AblationOutput,
-    AblationPoint,
-    AblationRequest,
-    AblationResult,
-    AblationSpec,
-    ComponentType,
-)
 from engine.criteria import make_criterion
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step, generate_ids
@@ -48,6 +40,14 @@ from engine.hooks import (
 )
 from engine.layer_lists import check_layer
 from engine.models import LoadedModel
+from engine.results.ablation import (
+    AblationOutput,
+    AblationPoint,
+    AblationRequest,
+    AblationResult,
+    AblationSpec,
+    ComponentType,
+)
 
 Progress = Callable[[str, int, int, str, Any], None]
 SiteKey = tuple[int, str, "int | None"]  # (layer, "attn_out"|"mlp_out", head)

@@ -14,13 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from engine.ablation_results import (
-    AblationConfig,
-    AblationRequest,
-    AblationResult,
-    AblationSpec,
-    ComponentType,
-)
+from engine.results.ablation import AblationConfig, AblationRequest, AblationResult, AblationSpec, ComponentType
 
 
 class AblationStudy:

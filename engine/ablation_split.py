@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.ablation import expand_specs, run_ablation
-from engine.ablation_results import AblationPoint, AblationRequest, AblationResult
 from engine.distributed import World, pack, unpack
 from engine.models import LoadedModel
+from engine.results.ablation import AblationPoint, AblationRequest, AblationResult
 
 
 def plan_parts(lm: LoadedModel, req: AblationRequest, size: int) -> tuple[str, list[list[int]]]:

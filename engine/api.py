@@ -16,12 +16,12 @@ from typing import Any, TextIO
 import mlx.core as mx
 import numpy as np
 
-from engine.attribution_results import AttributeRequest, AttributeResult
 from engine.distributions import top_k_probs
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel, ModelInfo, wrap_model
-from engine.results import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
+from engine.results.analyze import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
+from engine.results.attribution import AttributeRequest, AttributeResult
 from engine.session import EngineSession
 
 __all__ = ["ModelAnalyzer", "AnalysisConfig", "LayerStrategy", "ModelHooks", "CaptureConfig",

@@ -26,7 +26,11 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from engine.attribution_results import (
+from engine.distributions import logsumexp_exact
+from engine.errors import InputError
+from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.models import LoadedModel
+from engine.results.attribution import (
     SITE_GROUPS,
     AttentionPattern,
     AttentionRequest,
@@ -34,10 +38,6 @@ from engine.attribution_results import (
     AttributeResult,
     SiteEstimate,
 )
-from engine.distributions import logsumexp_exact
-from engine.errors import InputError
-from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.models import LoadedModel
 
 GROUP_KINDS: dict[str, tuple[SiteKind, ...]] = {
     "resid_pre": (SiteKind.resid_pre,), "resid_post": (SiteKind.resid_post,), "attn_out": (SiteKind.attn_out,),

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import mlx.core as mx
 import numpy as np
 
-from engine.attribution_results import VerifiedSite
 from engine.hooks import Intervention, Site, SiteKind
 from engine.patching import patched_rows
+from engine.results.attribution import VerifiedSite
 
 if TYPE_CHECKING:
     from engine.attribution import Prepared

@@ -14,14 +14,14 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from engine.analysis_results import CompareRequest, CompareResult, CompareRow, CompareTracked
 from engine.diff import same_tokenizer
 from engine.distributions import kl_js, log_softmax, token_probs_ranks, top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.lens import lens_distributions
 from engine.models import LoadedModel
-from engine.results import TokenPrediction
+from engine.results.base import TokenPrediction
+from engine.results.compare import CompareRequest, CompareResult, CompareRow, CompareTracked
 from engine.tuned_lens import resolve_lens
 
 

@@ -11,7 +11,11 @@ from typing import cast
 import mlx.core as mx
 import numpy as np
 
-from engine.analysis_results import (
+from engine.distributed import World
+from engine.errors import InputError
+from engine.models import LoadedModel
+from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
+from engine.results.diff import (
     ActivationDiffRequest,
     ActivationDiffResult,
     MatrixDiff,
@@ -19,10 +23,6 @@ from engine.analysis_results import (
     WeightDiffRequest,
     WeightDiffResult,
 )
-from engine.distributed import World
-from engine.errors import InputError
-from engine.models import LoadedModel
-from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
 
 _SHORT = {
     "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.analysis_results import DirectionInfo, DirectionPair, DirectionsRequest, DirectionsResult
 from engine.errors import InputError
 from engine.fileio import output_name, save_npz_atomic
+from engine.results.directions import DirectionInfo, DirectionPair, DirectionsRequest, DirectionsResult
 
 
 @dataclass

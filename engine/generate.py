@@ -17,7 +17,7 @@ import mlx.core as mx
 from engine.errors import Cancelled, InputError
 from engine.hooks import Batch, HookedModel, Intervention, KVState
 from engine.models import LoadedModel
-from engine.results import GeneratedToken, GenerateRequest, GenerateResult, Generation
+from engine.results.generate import GeneratedToken, GenerateRequest, GenerateResult, Generation
 
 
 @dataclass

@@ -6,54 +6,14 @@ from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
-from pydantic import Field
 
 from engine.distributions import top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.models import LoadedModel
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.hooks import HeadAttention, HooksRequest, HooksResult, LayerHooks, SiteCapture
 
 DEMO_SITES = (SiteKind.resid_pre, SiteKind.attn_out, SiteKind.mlp_out, SiteKind.resid_post)
-
-
-class HooksRequest(Frozen):
-    kind: str = "hooks"
-    model: str | None = None
-    prompt: str
-    layers: list[int] | None = None  # None: first, middle and last layer
-    capture_attention: bool = False
-    last_only: bool = False
-    logit_lens: bool = True
-    top_sources: int = Field(3, ge=1)
-
-
-class SiteCapture(Frozen):
-    site: str
-    shape: list[int]
-    norm_last: float  # L2 norm at the last position
-    norm_mean: float  # mean per-token L2 norm over captured positions
-
-
-class HeadAttention(Frozen):
-    head: int
-    sources: list[tuple[int, str, float]]  # (position, token, weight) from the last position, strongest first
-
-
-class LayerHooks(Frozen):
-    layer: int
-    sites: list[SiteCapture]
-    lens_top1: str | None = None
-    lens_top1_probability: float | None = None
-    attention: list[HeadAttention] = []
-
-
-class HooksResult(Frozen):
-    schema_version: int = SCHEMA_VERSION
-    model_id: str
-    request: HooksRequest
-    tokens: list[str]
-    layers: list[LayerHooks]
 
 
 def run_hooks(lm: LoadedModel, req: HooksRequest, cancel: Callable[[], bool] | None = None) -> HooksResult:

@@ -23,15 +23,15 @@ from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import evenly_spaced, resolve_layer_list
 from engine.models import LoadedModel
-from engine.results import (
+from engine.results.analyze import (
     AnalysisResult,
     AnalyzeRequest,
     LayerPredictionResult,
     LayerStrategy,
     LayerTransition,
     TokenEvolutionResult,
-    TokenPrediction,
 )
+from engine.results.base import TokenPrediction
 from engine.tuned_lens import TunedLens, resolve_lens
 
 CONFIDENT_BELOW = 0.3  # normalised entropy under which a layer counts as confident

@@ -12,13 +12,13 @@ from itertools import combinations
 
 import numpy as np
 
-from engine.analysis_results import NeuronsRequest, NeuronsResult, NeuronStats
 from engine.direction_files import load_direction
 from engine.distributed import World
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
 from engine.representations import Progress, encode_prompts, last_hidden, resolve_layers
+from engine.results.neurons import NeuronsRequest, NeuronsResult, NeuronStats
 
 
 def separation_scores(x: np.ndarray, labels: list[str]) -> np.ndarray:

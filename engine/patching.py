@@ -13,12 +13,12 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from engine.analysis_results import PatchLayer, PatchRequest, PatchResult
 from engine.distributions import token_probs_ranks, top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
-from engine.results import TokenPrediction
+from engine.results.base import TokenPrediction
+from engine.results.patch import PatchLayer, PatchRequest, PatchResult
 
 
 def _positions(spec: str, n_src: int, n_tgt: int) -> list[tuple[int, int]]:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.analysis_results import ProbeLayer, ProbeRequest, ProbeResult, ProbeTestPrediction
 from engine.direction_files import save_direction
 from engine.distributed import World
 from engine.errors import InputError
 from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
 from engine.representations import encode_prompts, last_hidden
+from engine.results.probe import ProbeLayer, ProbeRequest, ProbeResult, ProbeTestPrediction
 
 
 def _classifier(seed: int):

@@ -12,7 +12,12 @@ from collections.abc import Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
-from engine.analysis_results import (
+from engine.distributed import World
+from engine.errors import InputError
+from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.layer_lists import evenly_spaced, resolve_layer_list
+from engine.models import LoadedModel
+from engine.results.layers import (
     AttentionTop,
     FormatLayer,
     FormatPair,
@@ -22,11 +27,6 @@ from engine.analysis_results import (
     LayerResult,
     LayerSimilarity,
 )
-from engine.distributed import World
-from engine.errors import InputError
-from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.layer_lists import evenly_spaced, resolve_layer_list
-from engine.models import LoadedModel
 
 BATCH = 16  # prompts per forward (bounds memory; all layers are captured in each pass)
 

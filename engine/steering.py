@@ -47,7 +47,7 @@ from engine.fileio import read_text
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, Site, SiteKind
 from engine.models import LoadedModel
-from engine.steering_results import (
+from engine.results.steering import (
     CriterionScore,
     DirectionInfo,
     ExtractRequest,
@@ -228,7 +228,7 @@ class SteeringDirection:
     # -- making one ----------------------------------------------------------------------------
     @classmethod
     def extract(cls, lm: LoadedModel, positive: Sequence[str] | str, negative: Sequence[str] | str,
-                layer: int | None = None, *, method: str = "mean", chat: bool = True, name: str = "direction",
+                layer: int | None = None, *, method: str = "mean", chat: bool = False, name: str = "direction",
                 positive_label: str = "positive", negative_label: str = "negative",
                 cancel: Callable[[], bool] | None = None) -> SteeringDirection:
         """Mean (or PCA) of h_pos - h_neg at ``layer``'s output, last position, over the pairs.
@@ -236,7 +236,7 @@ class SteeringDirection:
         ``positive[i]`` pairs with ``negative[i]``. One forward runs all prompts and captures every
         layer, so ``per_layer`` and ``layer_separation`` cover the whole model. ``layer`` None =
         the middle layer. ``chat``: format the prompts with the chat template (when the model
-        has one), as generation does by default."""
+        has one); off by default, as everywhere."""
         pos = [positive] if isinstance(positive, str) else list(positive)
         neg = [negative] if isinstance(negative, str) else list(negative)
         if not pos or not neg:
@@ -625,7 +625,7 @@ def run_extract(lm: LoadedModel, req: ExtractRequest, cancel: Callable[[], bool]
 def steer_generate(lm: LoadedModel, prompt: str | Sequence[str], direction: SteeringDirection | str | Path,
                    coefficients: Sequence[float] = (1.0,), *, layer: int | None = None,
                    layers: Sequence[int] | None = None, max_tokens: int = 50, temperature: float = 0.0,
-                   seed: int = 0, chat: bool = True, position: int | None = None, criterion: str | None = None,
+                   seed: int = 0, chat: bool = False, position: int | None = None, criterion: str | None = None,
                    batched: bool = True, cancel: Callable[[], bool] | None = None) -> SteerResult:
     """Generate from ``prompt`` once per coefficient (one batch) with ``direction`` added at its
     layer (or ``layer``; ``layers`` for a layer x coefficient grid). ``direction`` may be a

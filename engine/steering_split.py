@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from engine.distributed import World, pack, shares, unpack
 from engine.models import LoadedModel
+from engine.results.steering import SteerRequest, SteerResult
 from engine.steering import SteeringDirection, run_steer
-from engine.steering_results import SteerRequest, SteerResult
 
 
 def splits(req: SteerRequest) -> bool:

@@ -14,56 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
 from engine.errors import InputError
-from engine.results import SCHEMA_VERSION, Frozen, LensBinding, check_lens_spec
+from engine.results.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
 
-# MLX is imported inside the functions: the request/result models here are built on the
-# TUI's UI thread, which must never import MLX.
-
-MAX_TRACKED_GENERATION = 128  # generated positions × layers × vocab logits are held at once
-
-
-class TrackGenerationRequest(Frozen):
-    kind: str = "track_generation"
-    model: str | None = None
-    prompt: str
-    max_new_tokens: int = Field(10, ge=1, le=MAX_TRACKED_GENERATION)
-    chat: bool = False
-    lens: str = "logit"  # as AnalysisConfig.lens
-
-    @field_validator("lens")
-    @classmethod
-    def _lens(cls, v: str) -> str:
-        return check_lens_spec(v)
-
-
-class GeneratedPosition(Frozen):
-    index: int  # 0-based among the generated tokens
-    position: int  # sequence position whose output chose this token
-    token: str
-    token_id: int
-    ranks: list[int]  # per layer 0..L-1, over the full vocabulary
-    probabilities: list[float]  # per layer
-    top_tokens: list[str]  # the lens top-1 per layer
-    emergence_layer: int | None  # first layer where the chosen token is top-1
-    settled_layer: int | None  # first layer from which it stays top-1 to the end
-
-
-class TrackGenerationResult(Frozen):
-    schema_version: int = SCHEMA_VERSION
-    model_id: str
-    request: TrackGenerationRequest
-    prompt_tokens: list[str]
-    num_layers: int
-    text: str
-    stopped: str  # "eos" | "max_tokens"
-    positions: list[GeneratedPosition]
-    lens: LensBinding | None = None  # the tuned lens read through (None: the logit lens)
+# MLX is imported inside the functions; the request and result models are in engine.results.tracking.
 
 
 def _first_top1(ranks: list[int]) -> tuple[int | None, int | None]:

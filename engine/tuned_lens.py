@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import InputError
-from engine.results import LensBinding, check_lens_spec
+from engine.results.base import LensBinding, check_lens_spec
 
 if TYPE_CHECKING:
     import mlx.core as mx

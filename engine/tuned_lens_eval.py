@@ -12,45 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from engine.errors import InputError
-from engine.results import SCHEMA_VERSION, Frozen, LensBinding
+from engine.results.tuned_lens import LensEvalLayer, LensEvalRequest, LensEvalResult
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
 
 LN2 = 0.6931471805599453
-
-
-class LensEvalRequest(Frozen):
-    kind: str = "tuned_lens_eval"
-    model: str | None = None
-    lens: str  # a file path (or tuned / tuned:FILE)
-    text: str | None = None  # None: the default corpus's held-out split
-    tokens: int = Field(512, ge=1)  # positions evaluated (default text only)
-    seq_len: int = Field(128, ge=2)
-    batch_positions: int = Field(256, ge=1)  # positions unembedded at once per layer (memory)
-
-
-class LensEvalLayer(Frozen):
-    layer: int
-    logit_kl: float  # bits
-    tuned_kl: float
-    logit_top1: float  # fraction of positions whose lens top-1 is the final top-1
-    tuned_top1: float
-
-
-class LensEvalResult(Frozen):
-    schema_version: int = SCHEMA_VERSION
-    model_id: str
-    request: LensEvalRequest
-    lens: LensBinding
-    text: str  # what was evaluated
-    tokens: int
-    layers: list[LensEvalLayer]
-    mean_logit_kl: float  # bits, mean over layers
-    mean_tuned_kl: float
 
 
 def _eval_sequences(lm: LoadedModel, req: LensEvalRequest) -> tuple[str, list[list[int]]]:

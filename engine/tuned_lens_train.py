@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
 
 from engine.errors import Cancelled, InputError
-from engine.results import Frozen, LensBinding
+from engine.results.tuned_lens import TrainReport, TrainSettings
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
@@ -41,38 +40,6 @@ LN2 = math.log(2.0)
 # precision (the last layer: its logit lens IS the model's output): its gradient is rounding noise,
 # which Adam's scale-free steps would turn into full-size updates, so it is not updated on that batch.
 EXACT_BELOW = 1e-4
-
-
-class TrainSettings(Frozen):
-    corpus: str | None = None  # None: the standard library's docstrings (train split)
-    tokens: int = Field(2048, ge=1)  # positions trained on, in all (steps = tokens / batch_tokens)
-    steps: int | None = Field(None, ge=1)  # overrides tokens
-    batch_tokens: int = Field(16, ge=1)  # positions per step (more steps of fewer positions learn faster per position)
-    positions_per_sequence: int = Field(16, ge=1)  # random positions read from each sequence
-    seq_len: int = Field(128, ge=2)
-    layer_chunk_rows: int = Field(512, ge=1)  # layers x positions unembedded at once (memory)
-    lr: float = Field(1e-2, gt=0)  # Adam's rate for β (b = β ⊙ σ: a step moves b by ~lr σ)
-    matrix_lr: float = Field(0.05, gt=0)  # for Â, per element matrix_lr / hidden (a step's spectral norm ~matrix_lr)
-    adam_eps: float = Field(1e-4, gt=0)
-    warmup: int = Field(10, ge=0)
-    seed: int = 0
-
-    @property
-    def n_steps(self) -> int:
-        return self.steps if self.steps is not None else max(1, math.ceil(self.tokens / self.batch_tokens))
-
-    @property
-    def sequences_per_step(self) -> int:
-        return max(1, math.ceil(self.batch_tokens / self.positions_per_sequence))
-
-
-class TrainReport(Frozen):
-    path: str
-    binding: LensBinding
-    steps: int
-    tokens: int
-    seconds: float  # training time, summed over resumed runs
-    kl_bits: list[float]  # per layer, mean over the last steps' batches (training text)
 
 
 def checkpoint_path(out: str | Path) -> Path:

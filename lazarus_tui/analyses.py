@@ -17,8 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from engine import analysis_results as ar
 from engine.errors import InputError
+from engine.results.compare import CompareRequest
+from engine.results.diff import ActivationDiffRequest, WeightDiffRequest
+from engine.results.directions import DirectionsRequest
+from engine.results.layers import FormatSensitivityRequest, LayerRequest
+from engine.results.neurons import NeuronsRequest
+from engine.results.patch import PatchRequest
+from engine.results.probe import ProbeRequest
 
 
 @dataclass(frozen=True)
@@ -39,46 +45,46 @@ MODEL_HINT = "blank: the current model"
 
 ANALYSES: list[Analysis] = [
     Analysis("layer", "layer", "per layer, the cosine matrix of the prompts' last-position outputs",
-             ar.LayerRequest, {"model": "-m", "prompts": "-p", "labels": "-l", "layers": "--layers",
-                               "attention": "-a", "chat": "--chat"},
+             LayerRequest, {"model": "-m", "prompts": "-p", "labels": "-l", "layers": "--layers",
+                            "attention": "-a", "chat": "--chat"},
              example={"prompts": "The cat sat|The dog ran|2 + 2 =|3 + 5 =", "labels": "text|text|math|math"}),
     Analysis("format-sensitivity", "format-sensitivity", "each prompt with and without a trailing space, per layer",
-             ar.FormatSensitivityRequest, {"model": "-m", "prompts": "-p", "layers": "--layers", "chat": "--chat"},
+             FormatSensitivityRequest, {"model": "-m", "prompts": "-p", "layers": "--layers", "chat": "--chat"},
              example={"prompts": "156 + 287 =|50 + 25 ="}),
     Analysis("probe", "probe", "logistic probe per layer (stratified CV): where are two classes separable?",
-             ar.ProbeRequest, {"model": "-m", "class_a": "--class-a", "class_b": "--class-b", "label_a": "--label-a",
-                               "label_b": "--label-b", "layers": "--layers", "layer": "-l", "method": "--method",
-                               "test": "-t", "chat": "--chat", "seed": "--seed"},
+             ProbeRequest, {"model": "-m", "class_a": "--class-a", "class_b": "--class-b", "label_a": "--label-a",
+                            "label_b": "--label-b", "layers": "--layers", "layer": "-l", "method": "--method",
+                            "test": "-t", "chat": "--chat", "seed": "--seed"},
              example={"class_a": "Is it raining?|Where are you?|What is this?|Who came home?|Why is it cold?",
                       "class_b": "It is raining.|You are here.|This is a cup.|Tom came home.|It is cold.",
                       "label_a": "question", "label_b": "statement"}),
     Analysis("neurons", "neurons", "neuron values at the prompts' last position (residual dims or MLP units)",
-             ar.NeuronsRequest, {"model": "-m", "prompts": "-p", "layers": "--layers", "neurons": "-n",
-                                 "neuron_names": "--neuron-names", "mlp": "--mlp", "from_direction": "--from-direction",
-                                 "top_k": "--top-k", "auto_discover": "--auto-discover", "labels": "--labels",
-                                 "steer": "--steer", "strength": "--strength", "chat": "--chat"},
+             NeuronsRequest, {"model": "-m", "prompts": "-p", "layers": "--layers", "neurons": "-n",
+                              "neuron_names": "--neuron-names", "mlp": "--mlp", "from_direction": "--from-direction",
+                              "top_k": "--top-k", "auto_discover": "--auto-discover", "labels": "--labels",
+                              "steer": "--steer", "strength": "--strength", "chat": "--chat"},
              example={"prompts": "What is this?|This is it.|Where are you?|I am here.", "layers": "12",
                       "auto_discover": "1", "labels": "q|s|q|s", "top_k": "5"}),
     Analysis("directions", "directions", "cosines between saved direction files (.npz)",
-             ar.DirectionsRequest, {"files": "", "threshold": "--threshold"},
+             DirectionsRequest, {"files": "", "threshold": "--threshold"},
              hints={"files": "a.npz|b.npz (two or more)"}),
     Analysis("compare", "compare", "the logit lens on two models, side by side per layer",
-             ar.CompareRequest, {"model1": "-m1", "model2": "-m2", "dtype1": "--dtype", "dtype2": "--dtype2",
-                                 "prompt": "-p", "top_k": "--top-k", "track": "--track", "chat": "--chat"},
+             CompareRequest, {"model1": "-m1", "model2": "-m2", "dtype1": "--dtype", "dtype2": "--dtype2",
+                              "prompt": "-p", "top_k": "--top-k", "track": "--track", "chat": "--chat"},
              example={"prompt": "The capital of France is", "dtype2": "q8", "track": " Paris"},
              hints={"track": "tokens, comma-separated: ' Paris, London'"}, join={"track": ","}),
     Analysis("weight-diff", "weight-diff", "relative weight difference per layer and matrix (same architecture)",
-             ar.WeightDiffRequest, {"base": "-b", "finetuned": "-f", "base_dtype": "--dtype",
-                                    "finetuned_dtype": "--dtype2", "flag_above": "--flag"},
+             WeightDiffRequest, {"base": "-b", "finetuned": "-f", "base_dtype": "--dtype",
+                                 "finetuned_dtype": "--dtype2", "flag_above": "--flag"},
              example={"finetuned_dtype": "q4"}),
     Analysis("activation-diff", "activation-diff", "cosine between two models' last-position outputs per layer",
-             ar.ActivationDiffRequest, {"base": "-b", "finetuned": "-f", "base_dtype": "--dtype",
-                                        "finetuned_dtype": "--dtype2", "prompts": "-p", "layers": "--layers",
-                                        "chat": "--chat"},
+             ActivationDiffRequest, {"base": "-b", "finetuned": "-f", "base_dtype": "--dtype",
+                                     "finetuned_dtype": "--dtype2", "prompts": "-p", "layers": "--layers",
+                                     "chat": "--chat"},
              example={"finetuned_dtype": "q4", "prompts": "The capital of France is|2 + 2 ="}),
     Analysis("patch", "patch", "activation patching: the source's layer output written into the target's run",
-             ar.PatchRequest, {"model": "-m", "source": "--source", "target": "--target", "layers": "--layers",
-                               "position": "--position", "blend": "--blend", "top_k": "--top-k", "chat": "--chat"},
+             PatchRequest, {"model": "-m", "source": "--source", "target": "--target", "layers": "--layers",
+                            "position": "--position", "blend": "--blend", "top_k": "--top-k", "chat": "--chat"},
              example={"source": "The capital of France is", "target": "The capital of Germany is",
                       "layers": "0,10,20,29"},
              hints={"position": "last, all or a token index"}),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.results import AnalyzeRequest
+from engine.results.analyze import AnalyzeRequest
 from engine.session import EngineSession, Job, ProgressEvent
 
 OnProgress = Callable[[ProgressEvent], None] | None

@@ -63,3 +63,22 @@ def _tiny(model_type: str):
                      source_format="random", device="cpu", embedding_scale=adapter.embedding_scale,
                      sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers))
     return LoadedModel(model, tok, adapter, config, info)
+
+
+
+REAL_FIXTURES = {"smollm", "gemma", "real_engine"}
+
+
+def _is_real(item) -> bool:
+    return bool(item.get_closest_marker("real_model") or REAL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) every test module
+    that touches a bundled real model runs whole on one worker: the real models are loaded in one
+    process only, and a module's shared fixtures (the fuzz suite's subprocess runs) run once. The
+    tiny-model, fake-engine and pure tests share the other worker and whatever is left."""
+    real_modules = {item.module.__name__ for item in items if getattr(item, "module", None) and _is_real(item)}
+    for item in items:
+        if getattr(item, "module", None) and item.module.__name__ in real_modules:
+            item.add_marker(pytest.mark.xdist_group("real"))

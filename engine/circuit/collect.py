@@ -31,12 +31,12 @@ import mlx.core as mx
 import numpy as np
 
 from engine.circuit.dataset import load_dataset
-from engine.circuit.models import CircuitDataset, CollectRequest, CollectResult
 from engine.distributed import World
 from engine.errors import AnalysisError, InputError
 from engine.fileio import write_atomic
 from engine.hooks import Batch, CaptureSpec, HookedModel, KVState, SiteKind
 from engine.models import LoadedModel
+from engine.results.circuit import CircuitDataset, CollectRequest, CollectResult
 
 FORMAT = "lazarus-circuit-activations"
 DECISION_BAND = (0.4, 0.75)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from engine.circuit.models import CircuitDataset, DatasetPrompt, DatasetSummary, LabelCount
 from engine.errors import InputError
 from engine.fileio import output_name, read_text, write_text
+from engine.results.circuit import CircuitDataset, DatasetPrompt, DatasetSummary, LabelCount
 
 # -- tool-calling ----------------------------------------------------------------------------
 CITIES = ["Paris", "Tokyo", "London", "Berlin", "Chicago", "Sydney", "Toronto", "Madrid", "Cairo", "Seoul",

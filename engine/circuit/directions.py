@@ -24,9 +24,9 @@ import numpy as np
 
 from engine.circuit.activations import Activations
 from engine.circuit.geometry import binary_labels, classifier, pair_groups, split
-from engine.circuit.models import DirectionsResult, ExtractedDirection
 from engine.errors import InputError
 from engine.fileio import check_output, make_dir
+from engine.results.circuit import DirectionsResult, ExtractedDirection
 
 METHODS = ("diff_means", "lda", "probe_weights", "pca")
 

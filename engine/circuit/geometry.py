@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from engine.circuit.activations import Activations, resolve_layers
-from engine.circuit.models import AnalyzeResult, LayerGeometry, ProbeScore
 from engine.errors import Cancelled, InputError
+from engine.results.circuit import AnalyzeResult, LayerGeometry, ProbeScore
 
 MAX_COMPONENTS = 50
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from engine.circuit.dataset import load_dataset, save_dataset
 from engine.circuit.geometry import pair_groups
-from engine.circuit.models import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 from engine.circuit.probe_data import BUILTIN
 from engine.distributed import World
 from engine.errors import Cancelled, InputError
@@ -26,6 +25,7 @@ from engine.fileio import make_dir
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
 from engine.layer_lists import resolve_layer_list
 from engine.models import LoadedModel
+from engine.results.circuit import CircuitDataset, DatasetPrompt, ProbeBatteryEntry, ProbeBatteryResult, ProbeLayerScore
 
 CATEGORIES = ("syntactic", "semantic", "decision")
 BATCH = 16

@@ -11,9 +11,9 @@ import numpy as np
 
 from engine.circuit.activations import Activations
 from engine.circuit.geometry import analyze, label_counts, umap_embed
-from engine.circuit.models import AnalyzeResult, VisualizeResult
 from engine.errors import InputError
 from engine.fileio import check_output, make_dir, save_figure
+from engine.results.circuit import AnalyzeResult, VisualizeResult
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]

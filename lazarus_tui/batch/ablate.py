@@ -51,8 +51,8 @@ def parse_cells(text: str) -> list[tuple[int, str]]:
 
 
 def build_request(args) -> object:
-    from engine.ablation_results import AblationRequest, PromptCase
     from engine.errors import InputError
+    from engine.results.ablation import AblationRequest, PromptCase
 
     if args.component is not None and args.component not in COMPONENTS:
         raise InputError(f"unknown component {args.component!r} (choose mlp, attention, both or block)")
@@ -84,7 +84,7 @@ def build_request(args) -> object:
             raise InputError(f"bad regex in criterion {args.criterion!r}: {exc}") from exc
     ablations = None
     if getattr(args, "cells", None):
-        from engine.ablation_results import AblationSpec
+        from engine.results.ablation import AblationSpec
 
         if args.layers or args.heads or args.multi or args.grid or args.component:
             raise InputError("--cells is the whole set: no --layers/--component/--heads/--multi/--grid")

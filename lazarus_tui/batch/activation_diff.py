@@ -39,9 +39,9 @@ def render(r, infos) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import ActivationDiffRequest
     from engine.diff import activation_diff
     from engine.distributed import world
+    from engine.results.diff import ActivationDiffRequest
 
     dtype2 = args.dtype2 or args.dtype
     req = ActivationDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,

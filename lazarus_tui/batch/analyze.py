@@ -41,7 +41,7 @@ def build_parser() -> ArgumentParser:
 
 def request_from_args(args):
     from engine.errors import InputError
-    from engine.results import AnalyzeRequest, LayerStrategy
+    from engine.results.analyze import AnalyzeRequest, LayerStrategy
 
     strategy = args.layer_strategy
     if strategy is None:

@@ -14,7 +14,7 @@ from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:
-    from engine.attribution_results import TOP_MAX, VERIFY_MAX
+    from engine.results.attribution import TOP_MAX, VERIFY_MAX
 
     p = ArgumentParser(prog="lazarus --batch attribute",
                        description="attribution patching: estimate, for every site, metric(corrupt run with that "
@@ -40,8 +40,8 @@ def build_parser() -> ArgumentParser:
 
 def request_from_args(args: Any) -> Any:
     from engine.attribution import parse_sites
-    from engine.attribution_results import AttributeRequest
     from engine.errors import InputError
+    from engine.results.attribution import AttributeRequest
 
     if args.metric == "logit-diff" and args.baseline is None:
         raise InputError("--metric logit-diff needs --baseline TOKEN")

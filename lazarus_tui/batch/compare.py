@@ -67,8 +67,8 @@ def render(r, infos) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import CompareRequest
     from engine.compare import compare
+    from engine.results.compare import CompareRequest
 
     track = [t for t in args.track.split(",")] if args.track else []
     dtype2 = args.dtype2 or args.dtype

@@ -39,8 +39,8 @@ def render(r) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import DirectionsRequest
     from engine.direction_files import compare_directions
+    from engine.results.directions import DirectionsRequest
 
     result = compare_directions(DirectionsRequest(files=args.files, threshold=args.threshold))
     emit(result, args, render)

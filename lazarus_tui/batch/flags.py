@@ -2,8 +2,8 @@
 
 ``type=integer(1, 1000)`` / ``type=real(0, 100)`` / ``type=output_file`` make argparse refuse a
 bad value at once, naming the flag and its range (one line, exit 2), before any model loads.
-Reals must be finite. The ranges match the request models' own limits (engine/results.py and
-friends), so a value that passes here never reaches the user as a pydantic error.
+Reals must be finite. The ranges match the request models' own limits (engine/results/), so a
+value that passes here never reaches the user as a pydantic error.
 """
 
 from __future__ import annotations

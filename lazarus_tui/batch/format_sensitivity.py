@@ -44,8 +44,8 @@ def render(r, info, summary_only: bool) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import FormatSensitivityRequest
     from engine.representations import format_sensitivity
+    from engine.results.layers import FormatSensitivityRequest
 
     req = FormatSensitivityRequest(model=args.model, prompts=split_prompts(args.prompts),
                                    layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from engine.errors import InputError
     from engine.generate import run_generate
-    from engine.results import GenerateRequest
+    from engine.results.generate import GenerateRequest
 
     prompts = split_prompts(args.prompts)
     if any(x == "" for x in prompts):

@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
     add_output_args(p)
     args = p.parse_args(argv)
     from engine.errors import InputError
-    from engine.hooks_demo import HooksRequest, run_hooks
+    from engine.hooks_demo import run_hooks
+    from engine.results.hooks import HooksRequest
 
     if args.prompt == "":
         raise InputError("empty prompt")

@@ -51,8 +51,8 @@ def render(r, info) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import LayerRequest
     from engine.representations import layer_analysis
+    from engine.results.layers import LayerRequest
 
     req = LayerRequest(model=args.model, prompts=split_prompts(args.prompts),
                        labels=split_labels(args.labels) if args.labels else None,

@@ -61,8 +61,8 @@ def render(r, info) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import NeuronsRequest
     from engine.errors import InputError
+    from engine.results.neurons import NeuronsRequest
     from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
     layers = ([args.layer] if args.layer is not None else []) + (parse_layers(args.layers) if args.layers else [])

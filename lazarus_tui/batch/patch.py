@@ -59,8 +59,8 @@ def render(r, info) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(fix_negative_values(argv, ("--position",)))
-    from engine.analysis_results import PatchRequest
     from engine.errors import InputError
+    from engine.results.patch import PatchRequest
 
     if args.layer is None and args.layers is None:
         raise InputError("give -l/--layer or --layers")

@@ -68,8 +68,8 @@ def render(r, info) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import ProbeRequest
     from engine.probe import run_probe, save_probe_direction
+    from engine.results.probe import ProbeRequest
 
     req = ProbeRequest(model=args.model, class_a=split_prompts(args.class_a), class_b=split_prompts(args.class_b),
                        label_a=args.label_a, label_b=args.label_b,

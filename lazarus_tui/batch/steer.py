@@ -94,7 +94,7 @@ def _inputs(args) -> tuple[list[int] | None, list[str] | None, list[float], bool
 def _extract_request(args) -> Any:
     """The ExtractRequest of ``--extract`` (None without it)."""
     from engine.errors import InputError
-    from engine.steering_results import ExtractRequest
+    from engine.results.steering import ExtractRequest
 
     if not args.extract:
         return None
@@ -129,8 +129,8 @@ def _extract_only(args, extract, npz_out: bool) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(fix_negative_values(list(argv), _VALUE_FLAGS))
+    from engine.results.steering import SteerRequest
     from engine.steering import run_extract, run_steer
-    from engine.steering_results import SteerRequest
 
     grid, prompts, coefs, npz_out = _inputs(args)
     extract = _extract_request(args)

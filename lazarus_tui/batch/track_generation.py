@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
                        description="generate N tokens, then each generated token's rank at every layer")
     add_model_args(p)
     p.add_argument("-p", "--prompt", required=True)
-    from engine.tracking import MAX_TRACKED_GENERATION
+    from engine.results.tracking import MAX_TRACKED_GENERATION
 
     p.add_argument("-n", "--max-new-tokens", type=F.integer(1, MAX_TRACKED_GENERATION), default=8)
     p.add_argument("--lens", default="logit", help="logit (default), tuned:FILE or tuned (docs/lens.md)")
@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
     add_output_args(p)
     args = p.parse_args(argv)
     from engine.errors import InputError
-    from engine.tracking import TrackGenerationRequest, track_generation
+    from engine.results.tracking import TrackGenerationRequest
+    from engine.tracking import track_generation
 
     if not args.prompt:
         raise InputError("empty prompt")

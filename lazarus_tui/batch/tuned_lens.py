@@ -23,7 +23,7 @@ USAGE = "usage: lazarus --batch tuned-lens {train,eval} [options]   (lazarus --b
 
 
 def train_parser() -> ArgumentParser:
-    from engine.tuned_lens_train import TrainSettings
+    from engine.results.tuned_lens import TrainSettings
 
     d = TrainSettings()
     p = ArgumentParser(prog="lazarus --batch tuned-lens train",
@@ -60,7 +60,7 @@ def eval_parser() -> ArgumentParser:
 
 
 def _train(argv: list[str]) -> int:
-    from engine.tuned_lens_train import TrainSettings
+    from engine.results.tuned_lens import TrainSettings
 
     args = train_parser().parse_args(argv)
     for name in ("tokens", "batch_tokens", "checkpoint_every"):
@@ -126,7 +126,7 @@ def _train(argv: list[str]) -> int:
 
 
 def eval_request(args):
-    from engine.tuned_lens_eval import LensEvalRequest
+    from engine.results.tuned_lens import LensEvalRequest
 
     text = args.text
     if text is not None and text.startswith("@"):

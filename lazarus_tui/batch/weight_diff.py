@@ -49,8 +49,8 @@ def render(r, infos) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from engine.analysis_results import WeightDiffRequest
     from engine.diff import weight_diff
+    from engine.results.diff import WeightDiffRequest
 
     dtype2 = args.dtype2 or args.dtype
     req = WeightDiffRequest(base=args.base, finetuned=args.finetuned or args.base, base_dtype=args.dtype,

@@ -17,8 +17,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Static
 
-from engine.ablation_results import AblationRequest, AblationSpec, PromptCase
 from engine.errors import InputError
+from engine.results.ablation import AblationRequest, AblationSpec, PromptCase
 from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, show_twin
 from lazarus_tui.widgets.ablation_grid import AblationGrid, Cell, ResultsTable
 from lazarus_tui.widgets.messages import EngineProgress

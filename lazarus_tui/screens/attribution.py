@@ -15,8 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
-from engine.attribution_results import AttentionRequest, AttributeRequest
 from engine.errors import InputError
+from engine.results.attribution import AttentionRequest, AttributeRequest
 from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, show_twin
 from lazarus_tui.widgets.attribution_views import RESID_KINDS, HeadsGrid, PatternView, ResidHeatmap, TopSites
 from lazarus_tui.widgets.messages import EngineProgress

@@ -23,8 +23,8 @@ from textual.widgets import Button, DataTable, Input, Label, OptionList, Progres
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
-from engine.circuit.models import CollectRequest
 from engine.circuit.probe_data import BUILTIN
+from engine.results.circuit import CollectRequest
 from lazarus_tui.screens.base import BATCH_TWIN, WorkbenchScreen, show_twin
 from lazarus_tui.widgets.circuit_views import (
     DatasetCounts,

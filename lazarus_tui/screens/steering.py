@@ -160,7 +160,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     def action_extract(self) -> None:
         from engine.errors import InputError
-        from engine.steering_results import ExtractRequest
+        from engine.results.steering import ExtractRequest
         from lazarus_tui.inputs import split_prompts
 
         try:
@@ -197,7 +197,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         self.regenerate()
 
     def _request(self, coefficients: list[float]) -> Any:
-        from engine.steering_results import SteerRequest
+        from engine.results.steering import SteerRequest
 
         return SteerRequest(prompts=[self._prompt()], coefficients=coefficients, layers=[self.steer_layer],
                             max_tokens=self._tokens(), chat=self.chat())

@@ -12,8 +12,8 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.results import AnalyzeRequest, LayerStrategy
-from engine.tracking import TrackGenerationRequest
+from engine.results.analyze import AnalyzeRequest, LayerStrategy
+from engine.results.tracking import TrackGenerationRequest
 from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid

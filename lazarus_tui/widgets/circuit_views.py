@@ -1,7 +1,7 @@
 """Views of the Circuit screen: dataset counts, the per-layer geometry table and plotext charts
 (probe accuracy per layer, PCA dims for 90/95% per layer, one layer's PCA variance curve).
 
-View-only: every number comes from the engine's result models (``engine.circuit.models``:
+View-only: every number comes from the engine's result models (``engine.results.circuit``:
 ``DatasetSummary``, ``AnalyzeResult``, ``LayerGeometry``). Each chart keeps the series it drew
 in ``series`` (name -> (xs, ys)) so tests can compare them with the engine's numbers.
 """

@@ -63,7 +63,7 @@ def test_twin_command_round_trip():
     import shlex
 
     import lazarus_tui.batch.ablate as mod
-    from engine.ablation_results import AblationRequest
+    from engine.results.ablation import AblationRequest
     from lazarus_tui.batch.ablate import build_request, twin_command
     from lazarus_tui.batch.common import ArgumentParser  # noqa: F401
 
@@ -96,7 +96,7 @@ def test_cells_twin_round_trip():
     import shlex
     from types import SimpleNamespace
 
-    from engine.ablation_results import AblationRequest, AblationSpec
+    from engine.results.ablation import AblationRequest, AblationSpec
     from lazarus_tui.batch.ablate import build_request, twin_command
 
     spec = AblationSpec(layers=[0, 29], components=["mlp", "attention"])

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from engine.results import AnalysisResult, GenerateResult
+from engine.results.analyze import AnalysisResult
+from engine.results.generate import GenerateResult
 
 from .helpers import ROOT, lazarus
 

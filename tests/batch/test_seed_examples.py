@@ -25,7 +25,7 @@ def test_introspect_is_a_synonym_of_batch(capsys):
 
 
 def test_compute_entropy_false_is_refused_not_ignored():
-    from engine.results import AnalysisConfig, AnalyzeRequest
+    from engine.results.analyze import AnalysisConfig, AnalyzeRequest
 
     assert AnalysisConfig().compute_entropy is True
     for make in (lambda: AnalysisConfig(compute_entropy=False),

@@ -12,11 +12,11 @@ from engine.ablation import (
     run_group_batched,
     spec_interventions,
 )
-from engine.ablation_results import AblationRequest, AblationSpec, ComponentType, PromptCase
 from engine.criteria import make_criterion
 from engine.errors import InputError
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
+from engine.results.ablation import AblationRequest, AblationSpec, ComponentType, PromptCase
 
 
 def _ids(result):

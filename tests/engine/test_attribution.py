@@ -9,10 +9,10 @@ import pytest
 from mlx import nn
 
 from engine.attribution import Prepared, attribute, estimates, gradients
-from engine.attribution_results import AttributeRequest
 from engine.errors import InputError
 from engine.hooks import Batch
 from engine.models import wrap_model
+from engine.results.attribution import AttributeRequest
 from tests.families.factory import build_tiny, tiny_tokenizer
 
 CLEAN, CORRUPT = "The capital of France is", "The capital of Italy is"

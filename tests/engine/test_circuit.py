@@ -14,8 +14,8 @@ import pytest
 from engine.circuit import dataset as D
 from engine.circuit.activations import load_activations
 from engine.circuit.collect import collect, decision_band, output_paths, select_layers
-from engine.circuit.models import CircuitDataset, CollectRequest, DatasetPrompt
 from engine.errors import Cancelled, InputError
+from engine.results.circuit import CircuitDataset, CollectRequest, DatasetPrompt
 from tests.numerics import assert_vectors_close
 
 

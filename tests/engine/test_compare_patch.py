@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.analysis_results import CompareRequest, PatchRequest
 from engine.compare import compare
 from engine.errors import InputError
 from engine.lens import analyze
 from engine.patching import patch
-from engine.results import AnalyzeRequest
+from engine.results.analyze import AnalyzeRequest
+from engine.results.compare import CompareRequest
+from engine.results.patch import PatchRequest
 
 PROMPT = "The capital of France is"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.analysis_results import ActivationDiffRequest, WeightDiffRequest
 from engine.diff import activation_diff, weight_diff
 from engine.errors import InputError
+from engine.results.diff import ActivationDiffRequest, WeightDiffRequest
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from engine.ablation import run_ablation
-from engine.ablation_results import AblationRequest, PromptCase
 from engine.ablation_split import merge, part_request, plan_parts
 from engine.circuit.collect import collect, output_paths
-from engine.circuit.models import CircuitDataset, CollectRequest, DatasetPrompt
 from engine.distributed import World, _frames, _unframe, blas_threads, launched, local_ranks
 from engine.errors import Cancelled, InputError
+from engine.results.ablation import AblationRequest, PromptCase
+from engine.results.circuit import CircuitDataset, CollectRequest, DatasetPrompt
 
 
 def _split_run(lm, req, size):
@@ -120,8 +120,8 @@ def test_collect_refuses_an_output_another_run_holds(tiny_llama, tmp_path):
 
 
 def test_steer_settings_split_equals_one_run(tiny_llama):
+    from engine.results.steering import SteerRequest
     from engine.steering import run_steer
-    from engine.steering_results import SteerRequest
     from engine.steering_split import merge
 
     req = SteerRequest(prompts=["a b c", "hello there", "x"], coefficients=[-8.0, 0.0, 8.0], layers=[1, 2],
@@ -140,8 +140,8 @@ def test_sampled_steer_split_equals_one_run(tiny_llama):
     what one run samples (one run's own sampling is unchanged: mx.random.categorical)."""
     from engine.generate import generate_ids
     from engine.hooks import HookedModel
+    from engine.results.steering import SteerRequest
     from engine.steering import run_steer
-    from engine.steering_results import SteerRequest
     from engine.steering_split import merge, splits
 
     req = SteerRequest(prompts=["a b c", "hello there", "x"], coefficients=[-8.0, 0.0, 8.0], layers=[1, 2],

@@ -159,8 +159,9 @@ def test_real_flag_is_finite_and_in_range(text, ok):
 
 def test_flag_ranges_match_the_request_models():
     """A value the flag accepts never fails the request model's own limits (no pydantic text)."""
-    from engine.analysis_results import PatchRequest
-    from engine.results import AnalyzeRequest, GenerateRequest
+    from engine.results.analyze import AnalyzeRequest
+    from engine.results.generate import GenerateRequest
+    from engine.results.patch import PatchRequest
     from lazarus_tui.batch import flags
 
     AnalyzeRequest(prompt="x", top_k=flags.top_k("1000"), layer_step=1)

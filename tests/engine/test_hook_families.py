@@ -102,7 +102,7 @@ MAMBA2 = {"num_heads": 8, "head_dim": 16, "state_size": 16, "layer_norm_epsilon"
 
 def test_whole_layer_ablation_on_a_state_space_model():
     from engine.ablation import spec_interventions
-    from engine.ablation_results import AblationSpec
+    from engine.results.ablation import AblationSpec
 
     lm = tiny("mamba2", **MAMBA2)
     hm = HookedModel(lm)
@@ -123,7 +123,7 @@ def test_whole_layer_ablation_on_a_state_space_model():
 
 def test_ablation_study_on_a_state_space_model_runs_point_by_point():
     from engine.ablation import run_ablation
-    from engine.ablation_results import AblationRequest
+    from engine.results.ablation import AblationRequest
     from tests.families.factory import tiny_tokenizer
 
     tok = tiny_tokenizer()

@@ -26,7 +26,7 @@ def test_lists_and_spacing_follow_the_rule():
 
 def test_ablation_specs_follow_the_same_rule():
     from engine.ablation import check_spec
-    from engine.ablation_results import AblationSpec
+    from engine.results.ablation import AblationSpec
 
     assert check_spec(AblationSpec(layers=[0, -1]), 4, 2).layers == [0, 3]
     with pytest.raises(InputError, match="layer 4 out of range"):

@@ -11,7 +11,7 @@ import pytest
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel
 from engine.lens import analyze, fast_lens_logits, lens_distributions, select_layers
-from engine.results import AnalysisResult, AnalyzeRequest, LayerStrategy
+from engine.results.analyze import AnalysisResult, AnalyzeRequest, LayerStrategy
 
 PROMPT = "The capital of France is"
 

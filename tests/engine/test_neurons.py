@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.analysis_results import NeuronsRequest
 from engine.direction_files import save_direction
 from engine.errors import InputError
 from engine.neurons import run_neurons, separation_scores
 from engine.representations import last_hidden
+from engine.results.neurons import NeuronsRequest
 
 PROMPTS = ["What is this?", "This is it.", "Where are you?", "I am here."]
 

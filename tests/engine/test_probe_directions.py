@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.analysis_results import DirectionsRequest, ProbeRequest
 from engine.direction_files import compare_directions, load_direction, save_direction
 from engine.errors import InputError
 from engine.probe import run_probe, save_probe_direction
+from engine.results.directions import DirectionsRequest
+from engine.results.probe import ProbeRequest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -110,8 +111,8 @@ def test_directions_bad_input(tmp_path):
 def test_activation_passes_report_progress_per_block(tiny_llama):
     """last_hidden (behind layer, format-sensitivity, neurons, activation-diff) reports each block
     of each batch of prompts: monotonic, ending at the total."""
-    from engine.analysis_results import LayerRequest
     from engine.representations import BATCH, layer_analysis
+    from engine.results.layers import LayerRequest
 
     seen: list[tuple[int, int]] = []
     prompts = [f"prompt number {i}" for i in range(BATCH + 3)]  # two batches

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.analysis_results import FormatSensitivityRequest, LayerRequest
 from engine.errors import InputError
 from engine.representations import cosine_matrix, format_sensitivity, last_hidden, layer_analysis
+from engine.results.layers import FormatSensitivityRequest, LayerRequest
 from tests.numerics import assert_vectors_close
 
 

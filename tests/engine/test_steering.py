@@ -13,6 +13,7 @@ import engine  # noqa: F401  (BLAS before mlx)
 from engine.errors import InputError
 from engine.generate import generate_ids
 from engine.hooks import Batch, CaptureSpec, HookedModel
+from engine.results.steering import SteerRequest
 from engine.steering import (
     SteeringDirection,
     prompt_scale,
@@ -20,7 +21,6 @@ from engine.steering import (
     score_criterion,
     steer_generate,
 )
-from engine.steering_results import SteerRequest
 from tests.numerics import assert_vectors_close
 
 DATA = Path(__file__).resolve().parents[1] / "data"

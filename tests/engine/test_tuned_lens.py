@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.errors import Cancelled, InputError
-from engine.results import AnalyzeRequest, LayerStrategy
+from engine.results.analyze import AnalyzeRequest, LayerStrategy
 
 SETTINGS = {"steps": 12, "batch_tokens": 16, "positions_per_sequence": 8, "seq_len": 32, "lr": 3e-3, "warmup": 2}
 PROMPT = "The capital of France is"
@@ -17,7 +17,8 @@ PROMPT = "The capital of France is"
 
 @pytest.fixture(scope="module")
 def tiny_lens(tiny_llama, tmp_path_factory):
-    from engine.tuned_lens_train import TrainSettings, train_lens
+    from engine.results.tuned_lens import TrainSettings
+    from engine.tuned_lens_train import train_lens
 
     path = tmp_path_factory.mktemp("lens") / "tiny.safetensors"
     report = train_lens(tiny_llama, TrainSettings(**SETTINGS), path)
@@ -32,7 +33,8 @@ def _weights(path):
 
 
 def test_training_lowers_held_out_kl_and_keeps_the_last_layer(tiny_llama, tiny_lens):
-    from engine.tuned_lens_eval import LensEvalRequest, evaluate
+    from engine.results.tuned_lens import LensEvalRequest
+    from engine.tuned_lens_eval import evaluate
 
     path, report = tiny_lens
     assert report.steps == 12 and report.tokens == 12 * 16 and report.binding.model_id == "tiny-llama"
@@ -102,10 +104,11 @@ def test_analyze_with_tuned_lens_equals_translators_by_hand(tiny_llama, tiny_len
 
 
 def test_tracking_and_compare_read_through_the_same_lens(tiny_llama, tiny_lens):
-    from engine.analysis_results import CompareRequest
     from engine.compare import compare
     from engine.lens import analyze
-    from engine.tracking import TrackGenerationRequest, track_generation
+    from engine.results.compare import CompareRequest
+    from engine.results.tracking import TrackGenerationRequest
+    from engine.tracking import track_generation
 
     path, _ = tiny_lens
     spec = f"tuned:{path}"
@@ -150,7 +153,8 @@ def test_lens_for_another_model_is_refused(tiny_llama, tiny_gemma, tiny_lens):
 
 
 def test_interrupted_training_resumes_to_the_same_lens(tiny_llama, tmp_path):
-    from engine.tuned_lens_train import TrainSettings, checkpoint_path, train_lens
+    from engine.results.tuned_lens import TrainSettings
+    from engine.tuned_lens_train import checkpoint_path, train_lens
 
     s = TrainSettings(**{**SETTINGS, "steps": 5})
     whole = tmp_path / "whole.safetensors"
@@ -185,8 +189,9 @@ def test_low_level_logit_lens_reads_the_tuned_lens_too(tiny_llama, tiny_lens):
 
 
 def test_user_corpus_file_and_directory(tiny_llama, tmp_path):
+    from engine.results.tuned_lens import TrainSettings
     from engine.tuned_lens_corpus import load_corpus
-    from engine.tuned_lens_train import TrainSettings, train_lens
+    from engine.tuned_lens_train import train_lens
 
     text = "The quick brown fox jumps over the lazy dog. " * 40
     (tmp_path / "docs").mkdir()

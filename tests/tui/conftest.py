@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from engine.errors import InputError
-from engine.results import (
+from engine.results.analyze import (
     AnalysisResult,
     AnalyzeRequest,
     LayerPredictionResult,
     LayerTransition,
     TokenEvolutionResult,
-    TokenPrediction,
 )
+from engine.results.base import TokenPrediction
+from engine.results.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
 from engine.session import Job
-from engine.tracking import GeneratedPosition, TrackGenerationRequest, TrackGenerationResult
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import scenarios` (the screens driven to a result)
 
@@ -144,12 +144,7 @@ class FakeEngine:
 
     def ablate(self, req: Any, on_progress: Any = None, chunk_size: int | None = None) -> Job[Any]:
         """Canned ablation: ablating an MLP (or both) at layer >= 5 turns ' Paris' into ' London'."""
-        from engine.ablation_results import (
-            AblationOutput,
-            AblationPoint,
-            AblationResult,
-            AblationSpec,
-        )
+        from engine.results.ablation import AblationOutput, AblationPoint, AblationResult, AblationSpec
 
         self.requests.append(req)
         cases = [(c.prompt, c.expected) for c in req.prompts] if req.prompts else [(req.prompt or "", req.criterion)]
@@ -186,8 +181,8 @@ class FakeEngine:
         """Canned direction: separation grows with depth; the layer is the request's (or the middle)."""
         import numpy as np
 
+        from engine.results.steering import LayerSeparation
         from engine.steering import SteeringDirection
-        from engine.steering_results import LayerSeparation
 
         self.requests.append(req)
         if not req.positive or len(req.positive) != len(req.negative):
@@ -202,7 +197,7 @@ class FakeEngine:
 
     def steer(self, req: Any, direction: Any, on_progress: Any = None) -> Job[Any]:
         """Canned steering: the continuation turns positive with the coefficient."""
-        from engine.steering_results import DirectionInfo, SteeredOutput, SteerResult
+        from engine.results.steering import DirectionInfo, SteeredOutput, SteerResult
 
         self.requests.append(req)
         layer = (req.layers or [direction.layer])[0]
@@ -219,7 +214,9 @@ class FakeEngine:
     def analysis(self, req: Any, on_progress: Any = None) -> Job[Any]:
         """Canned workbench analyses (layer, probe, patch) and attribution (fake_attribution.py); numbers are
         simple functions of the input."""
-        from engine import analysis_results as ar
+        from engine.results.layers import LayerResult, LayerSimilarity
+        from engine.results.patch import PatchLayer, PatchResult
+        from engine.results.probe import ProbeLayer, ProbeResult
 
         self.requests.append(req)
         if req.kind in ("attribute", "attention"):
@@ -240,29 +237,29 @@ class FakeEngine:
                 cos = [[1.0 if i == j else round(0.9 - 0.1 * abs(i - j) - 0.02 * layer, 4) for j in range(n)]
                        for i in range(n)]
                 sep = round(0.1 + 0.01 * layer, 4) if req.labels else None
-                sims.append(ar.LayerSimilarity(layer=layer, cosine=cos, separation=sep,
-                                               within_label=0.8 if sep is not None else None,
-                                               between_label=round(0.8 - sep, 4) if sep is not None else None))
-            return _done(ar.LayerResult(model_id="fake-8l", request=req, prompts=req.prompts,
-                                        last_tokens=[p.split()[-1] for p in req.prompts], labels=req.labels,
-                                        layers=sims))
+                sims.append(LayerSimilarity(layer=layer, cosine=cos, separation=sep,
+                                            within_label=0.8 if sep is not None else None,
+                                            between_label=round(0.8 - sep, 4) if sep is not None else None))
+            return _done(LayerResult(model_id="fake-8l", request=req, prompts=req.prompts,
+                                     last_tokens=[p.split()[-1] for p in req.prompts], labels=req.labels,
+                                     layers=sims))
         if req.kind == "probe":
             layers = list(req.layers) if req.layers is not None else list(range(N_LAYERS))
-            pls = [ar.ProbeLayer(layer=x, cv_accuracy=round(0.5 + 0.5 * x / (N_LAYERS - 1), 3), cv_std=0.05,
-                                 heldout_f1=round(0.5 + 0.4 * x / (N_LAYERS - 1), 3),
-                                 heldout_auc=round(0.6 + 0.4 * x / (N_LAYERS - 1), 3), folds=2) for x in layers]
+            pls = [ProbeLayer(layer=x, cv_accuracy=round(0.5 + 0.5 * x / (N_LAYERS - 1), 3), cv_std=0.05,
+                              heldout_f1=round(0.5 + 0.4 * x / (N_LAYERS - 1), 3),
+                              heldout_auc=round(0.6 + 0.4 * x / (N_LAYERS - 1), 3), folds=2) for x in layers]
             best = pls[-1].layer
-            return _done(ar.ProbeResult(model_id="fake-8l", request=req, layers=pls, best_layer=best,
-                                        direction_layer=best, method=req.method, direction=[1.0, 0.0],
-                                        direction_norm=2.0, accuracy=pls[-1].cv_accuracy, separation=3.0))
+            return _done(ProbeResult(model_id="fake-8l", request=req, layers=pls, best_layer=best,
+                                     direction_layer=best, method=req.method, direction=[1.0, 0.0],
+                                     direction_norm=2.0, accuracy=pls[-1].cv_accuracy, separation=3.0))
         if req.kind == "patch":
             tops = [TokenPrediction(token=" Berlin", token_id=8, probability=0.8, rank=1)]
-            pls = [ar.PatchLayer(layer=x, top=tops, source_answer_prob=round(0.1 * x, 3), source_answer_rank=8 - x,
-                                 target_answer_prob=round(0.8 - 0.1 * x, 3), target_answer_rank=1 + x // 4,
-                                 source_answer_top1=x == N_LAYERS - 1) for x in layers]
-            return _done(ar.PatchResult(model_id="fake-8l", request=req, source_tokens=["a"], target_tokens=["b"],
-                                        source_top=tops, target_top=tops, source_answer=" Paris",
-                                        target_answer=" Berlin", layers=pls))
+            pls = [PatchLayer(layer=x, top=tops, source_answer_prob=round(0.1 * x, 3), source_answer_rank=8 - x,
+                              target_answer_prob=round(0.8 - 0.1 * x, 3), target_answer_rank=1 + x // 4,
+                              source_answer_top1=x == N_LAYERS - 1) for x in layers]
+            return _done(PatchResult(model_id="fake-8l", request=req, source_tokens=["a"], target_tokens=["b"],
+                                     source_top=tops, target_top=tops, source_answer=" Paris",
+                                     target_answer=" Berlin", layers=pls))
         return _failed(InputError(f"the fake engine has no {req.kind!r}"))
 
     # -- circuit (canned: a 22-prompt tool-calling set, probes that improve with depth) -----------
@@ -270,7 +267,7 @@ class FakeEngine:
 
     def circuit_dataset(self, source: str, directory: str, path: str | None = None,
                         options: dict[str, int] | None = None) -> Job[Any]:
-        from engine.circuit.models import DatasetSummary, LabelCount
+        from engine.results.circuit import DatasetSummary, LabelCount
 
         self.requests.append((source, path, options))
         if source == "file" and not path:
@@ -285,7 +282,7 @@ class FakeEngine:
                                     samples=[]))
 
     def circuit_collect(self, req: Any, on_progress: Any = None) -> Job[Any]:
-        from engine.circuit.models import CollectResult
+        from engine.results.circuit import CollectResult
 
         self.requests.append(req)
         spec = req.layers
@@ -307,7 +304,7 @@ class FakeEngine:
                                    seconds=1.5, prompts_per_second=14.7, file_bytes=22 * 64 * 4 * len(layers)))
 
     def circuit_analyze(self, activations: str, on_progress: Any = None) -> Job[Any]:
-        from engine.circuit.models import AnalyzeResult, LayerGeometry, ProbeScore
+        from engine.results.circuit import AnalyzeResult, LayerGeometry, ProbeScore
 
         self.requests.append(activations)
         out = []

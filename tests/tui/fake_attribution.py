@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.attribution_results import (
-    AttentionPattern,
-    AttributeResult,
-    SiteEstimate,
-    VerifiedSite,
-)
 from engine.errors import InputError
+from engine.results.attribution import AttentionPattern, AttributeResult, SiteEstimate, VerifiedSite
 
 N_HEADS = 4
 

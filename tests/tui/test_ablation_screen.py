@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from engine.ablation_results import AblationRequest
+from engine.results.ablation import AblationRequest
 from lazarus_tui.app import LazarusApp
 from lazarus_tui.screens.ablation import SWEEP_CHUNK, AblationScreen
 from lazarus_tui.widgets.ablation_grid import AblationGrid, ResultsTable, outcome

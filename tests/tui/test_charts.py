@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.results import TokenEvolutionResult
+from engine.results.analyze import TokenEvolutionResult
 from lazarus_tui.widgets.charts import integer_ticks, legend_label
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.circuit.models import CollectRequest
+from engine.results.circuit import CollectRequest
 from lazarus_tui.app import LazarusApp
 from lazarus_tui.screens.circuit import CircuitScreen
 from lazarus_tui.widgets.circuit_views import (

@@ -9,7 +9,7 @@ import pytest
 
 from lazarus_tui.app import LazarusApp
 
-pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.real_model, pytest.mark.alone, pytest.mark.timeout(300)]
 MAX_GAP_S = 0.25
 
 

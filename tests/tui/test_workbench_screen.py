@@ -225,12 +225,12 @@ async def test_fast_keys_after_runs_leave_one_live_screen(fake_engine, monkeypat
 def test_layer_view_with_one_prompt_per_label_says_what_is_missing() -> None:
     from textual.widgets import Static
 
-    from engine import analysis_results as ar
+    from engine.results.layers import LayerRequest, LayerResult, LayerSimilarity
     from lazarus_tui.widgets.analysis_views import views_for
 
-    req = ar.LayerRequest(prompts=["a", "b"], labels=["working", "broken"], layers=[2])
-    r = ar.LayerResult(model_id="m", request=req, prompts=["a", "b"], last_tokens=["a", "b"], labels=["working", "broken"],
-                       layers=[ar.LayerSimilarity(layer=2, cosine=[[1.0, 0.25], [0.25, 1.0]], between_label=0.25)])
+    req = LayerRequest(prompts=["a", "b"], labels=["working", "broken"], layers=[2])
+    r = LayerResult(model_id="m", request=req, prompts=["a", "b"], last_tokens=["a", "b"], labels=["working", "broken"],
+                    layers=[LayerSimilarity(layer=2, cosine=[[1.0, 0.25], [0.25, 1.0]], between_label=0.25)])
     texts = [str(w.render()) for w in views_for(r) if isinstance(w, Static)]
     assert any("one prompt per label" in t for t in texts)
     assert any("layer 2: cosine (last position) · between 0.250" in t for t in texts)

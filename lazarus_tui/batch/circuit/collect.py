@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.circuit.collect import collect
     from engine.circuit.dataset import load_dataset
-    from engine.circuit.models import CollectRequest
+    from engine.results.circuit import CollectRequest
 
     ds = load_dataset(args.dataset)  # validate before loading the model
     req = CollectRequest(model=args.model, dataset=args.dataset, output=args.output, layers=args.layers,

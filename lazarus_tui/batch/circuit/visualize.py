@@ -38,8 +38,8 @@ def main(argv: list[str]) -> int:
     if args.analysis:
         from pydantic import ValidationError
 
-        from engine.circuit.models import AnalyzeResult
         from engine.fileio import read_text
+        from engine.results.circuit import AnalyzeResult
 
         try:
             analysis = AnalyzeResult.model_validate_json(read_text(args.analysis, "analysis file"))

@@ -1,5 +1,6 @@
 """Request and result models of activation steering (``lazarus --batch steer``, the Steering
-screen and ``engine.steer_generate``). Plain numbers and strings only, never mx arrays."""
+screen and ``engine.steer_generate``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, computed_field
 
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.base import SCHEMA_VERSION, Frozen
 
 SteerMethod = Literal["mean", "pca"]
 
@@ -54,7 +55,7 @@ class ExtractRequest(Frozen):
     negative: list[str]
     layer: int | None = None  # None = the middle layer
     method: SteerMethod = "mean"
-    chat: bool = True  # apply the chat template when the model has one
+    chat: bool = False  # apply the chat template (when the model has one)
     name: str = "direction"
     positive_label: str = "positive"
     negative_label: str = "negative"
@@ -72,7 +73,7 @@ class SteerRequest(Frozen):
     max_tokens: int = Field(50, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0)
     seed: int = 0
-    chat: bool = True
+    chat: bool = False
     criterion: str | None = None  # substring, "words:a,b,c", or built-in positive/negative/sentiment
     batched: bool = True  # False: one generation per setting (for comparison; same outputs)
     # where the direction comes from (exactly one): a file, a neuron, or an extraction

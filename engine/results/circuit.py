@@ -1,4 +1,6 @@
-"""Request and result models of the circuit toolkit (plain numbers and strings, frozen)."""
+"""Request and result models of the circuit toolkit (datasets, collect, analyze, directions,
+visualize, the probe battery).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.base import SCHEMA_VERSION, Frozen
 
 
-# -- datasets --------------------------------------------------------------------------------
+# -- datasets -----------------------------------------------------------------------------
 class DatasetPrompt(Frozen):
     """One labelled prompt. ``label`` is the binary label (index into the dataset's ``labels``);
     ``category`` a finer class (a tool name, an operation, ...), defaulting to the label's name."""
@@ -57,7 +59,7 @@ class DatasetSummary(Frozen):
     samples: list[DatasetPrompt]
 
 
-# -- collect ---------------------------------------------------------------------------------
+# -- collect ------------------------------------------------------------------------------
 class CollectRequest(Frozen):
     kind: str = "circuit_collect"
     model: str | None = None
@@ -90,7 +92,7 @@ class CollectResult(Frozen):
     warnings: list[str] = Field(default_factory=list)
 
 
-# -- analyze ---------------------------------------------------------------------------------
+# -- analyze ------------------------------------------------------------------------------
 class ProbeScore(Frozen):
     heldout_accuracy: float  # stratified 25% test split, probe trained on the other 75%
     cv_accuracy: float  # stratified k-fold mean
@@ -129,7 +131,7 @@ class AnalyzeResult(Frozen):
     activations_fingerprint: str | None = None  # the analysed file's ``Activations.fingerprint``
 
 
-# -- directions ------------------------------------------------------------------------------
+# -- directions ---------------------------------------------------------------------------
 class ExtractedDirection(Frozen):
     name: str
     positive: str
@@ -156,7 +158,7 @@ class DirectionsResult(Frozen):
     output_dir: str | None = None
 
 
-# -- visualize -------------------------------------------------------------------------------
+# -- visualize ----------------------------------------------------------------------------
 class VisualizeResult(Frozen):
     schema_version: int = SCHEMA_VERSION
     activations_file: str
@@ -165,7 +167,7 @@ class VisualizeResult(Frozen):
     terminal_charts: list[str] = Field(default_factory=list)
 
 
-# -- probes ----------------------------------------------------------------------------------
+# -- probes -------------------------------------------------------------------------------
 class ProbeLayerScore(Frozen):
     layer: int
     cv_accuracy: float

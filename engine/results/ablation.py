@@ -1,16 +1,13 @@
-"""Request and result models of ablation studies (shared by the batch command, the TUI and the API).
-
-Plain numbers and strings only; frozen; ``schema_version`` and the request that made the result.
-"""
+"""Request and result models of ablation studies (the batch command, the TUI and the API)."""
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import Field, computed_field
 
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.base import SCHEMA_VERSION, AnyCase, Frozen
 
 
 class ComponentType(str, Enum):
@@ -23,6 +20,7 @@ class ComponentType(str, Enum):
     BLOCK = "block"
 
 
+Component = Annotated[ComponentType, AnyCase]  # "MLP" and "mlp" both name ComponentType.MLP
 AblationMethod = Literal["zero", "mean"]
 
 
@@ -30,21 +28,11 @@ class AblationSpec(Frozen):
     """One sweep point: a set of layers whose component (or listed heads) are ablated together."""
 
     layers: list[int]
-    component: ComponentType = ComponentType.MLP
+    component: Component = ComponentType.MLP
     heads: list[int] | None = None  # attention heads (component must be attention)
     # one component per entry of ``layers`` (a hand-picked mixed set, e.g. L3 mlp + L5 attention,
     # ablated together); overrides ``component`` when given
-    components: list[ComponentType] | None = None
-
-    @field_validator("component", mode="before")
-    @classmethod
-    def _component(cls, v: Any) -> Any:
-        return v.lower() if isinstance(v, str) else v
-
-    @field_validator("components", mode="before")
-    @classmethod
-    def _components(cls, v: Any) -> Any:
-        return [c.lower() if isinstance(c, str) else c for c in v] if v is not None else v
+    components: list[Component] | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -69,17 +57,12 @@ class PromptCase(Frozen):
 class AblationConfig(Frozen):
     """Options of an ablation (the seed's ``AblationConfig``)."""
 
-    component: ComponentType = ComponentType.MLP
+    component: Component = ComponentType.MLP
     heads: list[int] | None = None
     method: AblationMethod = "zero"
     reference: list[str] = Field(default_factory=list)  # prompts whose mean activation ``mean`` ablation writes in
     max_new_tokens: int = Field(60, ge=1, le=4096)
-    chat: bool = True
-
-    @field_validator("component", mode="before")
-    @classmethod
-    def _component(cls, v: Any) -> Any:
-        return v.lower() if isinstance(v, str) else v
+    chat: bool = False
 
 
 class AblationRequest(Frozen):
@@ -88,21 +71,16 @@ class AblationRequest(Frozen):
     prompt: str | None = None
     criterion: str = ""  # built-in name, substring, or "re:<regex>"; unused with ``prompts``
     prompts: list[PromptCase] | None = None  # difficulty gradient: each prompt with its expected substring
-    component: ComponentType = ComponentType.MLP
+    component: Component = ComponentType.MLP
     heads: list[int] | None = None
     layers: list[int] | None = None  # None = every layer
     mode: Literal["sweep", "multi", "grid"] = "sweep"
     method: AblationMethod = "zero"
     reference: list[str] = Field(default_factory=list)
-    chat: bool = True
+    chat: bool = False
     max_tokens: int = Field(60, ge=1, le=4096)
     # explicit sweep points (the TUI's hand-picked cells); overrides layers/mode/component when given
     ablations: list[AblationSpec] | None = None
-
-    @field_validator("component", mode="before")
-    @classmethod
-    def _component(cls, v: Any) -> Any:
-        return v.lower() if isinstance(v, str) else v
 
 
 class AblationOutput(Frozen):

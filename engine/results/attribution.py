@@ -1,4 +1,6 @@
-"""Request and result models of attribution patching (``engine.attribution``)."""
+"""Request and result models of attribution patching (``engine.attribution``) and of one head's
+attention pattern.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +8,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.results import SCHEMA_VERSION, Frozen
+from engine.results.base import SCHEMA_VERSION, Frozen
 
 SITE_GROUPS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads", "neurons")
+
+
 DEFAULT_SITES = ["resid_post", "attn_out", "mlp_out"]
+
+
 Metric = Literal["logprob", "logit-diff", "prob"]
+
+
 TOP_MAX = 10_000_000  # sites kept (a 30-layer model's neurons at 10 positions are 1.7M)
+
+
 VERIFY_MAX = 10_000  # sites patched for real: one forward pass each
 
 
