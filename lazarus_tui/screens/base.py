@@ -55,6 +55,8 @@ HEIGHT_CLASSES = [(0, "-short"), (32, "-tall")]
 # the keys every screen with a prompt / a batch twin offers
 FOCUS_PROMPT = Binding("slash", "focus_prompt", "Prompt", key_display="/")
 BATCH_TWIN = Binding("b", "twin", "Batch twin")
+# ... and the lens and tracking screens, with the lens toggle (widgets/lens_choice.toggle_lens)
+LENS_SCREEN_KEYS = (FOCUS_PROMPT, BATCH_TWIN, Binding("t", "toggle_lens", "Lens"))
 
 
 def chat_checkbox(typed: str = "prompt") -> Checkbox:

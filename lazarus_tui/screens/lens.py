@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
 from engine.results.analyze import AnalyzeRequest, LayerStrategy
-from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, notify_analyze_twin
+from lazarus_tui.screens.base import LENS_SCREEN_KEYS, WorkbenchScreen, chat_checkbox, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
 from lazarus_tui.widgets.lens_choice import LensPanel, toggle_lens
@@ -53,9 +53,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     BINDINGS = [
         Binding("left_square_bracket", "position(-1)", "Prev pos"),
         Binding("right_square_bracket", "position(1)", "Next pos"),
-        FOCUS_PROMPT,
-        BATCH_TWIN,
-        Binding("t", "toggle_lens", "Lens"),
+        *LENS_SCREEN_KEYS,
     ]
 
     def action_twin(self) -> None:

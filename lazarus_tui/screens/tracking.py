@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from engine.results.analyze import AnalyzeRequest, LayerStrategy
 from engine.results.tracking import TrackGenerationRequest
-from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, notify_analyze_twin
+from lazarus_tui.screens.base import LENS_SCREEN_KEYS, WorkbenchScreen, chat_checkbox, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
 from lazarus_tui.widgets.lens_choice import LensPanel, toggle_lens
@@ -55,9 +55,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     BINDINGS = [
         Binding("ctrl+l", "toggle_log", "Log scale"),
         Binding("ctrl+g", "generate", "Generate"),
-        FOCUS_PROMPT,
-        BATCH_TWIN,
-        Binding("t", "toggle_lens", "Lens"),
+        *LENS_SCREEN_KEYS,
     ]
 
     def action_twin(self) -> None:
