@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.ablation import expand_specs, run_ablation
+from engine.ablation import run_ablation
+from engine.ablation_specs import expand_specs
 from engine.distributed import World, pack, unpack
 from engine.models import LoadedModel
 from engine.results.ablation import AblationPoint, AblationRequest, AblationResult
@@ -67,12 +68,13 @@ def merge(req: AblationRequest, kind: str, parts: list[list[int]], results: list
     notes: list[str] = []
     for r in results:
         notes.extend(n for n in r.notes if n not in notes)
+    baseline: list[Any]
     if kind == "points":
         baseline = first.baseline
         points = [p for r in results for p in r.points]
     else:
         n = sum(len(p) for p in parts)
-        baseline: list[Any] = [None] * n
+        baseline = [None] * n
         outputs: list[list[Any]] = [[None] * n for _ in first.points]
         for part, r in zip(parts, results):
             for j, pi in enumerate(part):
@@ -103,4 +105,6 @@ def run_ablation_distributed(lm: LoadedModel, req: AblationRequest, world: World
     world.map_items(len(parts), compute, store, cancel, on_parts)
     if not world.root:
         return None
-    return merge(req, kind, parts, results, time.perf_counter() - t0)  # type: ignore[arg-type]
+    done = [r for r in results if r is not None]
+    assert len(done) == len(parts), "a part's result never arrived"
+    return merge(req, kind, parts, done, time.perf_counter() - t0)

@@ -9,7 +9,7 @@ projection's input), ``experts`` (the routed experts: which experts each token c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlx.core as mx
 
@@ -207,7 +207,14 @@ def _first(args: tuple, kwargs: dict) -> tuple[tuple, dict, mx.array]:
     return (), rest, rest.pop(key)
 
 
-def row_by_row(hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: CaptureSpec | None, logits: str,
+def _every(parts: list[mx.array | None]) -> list[mx.array]:
+    """Every row's output (the rows ran alike: one has it, all have it)."""
+    assert all(x is not None for x in parts), "rows of one batch returned different outputs"
+    return [x for x in parts if x is not None]
+
+
+def row_by_row(hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: CaptureSpec | None,
+               logits: Literal["all", "last", "none"],
                start: int, h: mx.array | None, stop: int | None, cancel: Callable[[], bool] | None,
                embedding_scale: float | None, on_layer: Callable[[int, int], None] | None) -> Any:
     """A left-padded batch for a family that cannot take one (learned positions, state-space
@@ -240,6 +247,6 @@ def row_by_row(hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: 
         pattern = key.endswith(SiteKind.attn_pattern.value)
         axes = ((2, 3) if full else (3,)) if pattern else ((1,) if full else ())
         caps[key] = stitch([o.captures[key] for o in outs], axes)
-    lg = None if outs[0].logits is None else stitch([o.logits for o in outs], (1,) if logits == "all" else ())
-    resid = None if outs[0].resid is None else stitch([o.resid for o in outs], (1,))
+    lg = None if outs[0].logits is None else stitch(_every([o.logits for o in outs]), (1,) if logits == "all" else ())
+    resid = None if outs[0].resid is None else stitch(_every([o.resid for o in outs]), (1,))
     return ForwardOutput(lg, caps, resid)

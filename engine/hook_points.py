@@ -111,7 +111,7 @@ def patch_attention_modules(model: Any) -> set[str]:
             continue
         current = getattr(mod, "scaled_dot_product_attention", None)
         if current is base:
-            mod.scaled_dot_product_attention = scaled_dot_product_attention
+            vars(mod)["scaled_dot_product_attention"] = scaled_dot_product_attention
         if getattr(mod, "scaled_dot_product_attention", None) is scaled_dot_product_attention:
             seen.add(name)
     return seen

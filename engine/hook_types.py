@@ -1,4 +1,5 @@
-"""The hooked forward's data: sites, interventions, capture specs, batches, KV state (see engine.hooks)."""
+"""The hooked forward's data: sites, interventions, capture specs, batches (see engine.hooks; the
+KV cache is engine.kv_cache)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from enum import Enum
 from typing import Any, Literal
 
 import mlx.core as mx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from engine.errors import InputError
 
@@ -44,6 +45,29 @@ class Site(BaseModel):
             raise InputError(f"bad site kind in {text!r} (kinds: {', '.join(k.value for k in SiteKind)})") from exc
 
 
+class _Arrays:
+    """``Intervention.vector`` as MLX arrays, one per dtype, held by the intervention (and shared by
+    its ``model_copy``s, which hold the same list). Not part of its value: every holder compares
+    equal, and a copy or a pickle starts empty."""
+
+    __slots__ = ("by_dtype", "source")
+
+    def __init__(self) -> None:
+        self.source: list[float] | None = None  # the list the arrays were made from
+        self.by_dtype: dict[Any, mx.array] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Arrays)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: never a dict key
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Arrays:
+        return _Arrays()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_Arrays, ())
+
+
 InterventionOp = Literal["zero", "mean", "scale", "add", "replace"]
 
 
@@ -66,6 +90,21 @@ class Intervention(BaseModel):
         if v is not None and not isinstance(v, list):
             return [float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
         return v
+
+    _arrays: _Arrays = PrivateAttr(default_factory=_Arrays)
+
+    def array(self, dtype: Any) -> mx.array:
+        """``vector`` as an MLX array of ``dtype``, made once and kept here (generation applies the
+        same intervention at every step). A copy whose ``vector`` was replaced makes its own."""
+        if self.vector is None:
+            raise ValueError(f"intervention {self.op} on {self.site} has no vector")
+        held = self._arrays
+        if held.source is not self.vector:
+            held.source, held.by_dtype = self.vector, {}
+        vec = held.by_dtype.get(dtype)
+        if vec is None:
+            vec = held.by_dtype[dtype] = mx.array(self.vector, dtype=dtype)
+        return vec
 
 
 PositionSpec = Literal["all", "last"] | list[int]
@@ -103,31 +142,3 @@ class ForwardOutput:
     logits: mx.array | None  # [B, P, vocab] at the requested positions
     captures: dict[str, mx.array] = field(default_factory=dict)
     resid: mx.array | None = None  # the residual after the last block run (before the final norm)
-
-
-class KVState:
-    """Per-layer KV caches for a batch, plus the padding needed to build masks later."""
-
-    def __init__(self, n_layers: int, pad: list[int]) -> None:
-        from mlx_lm.models.cache import KVCache
-
-        self.caches = [KVCache() for _ in range(n_layers)]
-        self.pad = list(pad)
-        self.offset = 0  # tokens already in the cache (padded width)
-
-    def select_rows(self, rows: Sequence[int]) -> KVState:
-        """A copy holding only ``rows`` of the batch (for reusing one prefix across variants)."""
-        idx = mx.array(list(rows), dtype=mx.int32)
-        new = KVState.__new__(KVState)
-        from mlx_lm.models.cache import KVCache
-
-        new.caches = []
-        for c in self.caches:
-            nc = KVCache()
-            if c.keys is not None:
-                keys, values, offset = c.state  # preallocated buffers; the first `offset` steps are real
-                nc.state = (keys[idx, :, :offset], values[idx, :, :offset], offset)
-            new.caches.append(nc)
-        new.pad = [self.pad[i] for i in rows]
-        new.offset = self.offset
-        return new

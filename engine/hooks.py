@@ -44,11 +44,11 @@ from engine.hook_types import (
     ForwardOutput,
     Intervention,
     InterventionOp,
-    KVState,
     PositionSpec,
     Site,
     SiteKind,
 )
+from engine.kv_cache import KVState
 from engine.layer_lists import check_layer
 from engine.limits import check_prompt
 from engine.models import LoadedModel
@@ -67,9 +67,6 @@ class HookedModel:
         self.adapter = lm.adapter
         self.blocks = lm.adapter.blocks(lm.model)
         self.n_layers = len(self.blocks)
-        self._sliding = set(lm.adapter.sliding_layers)
-        self._vec_cache: dict[int, tuple[Intervention, mx.array]] = {}
-        self._delta_cache: dict[tuple[int, ...], tuple[tuple[Intervention, ...], mx.array]] = {}
         inst = _install(lm)
         self._owner, self._avail, self._layer_kinds = inst["owner"], inst["avail"], inst["kinds"]
         self._experts: dict[int, int] = inst["experts"]
@@ -186,16 +183,7 @@ class HookedModel:
         offset = kv.offset if kv is not None else 0
         if S > 1 and h is None:  # a prompt (not one decoding step): will it fit?
             check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
-        factor = None
-        if h is None and start_layer == 0:
-            factor = self._factors.get(embedding_scale)
-            if factor is None and embedding_scale not in self._factors:
-                factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
-        extra: dict[str, Any] = {}
-        if factor is not None and self._takes_embeddings:  # exactly as reference_logits runs the model
-            emb = self.adapter.embed_tokens(self.model)(batch.ids)
-            extra["input_embeddings"] = emb * mx.array(factor, dtype=emb.dtype)
-            factor = None
+        factor, extra = self._embedding(batch, embedding_scale) if h is None and start_layer == 0 else (None, {})
         p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
                   offset)
         if deltas:
@@ -214,9 +202,22 @@ class HookedModel:
             kv.offset = offset + S
         out_logits = None
         if logits != "none" and stop == self.n_layers:
+            assert out_h is not None, "the last block returns its residual"
             hs = out_h[:, -1:, :] if logits == "last" else out_h
             out_logits = self.adapter.lens_logits(self.model, hs)
         return ForwardOutput(out_logits, p.captures, out_h)
+
+    def _embedding(self, batch: Batch, embedding_scale: float | None) -> tuple[float | None, dict[str, Any]]:
+        """(factor the wrappers apply to block 0's input, extra arguments of the family's forward) for
+        ``embedding_scale`` in place of the family's own: the scaled embeddings themselves where the
+        family takes them, exactly as reference_logits runs the model."""
+        factor = self._factors.get(embedding_scale)
+        if factor is None and embedding_scale not in self._factors:
+            factor = self._factors[embedding_scale] = self.adapter.embedding_factor(self.model, embedding_scale)
+        if factor is not None and self._takes_embeddings:
+            emb = self.adapter.embed_tokens(self.model)(batch.ids)
+            return None, {"input_embeddings": emb * mx.array(factor, dtype=emb.dtype)}
+        return factor, {}
 
     def _check_reached(self, p: _Pass, ivs: list[Intervention], kinds: set[SiteKind], layers: set[int],
                        start: int, stop: int) -> None:
@@ -241,29 +242,12 @@ class HookedModel:
             return [hook_points.LayerView(None, 0, batch.pad, self._group_axis) if k is None else None
                     for k in self._layer_kinds]
         if any(k is not None for k in self._layer_kinds):
-            fresh = None
-            for i, k in enumerate(self._layer_kinds):
-                c = kv.caches[i]
-                if k is not None and not isinstance(c, k) and getattr(c, "keys", 1) is None:
-                    fresh = fresh or self.model.make_cache()
-                    kv.caches[i] = fresh[i]
+            kv.use_family_caches(self._layer_kinds, self.model.make_cache)
         return [kv.caches[i] if k is not None else
                 hook_points.LayerView(kv.caches[i] if start <= i < stop else None, offset, kv.pad, self._group_axis)
                 for i, k in enumerate(self._layer_kinds)]
 
     # -- pieces ----------------------------------------------------------------------------
-    def _vector(self, iv: Intervention, dtype: Any) -> mx.array:
-        """``iv.vector`` as an array, converted once per intervention object (generation reuses it
-        every step). The cache holds the intervention itself, so its id cannot be reused while cached."""
-        hit = self._vec_cache.get(id(iv))
-        if hit is not None and hit[0] is iv and hit[1].dtype == dtype:
-            return hit[1]
-        if len(self._vec_cache) > 512:
-            self._vec_cache.clear()
-        vec = mx.array(iv.vector, dtype=dtype)
-        self._vec_cache[id(iv)] = (iv, vec)
-        return vec
-
     def _apply(self, x: mx.array, ivs: list[Intervention], positions: mx.array, lengths: mx.array) -> mx.array:
         """Apply interventions to ``x`` [B, S, W]."""
         if len(ivs) > 1 and all(iv.op == "add" and iv.row is not None and iv.position is None for iv in ivs):
@@ -274,9 +258,9 @@ class HookedModel:
             elif iv.op == "scale":
                 new = x * iv.factor
             elif iv.op == "add":
-                new = x + self._vector(iv, x.dtype) * iv.factor
+                new = x + iv.array(x.dtype) * iv.factor
             else:  # mean, replace
-                new = mx.broadcast_to(self._vector(iv, x.dtype), x.shape)
+                new = mx.broadcast_to(iv.array(x.dtype), x.shape)
             if iv.row is None and iv.position is None:
                 x = new
                 continue
@@ -290,21 +274,14 @@ class HookedModel:
             x = mx.where(sel[:, :, None], new, x)
         return x
 
-    def _row_delta(self, ivs: list[Intervention], batch: int, dtype: Any) -> mx.array:
-        """[B, 1, W]: the sum of row-wise add interventions (factor * vector on its row), built once per
-        set of intervention objects (generation applies the same set every step) and added in one op."""
-        key = tuple(id(iv) for iv in ivs) + (batch,)
-        hit = self._delta_cache.get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], ivs)) and hit[1].dtype == dtype:
-            return hit[1]
-        if len(self._delta_cache) > 64:
-            self._delta_cache.clear()
-        rows = mx.arange(batch)[:, None, None]
-        delta = sum((mx.where(rows == iv.row, self._vector(iv, dtype) * iv.factor, mx.array(0, dtype))
-                     for iv in ivs), mx.zeros((batch, 1, 1), dtype))
-        mx.eval(delta)
-        self._delta_cache[key] = (tuple(ivs), delta)
-        return delta
+    @staticmethod
+    def _row_delta(ivs: list[Intervention], batch: int, dtype: Any) -> mx.array:
+        """[B, 1, W]: the sum of row-wise add interventions (factor * vector on its row) in a fixed
+        number of ops however many rows (a row with one intervention gets exactly factor * vector)."""
+        factors = mx.array([iv.factor for iv in ivs], dtype=dtype)[:, None]  # rounded as ``x * iv.factor`` rounds it
+        added = mx.stack([iv.array(dtype) for iv in ivs]) * factors  # [N, W]
+        rows = mx.array([iv.row for iv in ivs], dtype=mx.int32)
+        return mx.zeros((batch, added.shape[1]), dtype).at[rows].add(added)[:, None, :]
 
     def _select_positions(self, value: mx.array, capture: CaptureSpec | None, batch: Batch,
                           kind: SiteKind) -> mx.array:
@@ -361,7 +338,7 @@ def _install(lm: LoadedModel) -> dict[str, Any]:
         if mlp is not None and parts.down:
             hook_points.wrap(mlp[parts.down], "mlp_hidden", i, owner)
             avail[SiteKind.mlp_hidden].add(i)
-        if mlp is not None and parts.experts and mt is mlp:
+        if parts.experts and mt is mlp and mlp is not None:
             hook_points.wrap(mlp[parts.experts], "experts", i, owner)
             experts[i] = hook_points.n_experts(mlp[parts.experts])
             avail[SiteKind.moe_router].add(i)

@@ -73,6 +73,7 @@ def _is_real(item) -> bool:
     return bool(item.get_closest_marker("real_model") or REAL_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the group marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) every test module
     that touches a bundled real model runs whole on one worker: the real models are loaded in one

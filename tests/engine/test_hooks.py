@@ -119,7 +119,7 @@ def test_row_and_position_restrict_an_intervention(tiny):
 
 def test_row_wise_adds_of_a_sweep_equal_each_row_alone(tiny):
     """Several add-interventions each on its own batch row (a steering sweep) are applied as one
-    precomputed delta; every row must equal that row run alone with its intervention."""
+    scattered delta; every row must equal that row run alone with its intervention."""
     a = ids_of(tiny, "The capital of France is")
     hm = HookedModel(tiny)
     width = tiny.info.hidden_size
@@ -127,7 +127,7 @@ def test_row_wise_adds_of_a_sweep_equal_each_row_alone(tiny):
     site = Site(layer=1, kind=SiteKind.resid_post)
     ivs = [Intervention(site=site, op="add", vector=vec, factor=f, row=r) for r, f in [(0, -2.0), (2, 3.0)]]
     out = hm.forward(Batch.from_lists([a, a, a]), logits="all", interventions=ivs).logits
-    again = hm.forward(Batch.from_lists([a, a, a]), logits="all", interventions=ivs).logits  # the cached delta
+    again = hm.forward(Batch.from_lists([a, a, a]), logits="all", interventions=ivs).logits  # the held vectors
     assert maxdiff(out, again) == 0.0
     for row, factor in [(0, -2.0), (1, None), (2, 3.0)]:
         alone = [Intervention(site=site, op="add", vector=vec, factor=factor)] if factor is not None else []
