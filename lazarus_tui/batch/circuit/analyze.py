@@ -46,12 +46,12 @@ def render_analyze(r) -> None:
                     f"{g.kmeans_ari:.3f}" if g.kmeans_ari is not None else "-"]
         t.add_row(*row)
     out.print(t)
-    b = next(g for g in r.layers if g.layer == r.best_layer)
-    out.print(f"Binary baseline (majority): {b.binary_probe.baseline:.3f}")
-    out.print(f"Best layer (binary probe): {r.best_layer} (held-out {b.binary_probe.heldout_accuracy:.3f}, "
-              f"CV {b.binary_probe.cv_accuracy:.3f})")
-    if r.best_category_layer is not None:
-        c = next(g for g in r.layers if g.layer == r.best_category_layer).category_probe
+    best, cat = r.at(r.best_layer), r.at(r.best_category_layer)
+    if best is not None and (b := best.binary_probe) is not None:
+        out.print(f"Binary baseline (majority): {b.baseline:.3f}")
+        out.print(f"Best layer (binary probe): {r.best_layer} (held-out {b.heldout_accuracy:.3f}, "
+                  f"CV {b.cv_accuracy:.3f})")
+    if cat is not None and (c := cat.category_probe) is not None:
         out.print(f"Best layer (category probe, {c.classes} classes, baseline {c.baseline:.3f}): "
                   f"{r.best_category_layer} (held-out {c.heldout_accuracy:.3f}, CV {c.cv_accuracy:.3f})")
     for g in r.layers:
