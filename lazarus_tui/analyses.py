@@ -163,8 +163,7 @@ def hint(analysis: Analysis, ff: FormField) -> str:
 
 def parse_field(analysis: Analysis, ff: FormField, raw: Any) -> Any:
     """Form value (text, or bool for checkboxes) -> the request field's value; InputError if bad."""
-    from lazarus_tui.batch._analysis_common import split_labels
-    from lazarus_tui.batch.common import parse_layers, split_prompts
+    from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
     if ff.kind == "bool":
         return bool(raw)

@@ -130,6 +130,10 @@ class AnalyzeResult(Frozen):
     notes: list[str] = Field(default_factory=list)
     activations_fingerprint: str | None = None  # the analysed file's ``Activations.fingerprint``
 
+    def at(self, layer: int | None) -> LayerGeometry | None:
+        """The analysed layer's row (None when ``layer`` is None or was not analysed)."""
+        return next((g for g in self.layers if g.layer == layer), None) if layer is not None else None
+
 
 # -- directions ---------------------------------------------------------------------------
 class ExtractedDirection(Frozen):

@@ -7,17 +7,6 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from engine.errors import InputError
-
-
-def split_labels(text: str) -> list[str]:
-    """``a|b|c`` or ``a,b,c`` (the seed's layer example uses commas); labels are stripped."""
-    sep = "|" if "|" in text else ","
-    labels = [x.strip() for x in text.split(sep)]
-    if any(x == "" for x in labels):
-        raise InputError(f"empty label in {text!r}")
-    return labels
-
 
 def short(text: str, width: int = 24) -> str:
     r = repr(text)
@@ -44,9 +33,11 @@ def cosine_table(title: str, names: Sequence[str], matrix: Sequence[Sequence[flo
     return t
 
 
-def two_model_header(out, label: str, info) -> None:
-    out.print(f"{label}: {info.model_id}  ({info.family}, {info.num_layers} layers, hidden {info.hidden_size}, "
-              f"vocab {info.vocab_size}, {info.dtype})")
+def two_model_header(out, infos, labels: tuple[str, str] = ("Base", "Fine-tuned")) -> None:
+    """One line per model of a two-model command (``run_pair``'s ``infos``)."""
+    for label, info in zip(labels, infos):
+        out.print(f"{label}: {info.model_id}  ({info.family}, {info.num_layers} layers, hidden {info.hidden_size}, "
+                  f"vocab {info.vocab_size}, {info.dtype})")
 
 
 def add_pair_args(p, first: tuple[str, ...] = ("-b", "--base"), second: tuple[str, ...] = ("-f", "--finetuned"),

@@ -15,26 +15,10 @@ from lazarus_tui.batch.common import (
     emit,
     model_header,
     out,
-    parse_layers,
-    split_prompts,
 )
+from lazarus_tui.inputs import parse_layers, parse_prompt_cases, split_prompts
 
 COMPONENTS = ("mlp", "attention", "both", "block")
-
-
-def parse_prompt_cases(text: str) -> list[tuple[str, str]]:
-    """``"p1:exp1|p2:exp2"`` (or @file, one ``prompt:expected`` a line); split at the LAST colon."""
-    from engine.errors import InputError
-
-    cases = []
-    for entry in split_prompts(text):
-        if ":" not in entry:
-            raise InputError(f"--prompts entry {entry!r} has no ':' (expected prompt:expected)")
-        prompt, expected = entry.rsplit(":", 1)
-        if prompt == "" or expected == "":
-            raise InputError(f"--prompts entry {entry!r} needs both a prompt and an expected answer")
-        cases.append((prompt, expected))
-    return cases
 
 
 def parse_heads(text: str) -> list[int]:

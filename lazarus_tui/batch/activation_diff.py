@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from lazarus_tui.batch._analysis_common import add_pair_args, esc, run_pair, short, two_model_header
-from lazarus_tui.batch.common import ArgumentParser, add_output_args, out, parse_layers, split_prompts
+from lazarus_tui.batch.common import ArgumentParser, add_output_args, out
+from lazarus_tui.inputs import parse_layers, split_prompts
 
 
 def build_parser() -> ArgumentParser:
@@ -20,8 +21,7 @@ def build_parser() -> ArgumentParser:
 
 
 def render(r, infos) -> None:
-    two_model_header(out, "Base", infos[0])
-    two_model_header(out, "Fine-tuned", infos[1])
+    two_model_header(out, infos)
     out.print("")
     t = Table(title="Cosine(base, fine-tuned) of the last-position layer output", title_justify="left")
     t.add_column("Layer", justify="right")

@@ -5,16 +5,16 @@ from __future__ import annotations
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
-    JobRunner,
     add_chat_args,
     add_model_args,
     add_output_args,
     bar,
-    emit,
     model_header,
     out,
-    parse_layers,
+    pipeline_stage,
+    run_analysis,
 )
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:
@@ -117,29 +117,10 @@ def main(argv: list[str]) -> int:
 
     prepare()  # compiled while the model loads
 
-    runner = JobRunner(args.model, args.dtype)
-    stages = None
-    if args.pipeline:
-        from engine.pipeline import pipeline_world
-
-        stages = pipeline_world()
-
-    def job(ctx):
-        if stages is None:
-            lm = ctx.model()
-        else:  # this rank's layers only
-            from engine.models import load
-
-            lm = load(args.model, args.dtype, stage=(stages.rank, stages.size))
-        return lm.info, analyze(lm, req, ctx.cancelled,
-                                lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"),
-                                pipeline=stages)
-
-    info, result = runner.run(job, "analyze")
-    if result is None:  # a pipeline stage other than rank 0
-        return 0
-    emit(result, args, lambda r: render(r, info))
-    return 0
+    stage = pipeline_stage(args.pipeline)
+    return run_analysis(args, "analyze", lambda lm, ctx: analyze(
+        lm, req, ctx.cancelled, lambda layer, n: ctx.progress("layer", layer + 1, n, "analyze: layers"),
+        pipeline=stage), render, stage)
 
 
 def twin_command(req, model: str | None = None) -> str:

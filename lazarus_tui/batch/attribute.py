@@ -9,16 +9,8 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags
 from lazarus_tui.batch._analysis_common import esc
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-)
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, add_output_args, model_header, out, run_analysis
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:
@@ -121,12 +113,5 @@ def main(argv: list[str]) -> int:
     req = request_from_args(args)
     from engine.attribution import attribute
 
-    runner = JobRunner(args.model, args.dtype)
-
-    def job(ctx: Any) -> Any:
-        lm = ctx.model()
-        return lm.info, attribute(lm, req, ctx.cancelled, ctx.counter("verify", "real patching"))
-
-    info, result = runner.run(job, "attribute")
-    emit(result, args, lambda r: render(r, info))
-    return 0
+    return run_analysis(args, "attribute",
+                        lambda lm, ctx: attribute(lm, req, ctx.cancelled, ctx.counter("verify", "real patching")), render)

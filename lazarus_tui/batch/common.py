@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from engine.errors import Cancelled, InputError
+from engine.errors import InputError
 
 
 class _Out(Console):
@@ -74,29 +74,6 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("-o", "--output", type=output_file, default=None, help="write the result as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the result model as JSON on stdout")
-
-
-def split_prompts(text: str) -> list[str]:
-    """``a|b|c`` → three prompts, NOT stripped; ``@file`` → one prompt per line (trailing spaces kept)."""
-    if text.startswith("@"):
-        from engine.fileio import read_text
-
-        lines = read_text(text[1:], "prompt file").splitlines()
-        return [line.rstrip("\r\n") for line in lines if line.rstrip("\r\n") != ""]
-    return text.split("|")
-
-
-def parse_layers(text: str) -> list[int]:
-    """``5``, ``5,8``, ``20-23`` and mixtures. Range checks happen against the model."""
-    from engine.layer_lists import parse_layers as parse
-
-    return parse(text)
-
-
-def parse_floats(text: str) -> list[float]:
-    from lazarus_tui.batch.flags import finite_list
-
-    return finite_list(text, limit=1000)
 
 
 def fix_negative_values(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -198,42 +175,81 @@ class JobRunner:
                 tasks[key] = progress.add_task(desc, total=ev.total or None)
             progress.update(tasks[key], completed=ev.done, total=ev.total or None, description=desc)
 
-        job = self.session.submit(fn, name=label, on_progress=on_progress)
-        previous = signal.getsignal(signal.SIGINT)
-        asked: list[float] = []  # when Ctrl-C was pressed
+        pressed: list[float] = []  # when each Ctrl-C arrived
 
         def interrupt(signum: int, frame: Any) -> None:
-            """First Ctrl-C: the job stops at its next check (exit 130). A second one while a single
-            long MLX step still runs: leave at once (MLX cannot be stopped mid-step)."""
-            if asked:
+            # Only note it: the loop below does the rest. Printing here re-entered Rich's console
+            # in the middle of its own write (the main thread prints the hint): the console's
+            # buffer still held the hint, so it reached stderr a second time before "interrupted".
+            pressed.append(time.monotonic())
+
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, interrupt)
+        try:
+            job = self.session.submit(fn, name=label, on_progress=on_progress)
+            with progress:
+                return self._wait(job, pressed)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _wait(self, job: Any, pressed: list[float]) -> Any:
+        """First Ctrl-C: the job stops at its next check (Cancelled, exit 130); if it has not within
+        a second, say once that a second Ctrl-C leaves at once (MLX cannot be stopped mid-step)."""
+        hinted = False
+        while True:
+            if pressed:
+                job.cancel()
+            if len(pressed) > 1:
                 from engine.session import leave_now
 
                 if self.rank == 0:
                     err.print("interrupted", markup=False)
                 leave_now(130)
-            asked.append(time.monotonic())
-            job.cancel()
-
-        signal.signal(signal.SIGINT, interrupt)
-        try:
-            with progress:
-                while True:
-                    try:
-                        return job.result(timeout=0.1)
-                    except TimeoutError:
-                        if len(asked) == 1 and time.monotonic() - asked[0] > 1.0 and self.rank == 0:
-                            asked.append(0.0)  # say it once
-                            err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            try:
+                return job.result(timeout=0.1)
+            except TimeoutError:
+                if pressed and not hinted and time.monotonic() - pressed[0] > 1.0:
+                    hinted = True
+                    if self.rank == 0:
+                        err.print("stopping after the current step (Ctrl-C again to stop now)", markup=False)
 
     def model(self) -> Any:
         return self.run(lambda ctx: ctx.model(), "loading model")
 
 
-def run_or_cancel(fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except Cancelled:
-        err.print("interrupted")
-        return 130
+def pipeline_stage(enabled: bool) -> Any:
+    """``--pipeline``: this rank's stage of a model split across a distributed launcher's ranks
+    (docs/distributed.md; refused without a launcher); None without the flag."""
+    if not enabled:
+        return None
+    from engine.pipeline import pipeline_world
+
+    return pipeline_world()
+
+
+def run_on_model(args: argparse.Namespace, label: str, analysis: Callable[[Any, Any], Any],
+                 stage: Any = None) -> tuple[Any, Any]:
+    """The one-model commands' job: load ``args.model`` (only ``stage``'s layers with ``--pipeline``)
+    on the engine thread and return ``(model info, analysis(model, ctx))``."""
+
+    def job(ctx: Any) -> tuple[Any, Any]:
+        if stage is None:
+            lm = ctx.model()
+        else:
+            from engine.models import load
+
+            lm = load(args.model, args.dtype, stage=(stage.rank, stage.size))
+        return lm.info, analysis(lm, ctx)
+
+    return JobRunner(args.model, args.dtype).run(job, label)
+
+
+def run_analysis(args: argparse.Namespace, label: str, analysis: Callable[[Any, Any], Any],
+                 render: Callable[[Any, Any], None], stage: Any = None) -> int:
+    """``run_on_model``, then print ``render(result, info)`` (or ``--json`` / ``-o``). A result of None
+    is a rank other than 0 under a distributed launcher (or a pipeline stage): rank 0 reports."""
+    info, result = run_on_model(args, label, analysis, stage)
+    if result is not None:
+        emit(result, args, lambda r: render(r, info))
+    return 0
+

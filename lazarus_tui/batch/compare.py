@@ -27,8 +27,7 @@ def build_parser() -> ArgumentParser:
 
 
 def render(r, infos) -> None:
-    two_model_header(out, "Model 1", infos[0])
-    two_model_header(out, "Model 2", infos[1])
+    two_model_header(out, infos, ("Model 1", "Model 2"))
     out.print(esc(f"\nPrompt: {r.request.prompt!r}"))
     out.print(esc(f"Tokens 1 ({len(r.tokens1)}): {r.tokens1!r}"))
     if r.tokens2 != r.tokens1:

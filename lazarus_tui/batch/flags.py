@@ -62,20 +62,6 @@ def real(lo: float | None = None, hi: float | None = None, lo_open: bool = False
     return parse
 
 
-def finite_list(text: str, limit: float = 1e6) -> list[float]:
-    """``-2,-1,0,1,2`` → floats, each finite and within ±limit (InputError otherwise)."""
-    from engine.errors import InputError
-
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"bad number list {text!r}: expected e.g. -2,-1,0,1,2") from None
-    for v in values:
-        if not math.isfinite(v) or abs(v) > limit:
-            raise InputError(f"bad number list {text!r}: every value must be finite and within ±{limit:g}")
-    return values
-
-
 def _output(directory: bool) -> Callable[[str], str]:
     def parse(text: str) -> str:
         from engine.errors import InputError

@@ -5,17 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from lazarus_tui.batch._analysis_common import esc, short
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, add_output_args, model_header, out, run_analysis
+from lazarus_tui.inputs import parse_layers, split_prompts
 
 
 def build_parser() -> ArgumentParser:
@@ -60,15 +51,7 @@ def main(argv: list[str]) -> int:
                                    layers=parse_layers(args.layers) if args.layers else None, chat=args.chat)
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, format_sensitivity(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
-
-    info, result = runner.run(job, "format-sensitivity")
-    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
-        return 0
-    emit(result, args, lambda r: render(r, info, args.summary_only))
-    return 0
+    return run_analysis(args, "format-sensitivity", lambda lm, ctx: format_sensitivity(
+        lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w),
+        lambda r, info: render(r, info, args.summary_only))

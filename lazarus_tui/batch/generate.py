@@ -5,15 +5,15 @@ from __future__ import annotations
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
-    JobRunner,
     add_chat_args,
     add_model_args,
     add_output_args,
-    emit,
     model_header,
     out,
-    split_prompts,
+    pipeline_stage,
+    run_analysis,
 )
+from lazarus_tui.inputs import split_prompts
 
 
 def main(argv: list[str]) -> int:
@@ -41,28 +41,9 @@ def main(argv: list[str]) -> int:
     req = GenerateRequest(model=args.model, prompts=prompts, max_tokens=args.max_tokens,
                           temperature=args.temperature, seed=args.seed, chat=args.chat,
                           compare_format=args.compare_format, show_tokens=args.show_tokens)
-    runner = JobRunner(args.model, args.dtype)
-    stage = None
-    if args.pipeline:
-        from engine.pipeline import pipeline_world
+    stage = pipeline_stage(args.pipeline)
 
-        stage = pipeline_world()
-
-    def job(ctx):
-        if stage is None:
-            lm = ctx.model()
-        else:  # this rank's layers only
-            from engine.models import load
-
-            lm = load(args.model, args.dtype, stage=(stage.rank, stage.size))
-        return lm.info, run_generate(lm, req, ctx.cancelled,
-                                     lambda i, n: ctx.progress("token", i, n, "generate: tokens"), pipeline=stage)
-
-    info, result = runner.run(job, "generate")
-    if result is None:  # a pipeline stage other than rank 0
-        return 0
-
-    def render(r):
+    def render(r, info):
         model_header(info)
         out.print(f"Chat template: {'applied' if r.chat_template_used else 'not applied (raw prompt)'}\n")
         for g in r.generations:
@@ -78,5 +59,6 @@ def main(argv: list[str]) -> int:
                 out.print(f"Expected answer {a['expected']}: {found}")
             out.print("")
 
-    emit(result, args, render)
-    return 0
+    return run_analysis(args, "generate", lambda lm, ctx: run_generate(
+        lm, req, ctx.cancelled, lambda i, n: ctx.progress("token", i, n, "generate: tokens"), pipeline=stage),
+        render, stage)

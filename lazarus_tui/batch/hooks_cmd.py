@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-)
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, add_output_args, model_header, out, run_analysis
+from lazarus_tui.inputs import parse_layers
 
 
 def main(argv: list[str]) -> int:
@@ -34,10 +26,8 @@ def main(argv: list[str]) -> int:
                        layers=parse_layers(args.layers) if args.layers else None,
                        capture_attention=args.capture_attention, last_only=args.last_only,
                        logit_lens=not args.no_logit_lens)
-    runner = JobRunner(args.model, args.dtype)
-    info, result = runner.run(lambda ctx: (ctx.model().info, run_hooks(ctx.model(), req, ctx.cancelled)), "hooks")
 
-    def render(r):
+    def render(r, info):
         model_header(info)
         out.print(f"Tokens ({len(r.tokens)}): {r.tokens!r}\n")
         for row in r.layers:
@@ -50,5 +40,4 @@ def main(argv: list[str]) -> int:
                 out.print(f"    head {h.head:>2}: {src}")
             out.print("")
 
-    emit(result, args, render)
-    return 0
+    return run_analysis(args, "hooks", lambda lm, ctx: run_hooks(lm, req, ctx.cancelled), render)

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from lazarus_tui.batch._analysis_common import cosine_table, esc, short, split_labels
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch._analysis_common import cosine_table, esc, short
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, add_output_args, model_header, out, run_analysis
+from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
 
 def build_parser() -> ArgumentParser:
@@ -69,15 +60,6 @@ def main(argv: list[str]) -> int:
                        attention=args.attention, chat=args.chat)
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, layer_analysis(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
-
-    info, result = runner.run(job, "layer")
-    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
-        return 0
-    emit(result, args, lambda r: render(r, info))
-    return 0
+    return run_analysis(args, "layer", lambda lm, ctx: layer_analysis(
+        lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w), render)

@@ -6,17 +6,7 @@ from rich.table import Table
 
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc, print_wide
-from lazarus_tui.batch.common import (
-    ArgumentParser,
-    JobRunner,
-    add_model_args,
-    add_output_args,
-    emit,
-    model_header,
-    out,
-    parse_layers,
-    split_prompts,
-)
+from lazarus_tui.batch.common import ArgumentParser, add_model_args, add_output_args, model_header, out, run_analysis
 
 
 def build_parser() -> ArgumentParser:
@@ -73,7 +63,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from engine.errors import InputError
     from engine.results.neurons import NeuronsRequest
-    from lazarus_tui.batch._analysis_common import split_labels
+    from lazarus_tui.inputs import parse_layers, split_labels, split_prompts
 
     layers = ([args.layer] if args.layer is not None else []) + (parse_layers(args.layers) if args.layers else [])
     neurons = []
@@ -90,15 +80,6 @@ def main(argv: list[str]) -> int:
     from engine.distributed import world
     from engine.neurons import run_neurons
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, run_neurons(lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w)
-
-    info, result = runner.run(job, "neurons")
-    if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
-        return 0
-    emit(result, args, lambda r: render(r, info))
-    return 0
+    return run_analysis(args, "neurons", lambda lm, ctx: run_neurons(
+        lm, req, ctx.cancelled, ctx.counter("blocks", "activations"), world=w), render)

@@ -8,15 +8,14 @@ from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser,
-    JobRunner,
     add_model_args,
     add_output_args,
-    emit,
     fix_negative_values,
     model_header,
     out,
-    parse_layers,
+    run_analysis,
 )
+from lazarus_tui.inputs import parse_layers
 
 
 def build_parser() -> ArgumentParser:
@@ -70,12 +69,4 @@ def main(argv: list[str]) -> int:
                        position=args.position, blend=args.blend, top_k=args.top_k, chat=args.chat)
     from engine.patching import patch
 
-    runner = JobRunner(args.model, args.dtype)
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, patch(lm, req, ctx.cancelled)
-
-    info, result = runner.run(job, "patch")
-    emit(result, args, lambda r: render(r, info))
-    return 0
+    return run_analysis(args, "patch", lambda lm, ctx: patch(lm, req, ctx.cancelled), render)

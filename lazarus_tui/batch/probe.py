@@ -8,7 +8,6 @@ from lazarus_tui.batch import flags as F
 from lazarus_tui.batch._analysis_common import esc
 from lazarus_tui.batch.common import (
     ArgumentParser,
-    JobRunner,
     add_model_args,
     add_output_args,
     bar,
@@ -16,9 +15,9 @@ from lazarus_tui.batch.common import (
     err,
     model_header,
     out,
-    parse_layers,
-    split_prompts,
+    run_on_model,
 )
+from lazarus_tui.inputs import parse_layers, split_prompts
 
 
 def build_parser() -> ArgumentParser:
@@ -79,15 +78,9 @@ def main(argv: list[str]) -> int:
                        seed=args.seed)
     from engine.distributed import world
 
-    runner = JobRunner(args.model, args.dtype)
     w = world()
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, run_probe(lm, req, ctx.cancelled,
-                                  lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w)
-
-    info, result = runner.run(job, "probe")
+    info, result = run_on_model(args, "probe", lambda lm, ctx: run_probe(
+        lm, req, ctx.cancelled, lambda i, n: ctx.progress("layer", i + 1, n, "probe: layers"), w))
     if result is None:  # a rank other than 0 under a distributed launcher: rank 0 reports
         return 0
     if args.save_direction:

@@ -9,7 +9,6 @@ grid. Every setting is one row of one batched generation. See docs/steering.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from lazarus_tui.batch import flags as F
@@ -23,10 +22,8 @@ from lazarus_tui.batch.common import (
     fix_negative_values,
     model_header,
     out,
-    parse_floats,
-    parse_layers,
-    split_prompts,
 )
+from lazarus_tui.inputs import parse_floats, parse_layers, split_prompts
 
 _VALUE_FLAGS = ("--compare", "-c", "--coefficient", "--position", "-l", "--layer")
 
@@ -66,11 +63,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(fix_negative_values(list(argv), _VALUE_FLAGS))
+def _inputs(args) -> tuple[list[int] | None, list[str] | None, list[float], bool]:
+    """The flags' combinations checked (exit 2 before any model loads): the layer grid, the prompts,
+    the coefficients, and whether ``-o`` is a direction file."""
     from engine.errors import InputError
-    from engine.results.steering import ExtractRequest, SteerRequest
-    from engine.steering import run_extract, run_steer
 
     sources = [args.extract, args.direction is not None, args.neuron is not None]
     if sum(sources) != 1:
@@ -92,39 +88,54 @@ def main(argv: list[str]) -> int:
     coefs = parse_floats(args.compare) if args.compare is not None else [args.coefficient]
     if not coefs:
         raise InputError("--compare needs at least one coefficient")
+    return grid, prompts, coefs, npz_out
 
-    extract = None
-    if args.extract:
-        if args.positive is None or args.negative is None:
-            raise InputError("--extract needs --positive and --negative")
-        pos, neg = split_prompts(args.positive), split_prompts(args.negative)
-        if len(pos) != len(neg):
-            raise InputError(f"--positive and --negative must pair up: {len(pos)} positive, {len(neg)} negative")
-        extract = ExtractRequest(model=args.model, positive=pos, negative=neg, layer=args.layer, method=args.method,
-                                 chat=args.chat, name=args.name or f"{args.positive_label} vs {args.negative_label}",
-                                 positive_label=args.positive_label, negative_label=args.negative_label)
 
-    runner = JobRunner(args.model, args.dtype)
-    def progress(ctx: Any) -> Callable[[int, int], None]:
-        return lambda i, n: ctx.progress("token", i, n, "steer: tokens")
+def _extract_request(args) -> Any:
+    """The ExtractRequest of ``--extract`` (None without it)."""
+    from engine.errors import InputError
+    from engine.results.steering import ExtractRequest
 
-    if prompts is None:  # extract only
-        assert extract is not None
-        from engine.distributed import env_rank
+    if not args.extract:
+        return None
+    if args.positive is None or args.negative is None:
+        raise InputError("--extract needs --positive and --negative")
+    pos, neg = split_prompts(args.positive), split_prompts(args.negative)
+    if len(pos) != len(neg):
+        raise InputError(f"--positive and --negative must pair up: {len(pos)} positive, {len(neg)} negative")
+    return ExtractRequest(model=args.model, positive=pos, negative=neg, layer=args.layer, method=args.method,
+                          chat=args.chat, name=args.name or f"{args.positive_label} vs {args.negative_label}",
+                          positive_label=args.positive_label, negative_label=args.negative_label)
 
-        if env_rank() != 0:
-            return 0  # under a distributed launcher rank 0 extracts alone
 
-        def job_extract(ctx):
-            lm = ctx.model()
-            result, _ = run_extract(lm, extract, ctx.cancelled, save_to=args.output if npz_out else None)
-            return lm.info, result
+def _extract_only(args, extract, npz_out: bool) -> int:
+    from engine.distributed import env_rank
+    from engine.steering import run_extract
 
-        info, result = runner.run(job_extract, "extract")
-        if not npz_out and args.output is None and not args.json:
-            err.print("[dim]direction not saved: give -o FILE.npz to keep it[/dim]")
-        emit(result, _json_args(args, npz_out), lambda r: render_extract(info, r))
-        return 0
+    if env_rank() != 0:
+        return 0  # under a distributed launcher rank 0 extracts alone
+
+    def job(ctx):
+        lm = ctx.model()
+        result, _ = run_extract(lm, extract, ctx.cancelled, save_to=args.output if npz_out else None)
+        return lm.info, result
+
+    info, result = JobRunner(args.model, args.dtype).run(job, "extract")
+    if not npz_out and args.output is None and not args.json:
+        err.print("[dim]direction not saved: give -o FILE.npz to keep it[/dim]")
+    emit(result, _json_args(args, npz_out), lambda r: render_extract(info, r))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(fix_negative_values(list(argv), _VALUE_FLAGS))
+    from engine.results.steering import SteerRequest
+    from engine.steering import run_extract, run_steer
+
+    grid, prompts, coefs, npz_out = _inputs(args)
+    extract = _extract_request(args)
+    if prompts is None:
+        return _extract_only(args, extract, npz_out)
 
     layers = grid if grid else ([args.layer] if args.layer is not None and not args.extract else None)
     req = SteerRequest(model=args.model, prompts=prompts, coefficients=coefs, layers=layers, position=args.position,
@@ -152,9 +163,10 @@ def main(argv: list[str]) -> int:
 
             return lm.info, run_steer_distributed(lm, req, w, ctx.cancelled, direction,
                                                   lambda d, n: ctx.progress("parts", d, n, "steer: parts")), saved
-        return lm.info, run_steer(lm, req, ctx.cancelled, progress(ctx), direction=direction), saved
+        return lm.info, run_steer(lm, req, ctx.cancelled, lambda i, n: ctx.progress("token", i, n, "steer: tokens"),
+                                  direction=direction), saved
 
-    info, result, saved = runner.run(job, "steer")
+    info, result, saved = JobRunner(args.model, args.dtype).run(job, "steer")
     if result is None:  # a rank other than 0
         return 0
     if saved:

@@ -8,13 +8,12 @@ import shlex
 from lazarus_tui.batch import flags as F
 from lazarus_tui.batch.common import (
     ArgumentParser,
-    JobRunner,
     add_chat_args,
     add_model_args,
     add_output_args,
-    emit,
     model_header,
     out,
+    run_analysis,
 )
 
 
@@ -53,15 +52,7 @@ def main(argv: list[str]) -> int:
 
     req = TrackGenerationRequest(model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
                                  chat=args.chat, lens=parse_lens_spec(args.lens))
-    runner = JobRunner(args.model, args.dtype)
-
-    def job(ctx):
-        lm = ctx.model()
-        return lm.info, track_generation(lm, req, ctx.cancelled, lambda stage, d, t: ctx.progress(stage, d, t, stage))
-
-    info, result = runner.run(job, "track-generation")
-
-    def render(r):
+    def render(r, info):
         model_header(info)
         out.print(f"Generated {len(r.positions)} tokens ({r.stopped}): {r.text!r}")
         if r.lens is not None:
@@ -74,5 +65,5 @@ def main(argv: list[str]) -> int:
             out.print(f"{g.index:>3}  {g.token!r:<14} {em:>8} {st:>8}  {' '.join(str(x) for x in g.ranks)}",
                       markup=False)
 
-    emit(result, args, render)
-    return 0
+    return run_analysis(args, "track-generation", lambda lm, ctx: track_generation(
+        lm, req, ctx.cancelled, lambda stage, d, t: ctx.progress(stage, d, t, stage)), render)

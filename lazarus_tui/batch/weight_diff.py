@@ -21,8 +21,7 @@ def build_parser() -> ArgumentParser:
 
 
 def render(r, infos) -> None:
-    two_model_header(out, "Base", infos[0])
-    two_model_header(out, "Fine-tuned", infos[1])
+    two_model_header(out, infos)
     out.print("")
     names = [m for m in dict.fromkeys(x.matrix for x in r.matrices if x.layer is not None)]
     layers = sorted({x.layer for x in r.matrices if x.layer is not None})

@@ -15,11 +15,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Checkbox, DataTable, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from engine.errors import InputError
 from engine.results.ablation import AblationRequest, AblationSpec, PromptCase
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
+from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, show_twin
 from lazarus_tui.widgets.ablation_grid import AblationGrid, Cell, ResultsTable
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -63,8 +63,8 @@ Keys of the fields and views (the screen's own keys are listed below):
 """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sweep", "Sweep column"),
-        Binding("b", "twin", "Batch twin"),
-        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
+        BATCH_TWIN,
+        FOCUS_PROMPT,
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,7 +84,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield Input(placeholder="Paris | refusal | re:…", id="criterion", classes="medium")
             yield Label("tokens")
             yield Input("20", type="integer", id="tokens", classes="small")
-            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
+            yield chat_checkbox()
         with Horizontal(classes="controls"):
             yield Label("prompts with answers")
             yield Input(placeholder="difficulty gradient: 10 * 10 =:100|45 * 45 =:2025 (replaces prompt + criterion)",
@@ -102,9 +102,6 @@ Keys of the fields and views (the screen's own keys are listed below):
         self.watch(self.app, "model_info", self._model_changed, init=True)
         self.query_one(AblationGrid).focus()  # grid keys at once; `/` or tab goes to the prompt
 
-    def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", PromptInput).focus()
-
     def _model_changed(self, info: Any) -> None:
         if info is not None:  # a new model: old results no longer apply
             grid = self.query_one(AblationGrid)
@@ -115,7 +112,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 
     # -- requests ----------------------------------------------------------------------------
     def _cases(self) -> list[tuple[str, str]]:
-        from lazarus_tui.batch.ablate import parse_prompt_cases
+        from lazarus_tui.inputs import parse_prompt_cases
 
         text = self.query_one("#cases", Input).value.strip()
         return parse_prompt_cases(text) if text else []

@@ -13,18 +13,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
 from engine.errors import InputError
 from engine.results.attribution import AttentionRequest, AttributeRequest
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
-from lazarus_tui.widgets.attribution_views import (
-    RESID_KINDS,
-    HeadsGrid,
-    PatternView,
-    ResidHeatmap,
-    TopSites,
-)
+from lazarus_tui.screens.base import BATCH_TWIN, FOCUS_PROMPT, WorkbenchScreen, chat_checkbox, show_twin
+from lazarus_tui.widgets.attribution_views import RESID_KINDS, HeadsGrid, PatternView, ResidHeatmap, TopSites
 from lazarus_tui.widgets.messages import EngineProgress
 
 
@@ -55,6 +49,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 | `enter` | run (from any field) |
 | `enter` (heads grid) | attention pattern of that head |
 """
+    PROMPT = "#clean"
     HOME = "#top"
     PANES = ("#top", "#heatmap", "#heads", "#pattern-box")
     RESULTS = ("#attr-main", "#summary")
@@ -63,8 +58,8 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("k", "next_kind", "Heatmap kind", tooltip="the next residual kind in the heatmap"),
         Binding("h", "heads_kind", "Heads: out/qk", tooltip="heads grid: the head's output ⇄ its query-key part"),
         Binding("p", "pattern_prompt", "Pattern prompt", tooltip="attention pattern: clean ⇄ corrupted prompt"),
-        Binding("b", "twin", "Batch twin"),
-        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
+        BATCH_TWIN,
+        FOCUS_PROMPT,
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -95,7 +90,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield Input("resid_post,attn_out,mlp_out,heads", id="sites")
             yield Label("K", classes="wide-only")
             yield Input("10", type="integer", id="k", classes="small", tooltip="sites patched for real by r")
-            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompts as typed)")
+            yield chat_checkbox("prompts")
         with Grid(id="attr-main"):
             yield ResidHeatmap(id="heatmap")
             yield TopSites(id="top")
@@ -110,9 +105,6 @@ Keys of the fields and views (the screen's own keys are listed below):
         for id_, title in (("clean", "clean"), ("corrupt", "corrupt"), ("target", "target"), ("baseline", "baseline"),
                            ("sites", "sites"), ("k", "K")):
             self.query_one(f"#{id_}", Input).border_title = title  # the label where the narrow layout has none
-
-    def action_focus_prompt(self) -> None:
-        self.query_one("#clean", Input).focus()
 
     # -- requests ----------------------------------------------------------------------------
     def build_request(self, verify: int = 0) -> AttributeRequest:

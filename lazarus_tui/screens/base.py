@@ -51,6 +51,18 @@ WIDTH_CLASSES = [(0, "-narrow"), (120, "-wide")]
 HEIGHT_CLASSES = [(0, "-short"), (32, "-tall")]
 
 
+
+# the keys every screen with a prompt / a batch twin offers
+FOCUS_PROMPT = Binding("slash", "focus_prompt", "Prompt", key_display="/")
+BATCH_TWIN = Binding("b", "twin", "Batch twin")
+# ... and the lens and tracking screens, with the lens toggle (widgets/lens_choice.toggle_lens)
+LENS_SCREEN_KEYS = (FOCUS_PROMPT, BATCH_TWIN, Binding("t", "toggle_lens", "Lens"))
+
+
+def chat_checkbox(typed: str = "prompt") -> Checkbox:
+    """A screen's *chat template* checkbox, off by default (the one rule, docs/tui.md); ``chat()`` reads it."""
+    return Checkbox("chat", value=False, id="chat", tooltip=f"apply the model's chat template (off: the {typed} as typed)")
+
 class WorkbenchScreen(Screen):
     TITLE = "lazarus"
     HELP = ""  # markdown shown by `?` above the key tables generated from the bindings
@@ -59,6 +71,7 @@ class WorkbenchScreen(Screen):
     PANES: tuple[str, ...] = ()
     # Selectors of the widgets showing results: dimmed when the results are stale.
     RESULTS: tuple[str, ...] = ()
+    PROMPT = "#prompt"  # selector of the screen's main text field (`/` focuses it)
     HORIZONTAL_BREAKPOINTS = WIDTH_CLASSES
     VERTICAL_BREAKPOINTS = HEIGHT_CLASSES
     BINDINGS = [
@@ -91,6 +104,9 @@ class WorkbenchScreen(Screen):
             for w in self.query(selector):
                 w.add_class("pane")
                 w.set_class(i == 0, "-shown")
+
+    def action_focus_prompt(self) -> None:
+        self.query_one(self.PROMPT).focus()
 
     # -- results: where they came from, stale when that changes ------------------------------------
     def chat(self) -> bool:

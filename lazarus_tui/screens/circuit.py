@@ -25,7 +25,7 @@ from textual_plotext import PlotextPlot
 
 from engine.circuit.probe_data import BUILTIN
 from engine.results.circuit import CollectRequest
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
+from lazarus_tui.screens.base import BATCH_TWIN, WorkbenchScreen, show_twin
 from lazarus_tui.widgets.circuit_views import (
     DatasetCounts,
     GeometryTable,
@@ -88,7 +88,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("c", "collect", "Collect"),
         Binding("ctrl+r", "collect", "Collect", show=False, priority=True),
         Binding("a", "analyze", "Analyze"),
-        Binding("b", "twin", "Batch twin"),
+        BATCH_TWIN,
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -321,12 +321,11 @@ Keys of the fields and views (the screen's own keys are listed below):
                          f"{c.seconds:.1f}s")
         else:
             parts.append(f"{r.num_prompts} prompts × {len(r.layers)} layers")
-        if r.best_layer is not None:
-            b = next(g for g in r.layers if g.layer == r.best_layer).binary_probe
+        best, cat = r.at(r.best_layer), r.at(r.best_category_layer)
+        if best is not None and (b := best.binary_probe) is not None:
             parts.append(f"best binary layer {r.best_layer} (held-out {b.heldout_accuracy:.3f}, "
                          f"baseline {b.baseline:.3f})")
-        if r.best_category_layer is not None:
-            cp = next(g for g in r.layers if g.layer == r.best_category_layer).category_probe
+        if cat is not None and (cp := cat.category_probe) is not None:
             parts.append(f"best category layer {r.best_category_layer} ({cp.heldout_accuracy:.3f}, "
                          f"{cp.classes} classes, baseline {cp.baseline:.3f})")
         return " · ".join(parts)

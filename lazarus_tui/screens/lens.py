@@ -9,13 +9,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
 from engine.results.analyze import AnalyzeRequest, LayerStrategy
-from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
+from lazarus_tui.screens.base import LENS_SCREEN_KEYS, WorkbenchScreen, chat_checkbox, notify_analyze_twin
 from lazarus_tui.widgets.charts import ProbabilityChart
 from lazarus_tui.widgets.layer_table import LayerTable, tok
-from lazarus_tui.widgets.lens_choice import LensPanel, toggled
+from lazarus_tui.widgets.lens_choice import LensPanel, toggle_lens
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_strip import RankStrip
@@ -53,9 +53,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     BINDINGS = [
         Binding("left_square_bracket", "position(-1)", "Prev pos"),
         Binding("right_square_bracket", "position(1)", "Next pos"),
-        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
-        Binding("b", "twin", "Batch twin"),
-        Binding("t", "toggle_lens", "Lens"),
+        *LENS_SCREEN_KEYS,
     ]
 
     def action_twin(self) -> None:
@@ -75,7 +73,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield Input("5", type="integer", id="top-k", classes="small")
             yield Label("pos")
             yield Input("-1", type="integer", id="position", classes="small")
-            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
+            yield chat_checkbox()
         yield TokenStrip(id="tokens")
         with Horizontal(classes="main"):
             yield LayerTable(id="layers")
@@ -87,12 +85,11 @@ Keys of the fields and views (the screen's own keys are listed below):
         yield Static(id="summary")
 
     def on_mount(self) -> None:
-        self.query_one("#prompt", PromptInput).focus()
+        self.action_focus_prompt()
         self.query_one(LensPanel).show(self.lens)
 
     def action_toggle_lens(self) -> None:
-        self.lens = toggled(self)
-        self.query_one(LensPanel).show(self.lens)
+        toggle_lens(self)
         if self.result is not None:
             self.run_analysis(self.result.request.model_copy(update={"lens": self.lens}))
 
@@ -118,9 +115,6 @@ Keys of the fields and views (the screen's own keys are listed below):
                         else exc.errors()[0]["msg"], title="bad request", severity="error")
             return
         self.run_analysis(req)
-
-    def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", PromptInput).focus()
 
     @work(exclusive=True, group="lens")
     async def run_analysis(self, req: AnalyzeRequest) -> None:

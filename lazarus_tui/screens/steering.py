@@ -15,9 +15,9 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets import Input, Label, Select, Static
 
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
+from lazarus_tui.screens.base import BATCH_TWIN, WorkbenchScreen, chat_checkbox, show_twin
 from lazarus_tui.widgets.charts import LayerChart
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
@@ -102,7 +102,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         Binding("left_square_bracket", "layer(-1)", "Prev layer"),
         Binding("right_square_bracket", "layer(1)", "Next layer"),
         Binding("c", "compare", "Compare"),
-        Binding("b", "twin", "Batch twin"),
+        BATCH_TWIN,
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -120,7 +120,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield Label("layer")
             yield Input("", placeholder="mid", type="integer", id="layer", classes="small")
             yield Select([("mean", "mean"), ("pca", "pca")], value="mean", allow_blank=False, id="method")
-            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
+            yield chat_checkbox()
         yield SeparationChart(id="sep-chart")
         with Horizontal(classes="controls"):
             yield PromptInput(placeholder="prompt to steer (enter to generate)", id="prompt")
@@ -161,7 +161,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     def action_extract(self) -> None:
         from engine.errors import InputError
         from engine.results.steering import ExtractRequest
-        from lazarus_tui.batch.common import split_prompts
+        from lazarus_tui.inputs import split_prompts
 
         try:
             pos = split_prompts(self.query_one("#positive", Input).value)
@@ -249,7 +249,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     # -- compare -----------------------------------------------------------------------------
     def action_compare(self) -> None:
         from engine.errors import InputError
-        from lazarus_tui.batch.common import parse_floats
+        from lazarus_tui.inputs import parse_floats
 
         if self.direction is None or not self._prompt():
             self.notify("extract a direction and type a prompt first", title="compare", severity="warning")

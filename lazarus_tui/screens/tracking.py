@@ -9,15 +9,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
-from textual.widgets import Checkbox, Input, Label, OptionList, Static
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.results.analyze import AnalyzeRequest, LayerStrategy
 from engine.results.tracking import TrackGenerationRequest
-from lazarus_tui.screens.base import WorkbenchScreen, notify_analyze_twin
+from lazarus_tui.screens.base import LENS_SCREEN_KEYS, WorkbenchScreen, chat_checkbox, notify_analyze_twin
 from lazarus_tui.widgets.charts import TrackedTokenChart
 from lazarus_tui.widgets.generation_grid import GenerationGrid
-from lazarus_tui.widgets.lens_choice import LensPanel, toggled
+from lazarus_tui.widgets.lens_choice import LensPanel, toggle_lens
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.prompt_input import PromptInput
 from lazarus_tui.widgets.rank_table import RankTable
@@ -55,9 +55,7 @@ Keys of the fields and views (the screen's own keys are listed below):
     BINDINGS = [
         Binding("ctrl+l", "toggle_log", "Log scale"),
         Binding("ctrl+g", "generate", "Generate"),
-        Binding("slash", "focus_prompt", "Prompt", key_display="/"),
-        Binding("b", "twin", "Batch twin"),
-        Binding("t", "toggle_lens", "Lens"),
+        *LENS_SCREEN_KEYS,
     ]
 
     def action_twin(self) -> None:
@@ -81,7 +79,7 @@ Keys of the fields and views (the screen's own keys are listed below):
             yield Input(placeholder='token, e.g. " Paris"', id="add-token", classes="medium")
             yield Label("N")
             yield Input("8", type="integer", id="gen-n", classes="small")
-            yield Checkbox("chat", value=False, id="chat", tooltip="apply the model's chat template (off: the prompt as typed)")
+            yield chat_checkbox()
         with Horizontal(classes="main"):
             with Vertical(id="tt-left"):
                 yield OptionList(id="tracked")
@@ -96,19 +94,15 @@ Keys of the fields and views (the screen's own keys are listed below):
                     yield GenerationGrid(id="gen-grid")
 
     def on_mount(self) -> None:
-        self.query_one("#prompt", PromptInput).focus()
+        self.action_focus_prompt()
         self.query_one(LensPanel).show(self.lens)
 
     def action_toggle_lens(self) -> None:
-        self.lens = toggled(self)
-        self.query_one(LensPanel).show(self.lens)
+        toggle_lens(self)
         if self.result is not None:
             self.run_lens()
         if self.generation is not None:
             self.action_generate()
-
-    def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", PromptInput).focus()
 
     # -- tracked tokens ----------------------------------------------------------------------
     @on(Input.Submitted, "#add-token")

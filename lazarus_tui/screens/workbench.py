@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 
 from engine.errors import InputError
 from lazarus_tui.analyses import ANALYSES, BY_NAME, Analysis, build_request, twin_command
-from lazarus_tui.screens.base import WorkbenchScreen, show_twin
+from lazarus_tui.screens.base import BATCH_TWIN, WorkbenchScreen, show_twin
 from lazarus_tui.widgets.analysis_views import summary_for, views_for
 from lazarus_tui.widgets.messages import EngineProgress
 from lazarus_tui.widgets.request_form import RequestForm
@@ -53,7 +53,7 @@ Keys of the fields and views (the screen's own keys are listed below):
 | `enter` | run (in the form) / go to the form (in the list) |
 """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("b", "twin", "Batch twin"),
+        BATCH_TWIN,
         Binding("l", "focus_list", "Analyses"),
         Binding("ctrl+r", "run", "Run", priority=True),
     ]

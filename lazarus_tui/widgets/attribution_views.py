@@ -135,9 +135,11 @@ class PatternView(DataTable):
 
     def show(self, pattern: Any) -> None:
         self.clear(columns=True)
-        self.add_column("q \\ k", key="q")
-        for k, tok in enumerate(pattern.tokens):
-            self.add_column(_label(tok, k), key=f"k{k}")
+        labels = [_label(tok, k) for k, tok in enumerate(pattern.tokens)]
+        # widths given, not measured: DataTable measures content after a refresh, so a screenshot
+        # (or a user) could catch the first column at its header's width
+        self.add_column("q \\ k", key="q", width=max(len("q \\ k"), *map(len, labels)))
+        for k, label in enumerate(labels):
+            self.add_column(label, key=f"k{k}", width=max(4, len(label)))
         for q, row in enumerate(pattern.weights):
-            self.add_row(Text(_label(pattern.tokens[q], q)),
-                         *[heat(w, 1.0, "{:.2f}") for w in row])
+            self.add_row(Text(labels[q]), *[heat(w, 1.0, "{:.2f}") for w in row])

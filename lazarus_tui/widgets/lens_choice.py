@@ -34,6 +34,7 @@ def tuned_spec(app: Any) -> str:
     return f"tuned:{path}" if path else "tuned"
 
 
-def toggled(screen: Any) -> str:
-    """The lens spec after pressing `t` on ``screen`` (whose ``lens`` holds the current one)."""
-    return tuned_spec(screen.app) if screen.lens == "logit" else "logit"
+def toggle_lens(screen: Any) -> None:
+    """`t` on ``screen``: its ``lens`` switches (logit ↔ tuned) and its LensPanel shows the new one."""
+    screen.lens = tuned_spec(screen.app) if screen.lens == "logit" else "logit"
+    screen.query_one(LensPanel).show(screen.lens)

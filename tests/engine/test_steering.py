@@ -231,8 +231,9 @@ def test_criteria():
 
 
 def test_compare_flag_with_negative_values_parses():
-    from lazarus_tui.batch.common import fix_negative_values, parse_floats
+    from lazarus_tui.batch.common import fix_negative_values
     from lazarus_tui.batch.steer import _VALUE_FLAGS, build_parser
+    from lazarus_tui.inputs import parse_floats
 
     argv = ["-d", "x.npz", "-p", "hi", "--compare", "-2,-1,0,1,2", "-c", "-0.5", "--position", "-1", "-l", "3"]
     args = build_parser().parse_args(fix_negative_values(argv, _VALUE_FLAGS))

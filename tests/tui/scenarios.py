@@ -14,6 +14,7 @@ async def settle(pilot) -> None:
     await pilot.pause(0.05)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause(0.05)
+    await pilot.pause()  # and until the screen has processed what that produced (a loaded machine is slow)
 
 
 async def goto(pilot, key: str):
