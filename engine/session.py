@@ -92,7 +92,7 @@ def _release_mlx_thread_state() -> None:
         mx.clear_streams()
 
 
-def _trim_malloc() -> None:
+def trim_malloc() -> None:
     """Give freed heap memory back to the system (glibc): a dropped model's smaller buffers sit in
     malloc's arenas otherwise, and RSS would keep them after every model switch."""
     if sys.platform.startswith("linux"):
@@ -372,7 +372,7 @@ class EngineSession:
             import mlx.core as mx
 
             mx.clear_cache()
-            _trim_malloc()
+            trim_malloc()
 
     def load(self, spec: str | None = None, dtype: str | None = None, *,
              on_progress: Callable[[ProgressEvent], None] | None = None, make_current: bool = True) -> Job[Any]:

@@ -15,11 +15,16 @@ def smollm():
     return load("smollm2-135m")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gemma():
+    """Per module: Gemma 3 (1 GB in float32, 1.7 GB once its lens head is cached) is used by a
+    few modules only; loading it again from the converted cache takes about a second."""
+    import gc
+
     from engine.models import load
 
-    return load("gemma3-270m")
+    yield load("gemma3-270m")
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -65,20 +70,40 @@ def _tiny(model_type: str):
 
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _give_memory_back_after_each_module():
+    """A module's models (module fixtures, in-process CLI runs) are gone when it ends: collect them and
+    return their memory to the system, so that the worker's RSS is that of what is still in use."""
+    yield
+    import gc
+
+    import mlx.core as mx
+
+    from engine.session import trim_malloc
+
+    gc.collect()
+    mx.clear_cache()
+    trim_malloc()
+
+
 REAL_FIXTURES = {"smollm", "gemma", "real_engine"}
 
 
-def _is_real(item) -> bool:
-    return bool(item.get_closest_marker("real_model") or REAL_FIXTURES & set(getattr(item, "fixturenames", ())))
+def _models_in_process(item) -> bool:
+    return bool(item.get_closest_marker("models_in_process") or REAL_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the group marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers with ``--dist loadgroup``) every test module
-    that touches a bundled real model runs whole on one worker: the real models are loaded in one
-    process only, and a module's shared fixtures (the fuzz suite's subprocess runs) run once. The
-    tiny-model, fake-engine and pure tests share the other worker and whatever is left."""
-    real_modules = {item.module.__name__ for item in items if getattr(item, "module", None) and _is_real(item)}
+    """Work units for pytest-xdist (`make test` runs two workers with ``--dist loadgroup``):
+    - every module that loads a bundled real model in the test process is in one group, "models", so
+      that one worker only ever holds real models (the other's memory stays small);
+    - every other module is a unit of its own, so its module fixtures (the fuzz suite's subprocess
+      runs, a trained lens) run once. Subprocess-only real-model modules go to either worker."""
+    in_process = {item.module.__name__ for item in items if getattr(item, "module", None) and _models_in_process(item)}
     for item in items:
-        if getattr(item, "module", None) and item.module.__name__ in real_modules:
-            item.add_marker(pytest.mark.xdist_group("real"))
+        module = getattr(item, "module", None)
+        if module is not None:
+            group = "models" if module.__name__ in in_process else module.__name__.rsplit(".", 1)[-1]
+            item.add_marker(pytest.mark.xdist_group(group))

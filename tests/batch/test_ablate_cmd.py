@@ -9,6 +9,8 @@ import pytest
 from lazarus_tui.batch import dispatch
 from tests.batch.helpers import assert_one_line_error, lazarus
 
+pytestmark = [pytest.mark.real_model, pytest.mark.models_in_process]  # in-process CLI runs load the models here
+
 
 def test_unknown_component_subprocess():
     proc = lazarus("ablate", "-p", "hi", "--component", "neurons")

@@ -8,6 +8,8 @@ import pytest
 
 from lazarus_tui.batch import dispatch
 
+pytestmark = [pytest.mark.real_model, pytest.mark.models_in_process]  # in-process CLI runs load the models here
+
 CLEAN, CORRUPT = "The capital of France is", "The capital of Italy is"
 
 

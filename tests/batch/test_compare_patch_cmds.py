@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lazarus_tui.batch import dispatch
+
+pytestmark = [pytest.mark.real_model, pytest.mark.models_in_process]  # in-process CLI runs load the models here
 
 
 def test_compare_smollm_vs_gemma(capsys):

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lazarus_tui.batch import dispatch
+
+pytestmark = [pytest.mark.real_model, pytest.mark.models_in_process]  # in-process CLI runs load the models here
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

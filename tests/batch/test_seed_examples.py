@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from lazarus_tui.batch import dispatch
 from lazarus_tui.cli import main
 
+pytestmark = [pytest.mark.real_model, pytest.mark.models_in_process]  # in-process CLI runs load the models here
+
 
 def test_introspect_is_a_synonym_of_batch(capsys):
     assert main(["introspect", "layer", "-p", "a|b", "--layers", "99"]) == 2

@@ -1,4 +1,5 @@
-"""weight-diff / activation-diff on SmolLM2 float32 vs itself and vs its q4 re-quantization."""
+"""weight-diff / activation-diff on SmolLM2 float32 vs itself and vs its q4 re-quantization (the refusals
+against a tiny random Gemma: another architecture and another tokenizer)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,12 @@ def test_weight_diff_q4_is_small_but_not_zero(smollm, smollm_q4):
     assert r.flagged_count == sum(m.relative > 0.1 for m in r.matrices)
 
 
-def test_weight_diff_refuses_other_architecture(smollm, gemma):
+def test_weight_diff_refuses_other_architecture(smollm, tiny_gemma):
     with pytest.raises(InputError, match="same architecture"):
-        weight_diff(smollm, gemma, WeightDiffRequest())
+        weight_diff(smollm, tiny_gemma, WeightDiffRequest())
 
 
-def test_activation_diff(smollm, smollm_copy, smollm_q4, gemma):
+def test_activation_diff(smollm, smollm_copy, smollm_q4, tiny_gemma):
     prompts = ["The capital of France is", "2 + 2 ="]
     same = activation_diff(smollm, smollm_copy, ActivationDiffRequest(prompts=prompts, layers=[0, 29]))
     assert all(c == pytest.approx(1.0, abs=1e-6) for p in same.prompts for c in p.cosine_by_layer.values())
@@ -59,4 +60,4 @@ def test_activation_diff(smollm, smollm_copy, smollm_q4, gemma):
         assert all(0.8 < c < 0.99999 for c in p.cosine_by_layer.values())
         assert all(r > 0 for r in p.relative_l2_by_layer.values())
     with pytest.raises(InputError, match="same tokenizer"):
-        activation_diff(smollm, gemma, ActivationDiffRequest(prompts=prompts))
+        activation_diff(smollm, tiny_gemma, ActivationDiffRequest(prompts=prompts))
