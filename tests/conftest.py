@@ -71,11 +71,7 @@ def _tiny(model_type: str):
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _give_memory_back_after_each_module():
-    """A module's models (module fixtures, in-process CLI runs) are gone when it ends: collect them and
-    return their memory to the system, so that the worker's RSS is that of what is still in use."""
-    yield
+def _give_memory_back() -> None:
     import gc
 
     import mlx.core as mx
@@ -85,6 +81,21 @@ def _give_memory_back_after_each_module():
     gc.collect()
     mx.clear_cache()
     trim_malloc()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _give_memory_back_after_each_module():
+    """A module's models (module fixtures, in-process CLI runs) are gone when it ends: collect them and
+    return their memory to the system, so that the worker's RSS is that of what is still in use."""
+    yield
+    _give_memory_back()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """An in-process CLI run loads its own models; a refusal's traceback can hold them in a reference
+    cycle until the collector runs, and the next run would load beside them: collect after each."""
+    if item.get_closest_marker("models_in_process"):
+        _give_memory_back()
 
 
 REAL_FIXTURES = {"smollm", "gemma", "real_engine"}
@@ -100,10 +111,12 @@ def pytest_collection_modifyitems(config, items):
     - every module that loads a bundled real model in the test process is in one group, "models", so
       that one worker only ever holds real models (the other's memory stays small);
     - every other module is a unit of its own, so its module fixtures (the fuzz suite's subprocess
-      runs, a trained lens) run once. Subprocess-only real-model modules go to either worker."""
+      runs, a trained lens) run once. Subprocess-only real-model modules go to either worker, unless
+      they name a group themselves (test_core_commands joins "models": its Gemma `verify` needs 2.8 GB,
+      better beside the models worker's idle models than on top of its busiest module)."""
     in_process = {item.module.__name__ for item in items if getattr(item, "module", None) and _models_in_process(item)}
     for item in items:
         module = getattr(item, "module", None)
-        if module is not None:
+        if module is not None and not item.get_closest_marker("xdist_group"):
             group = "models" if module.__name__ in in_process else module.__name__.rsplit(".", 1)[-1]
             item.add_marker(pytest.mark.xdist_group(group))

@@ -13,6 +13,8 @@ from engine.results.generate import GenerateResult
 
 from .helpers import ROOT, lazarus
 
+pytestmark = pytest.mark.xdist_group("models")  # Gemma's verify (2.8 GB) beside the models worker, not on top of it (conftest)
+
 
 @pytest.mark.real_model
 def test_analyze_json_smollm(tmp_path):

@@ -20,13 +20,25 @@ def test_weight_diff_q4_json(capsys, tmp_path):
     assert json.loads(out.read_text())["max_relative"] == data["max_relative"]
 
 
-def test_activation_diff_rich_and_refusal(capsys):
+# one run per test: each run loads two models, and the teardown gives them back before the next
+
+
+def test_activation_diff_rich(capsys):
     assert dispatch(["activation-diff", "--dtype2", "q8", "-p", "Hello world|2 + 2 =", "--layers", "0,29"]) == 0
     text = capsys.readouterr().out
     assert "Cosine(base, fine-tuned)" in text and "Most divergent layer" in text
+
+
+def test_activation_diff_refuses_another_tokenizer(capsys):
     assert dispatch(["activation-diff", "-f", "gemma3-270m", "-p", "hi"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "same tokenizer" in err
+
+
+def test_weight_diff_refuses_another_architecture(capsys):
     assert dispatch(["weight-diff", "-f", "gemma3-270m"]) == 2
     assert "same architecture" in capsys.readouterr().err
+
+
+def test_activation_diff_layer_out_of_range(capsys):
     assert dispatch(["activation-diff", "-p", "hi", "--layers", "31"]) == 2
