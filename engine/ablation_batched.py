@@ -4,13 +4,13 @@ its first ablated layer up while its tokens equal its baseline's (see engine.abl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import mlx.core as mx
 
 from engine.errors import Cancelled, InputError
 from engine.generate import RowOutput, collect_step
 from engine.hooks import Batch, HookedModel, Intervention, KVState
+from engine.mx_values import int_list
 
 RowCopy = Callable[[int, int, int], Intervention]  # (row, index in its interventions, batch row) -> copy
 
@@ -107,7 +107,7 @@ def run_group_batched(hm: HookedModel, prompt_ids: Sequence[Sequence[int]],
     for step in range(max_tokens):
         logits = hm.adapter.lens_logits(hm.model, h[:, -1:, :])[:, -1, :]
         nxt = mx.argmax(logits, axis=-1)
-        toks = cast(list[int], nxt.tolist())  # 1-D: a list of ints
+        toks = int_list(nxt)
         for r in range(P, Rt):
             diverged[r] = diverged[r] or toks[r] != toks[ref[r]]
         collect_step(outs, done, toks, stops)

@@ -41,18 +41,13 @@ def build_parser() -> ArgumentParser:
 
 def render_summary(r) -> None:
     out.print(esc(f"Dataset {r.name} ({r.kind}): {r.total} prompts  [{r.path}]"))
-    t = Table(title="Labels", title_justify="left")
-    t.add_column("label")
-    t.add_column("count", justify="right")
-    for lc in r.labels:
-        t.add_row(esc(lc.name), str(lc.count))
-    out.print(t)
-    t = Table(title="Categories", title_justify="left")
-    t.add_column("category")
-    t.add_column("count", justify="right")
-    for lc in r.categories:
-        t.add_row(esc(lc.name), str(lc.count))
-    out.print(t)
+    for title, column, counts in (("Labels", "label", r.labels), ("Categories", "category", r.categories)):
+        t = Table(title=title, title_justify="left")
+        t.add_column(column)
+        t.add_column("count", justify="right")
+        for lc in counts:
+            t.add_row(esc(lc.name), str(lc.count))
+        out.print(t)
     if r.samples:
         out.print(f"Samples ({len(r.samples)}):")
         for p in r.samples:
