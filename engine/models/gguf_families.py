@@ -2,12 +2,11 @@
 
 One ``Family`` per ``general.architecture`` that lazarus opens. Each family turns the
 file's metadata into the config.json mlx-lm's ``ModelArgs`` of that ``model_type``
-expects, reading every hyper-parameter from the metadata and, where llama.cpp itself
-falls back to a built-in value when a key is absent (Gemma 3's local RoPE base and
-sliding pattern, Gemma's query scale), the same value llama.cpp uses. Every metadata
-key under ``<arch>.`` must be read by the family (``Meta`` records which were);
-a key nobody read might change the computation, so the file is refused rather than
-loaded without it.
+expects, reading every hyper-parameter from the metadata and, where llama.cpp itself falls back
+to a built-in value when a key is absent (Gemma 3's local RoPE base and sliding pattern, Gemma's
+query scale), the same value llama.cpp uses. Every metadata key under ``<arch>.`` must be read by
+the family (``Meta`` records which were); a key nobody read might change the computation, so the
+file is refused rather than loaded without it.
 
 Tensor names are not renamed here: ``gguf_loader`` maps each parameter of the mlx-lm
 model onto llama.cpp's name with gguf-py's ``TensorNameMap`` (the table llama.cpp's
