@@ -111,6 +111,91 @@ def _real(ahat: Any, beta: Any, scale: Any) -> tuple[Any, Any]:
     return ahat * (scale[..., :, None] / scale[..., None, :]), beta * scale
 
 
+def _load_checkpoint(lm: LoadedModel, ckpt: Path) -> tuple[TrainSettings, list[dict[str, Any]], Any, int, float,
+                                                           dict[str, np.ndarray]]:
+    """The settings, parameters (Â, β), scale, step, seconds and raw tensors of the checkpoint ``ckpt``."""
+    import mlx.core as mx
+
+    from engine.tuned_lens import check_binding, read_lens_file
+
+    if not ckpt.is_file():
+        raise InputError(f"no checkpoint to resume: {ckpt}")
+    tensors, meta, saved = read_lens_file(ckpt)
+    check_binding(lm, saved)
+    state = json.loads(meta["state"])
+    s = TrainSettings(**state["settings"])
+    params = [{"matrix": mx.array(a), "bias": mx.array(b)} for a, b in zip(tensors["ahat"], tensors["beta"])]
+    return s, params, mx.array(tensors["scale"]), int(state["step"]), float(state["seconds"]), tensors
+
+
+def _save(path: Path, binding: dict[str, Any], s: TrainSettings, params: list[dict[str, Any]], scale: Any, opt: Any,
+          step: int, seconds: float, final: bool) -> None:
+    """Write the raw translators (A, b) to ``path``; unless ``final``, with the state to resume from."""
+    import mlx.core as mx
+
+    from engine.mx_values import tree_leaves
+    from engine.tuned_lens import save_lens
+
+    assert scale is not None
+    w, b = _real(mx.stack([p["matrix"] for p in params]), mx.stack([p["bias"] for p in params]), scale)
+    meta = {**binding, "tokens": step * s.batch_tokens, "steps": step}
+    extra: dict[str, Any] = {}
+    if not final:
+        extra = {"state": json.dumps({"settings": s.model_dump(), "step": step, "seconds": seconds}),
+                 "scale": np.array(scale),
+                 "ahat": np.stack([np.array(p["matrix"]) for p in params]),
+                 "beta": np.stack([np.array(p["bias"]) for p in params]),
+                 **{f"opt.{k}": np.array(v) for k, v in tree_leaves(opt.state)}}
+    save_lens(path, np.array(w), np.array(b), meta, extra)
+
+
+def _step_targets(lm: LoadedModel, hm: Any, seqs: list[list[int]], s: TrainSettings, step: int, scale: Any,
+                  cancel: Callable[[], bool] | None) -> tuple[Any, Any, Any, Any]:
+    """One forward on ``step``'s batch: every layer's residual [L, T, hidden], the final distribution
+    p [T, vocab], sum p log p [T], and the scale (measured here when ``scale`` is None)."""
+    import mlx.core as mx
+
+    from engine.hooks import Batch, CaptureSpec, SiteKind
+
+    L, d = hm.n_layers, lm.info.hidden_size
+    rows, positions = _step_batch(seqs, s, step)
+    cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=None, positions=positions)
+    fwd = hm.forward(Batch.from_lists(rows), capture=cap, logits="none", cancel=cancel)
+    resid = mx.stack([fwd.captures[f"blocks.{layer}.resid_post"].reshape(-1, d) for layer in range(L)])
+    if scale is None:
+        rms = mx.sqrt((resid.astype(mx.float32) ** 2).mean(axis=1))  # [L, d]
+        scale = mx.maximum(rms, 1e-3 * rms.mean(axis=-1, keepdims=True) + 1e-12)
+    final = lm.adapter.lens_logits(lm.model, resid[L - 1]).astype(mx.float32)  # [T, V], once per step
+    log_p = final - mx.logsumexp(final, axis=-1, keepdims=True)
+    p_final = mx.exp(log_p)
+    neg_ent = (p_final * log_p).sum(axis=-1)
+    mx.eval(resid, p_final, neg_ent, scale)
+    return resid, p_final, neg_ent, scale
+
+
+def _gradients(grad_fn: Any, chunks: list[list[int]], params: list[dict[str, Any]], scale: Any, resid: Any,
+               p_final: Any, neg_ent: Any,
+               cancel: Callable[[], bool] | None) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Every layer's gradient (zero for a layer already exact, see ``EXACT_BELOW``) and KL in nats,
+    a chunk of layers at a time; cancellation is checked between chunks."""
+    import mlx.core as mx
+
+    L = len(params)
+    grads: list[dict[str, Any]] = [{}] * L
+    kl_step = np.zeros(L)
+    for layers in chunks:
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        a, z = layers[0], layers[-1] + 1
+        (_, kl), g = grad_fn(params[a:z], scale[a:z], resid[a:z], p_final, neg_ent)
+        mx.eval(kl, g)
+        kl_np = np.array(kl)
+        grads[a:z] = [gi if k >= EXACT_BELOW else {n: mx.zeros_like(v) for n, v in gi.items()}
+                      for gi, k in zip(g, kl_np)]
+        kl_step[a:z] = kl_np
+    return grads, kl_step
+
+
 def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bool = False,
                cancel: Callable[[], bool] | None = None,
                on_step: Callable[[int, int, list[float]], None] | None = None,
@@ -126,9 +211,8 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     import mlx.core as mx
     from mlx.utils import tree_unflatten
 
-    from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-    from engine.mx_values import tree_leaves
-    from engine.tuned_lens import check_binding, read_lens_file, save_lens, weights_hash
+    from engine.hooks import HookedModel
+    from engine.tuned_lens import read_lens_file, weights_hash
 
     out = Path(out)
     ckpt = checkpoint_path(out)
@@ -141,15 +225,7 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
     start, seconds = 0, 0.0
     tensors: dict[str, np.ndarray] = {}
     if resume:
-        if not ckpt.is_file():
-            raise InputError(f"no checkpoint to resume: {ckpt}")
-        tensors, meta, saved = read_lens_file(ckpt)
-        check_binding(lm, saved)
-        state = json.loads(meta["state"])
-        s = TrainSettings(**state["settings"])
-        start, seconds = int(state["step"]), float(state["seconds"])
-        params = [{"matrix": mx.array(a), "bias": mx.array(b)} for a, b in zip(tensors["ahat"], tensors["beta"])]
-        scale = mx.array(tensors["scale"])
+        s, params, scale, start, seconds, tensors = _load_checkpoint(lm, ckpt)
     elif ckpt.exists():
         raise InputError(f"{ckpt} is left from an interrupted run: pass --resume to continue it, or delete it")
     opt = _optimizer(s, d)
@@ -171,48 +247,12 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
 
     grad_fn = mx.value_and_grad(loss)
     recent: list[np.ndarray] = []
-
-    def save(path: Path, step: int, final: bool) -> None:
-        assert scale is not None
-        w, b = _real(mx.stack([p["matrix"] for p in params]), mx.stack([p["bias"] for p in params]), scale)
-        meta = {**binding, "tokens": step * s.batch_tokens, "steps": step}
-        extra: dict[str, Any] = {}
-        if not final:
-            extra = {"state": json.dumps({"settings": s.model_dump(), "step": step, "seconds": seconds}),
-                     "scale": np.array(scale),
-                     "ahat": np.stack([np.array(p["matrix"]) for p in params]),
-                     "beta": np.stack([np.array(p["bias"]) for p in params]),
-                     **{f"opt.{k}": np.array(v) for k, v in tree_leaves(opt.state)}}
-        save_lens(path, np.array(w), np.array(b), meta, extra)
-
     step = start
     try:
         while step < steps:
             t0 = time.perf_counter()
-            rows, positions = _step_batch(seqs, s, step)
-            cap = CaptureSpec(kinds=(SiteKind.resid_post,), layers=None, positions=positions)
-            fwd = hm.forward(Batch.from_lists(rows), capture=cap, logits="none", cancel=cancel)
-            resid = mx.stack([fwd.captures[f"blocks.{layer}.resid_post"].reshape(-1, d) for layer in range(L)])
-            if scale is None:
-                rms = mx.sqrt((resid.astype(mx.float32) ** 2).mean(axis=1))  # [L, d]
-                scale = mx.maximum(rms, 1e-3 * rms.mean(axis=-1, keepdims=True) + 1e-12)
-            final = lm.adapter.lens_logits(lm.model, resid[L - 1]).astype(mx.float32)  # [T, V], once per step
-            log_p = final - mx.logsumexp(final, axis=-1, keepdims=True)
-            p_final = mx.exp(log_p)
-            neg_ent = (p_final * log_p).sum(axis=-1)
-            mx.eval(resid, p_final, neg_ent, scale)
-            grads: list[dict[str, Any]] = [{}] * L
-            kl_step = np.zeros(L)
-            for layers in chunks:
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
-                a, z = layers[0], layers[-1] + 1
-                (_, kl), g = grad_fn(params[a:z], scale[a:z], resid[a:z], p_final, neg_ent)
-                mx.eval(kl, g)
-                kl_np = np.array(kl)
-                grads[a:z] = [gi if k >= EXACT_BELOW else {n: mx.zeros_like(v) for n, v in gi.items()}
-                              for gi, k in zip(g, kl_np)]
-                kl_step[a:z] = kl_np
+            resid, p_final, neg_ent, scale = _step_targets(lm, hm, seqs, s, step, scale, cancel)
+            grads, kl_step = _gradients(grad_fn, chunks, params, scale, resid, p_final, neg_ent, cancel)
             params = opt.apply_gradients({"layers": grads}, {"layers": params})["layers"]
             mx.eval(params, opt.state)
             step += 1
@@ -221,12 +261,12 @@ def train_lens(lm: LoadedModel, s: TrainSettings, out: str | Path, *, resume: bo
             if on_step is not None:
                 on_step(step, steps, list(np.mean(recent, axis=0)))
             if checkpoint_every and step % checkpoint_every == 0 and step < steps:
-                save(ckpt, step, final=False)
+                _save(ckpt, binding, s, params, scale, opt, step, seconds, final=False)
     except Cancelled:
         if step > start:
-            save(ckpt, step, final=False)
+            _save(ckpt, binding, s, params, scale, opt, step, seconds, final=False)
         raise
-    save(out, step, final=True)
+    _save(out, binding, s, params, scale, opt, step, seconds, final=True)
     ckpt.unlink(missing_ok=True)
     _, _, b = read_lens_file(out)
     return TrainReport(path=str(out), binding=b, steps=step, tokens=step * s.batch_tokens, seconds=seconds,
