@@ -176,86 +176,132 @@ class World:
         ring backend polls its sockets while it waits). Any rank's cancel or error stops every rank at
         that exchange (``Cancelled`` / :class:`RankFailed`), after rank 0 has stored what finished."""
         if not self.active:
-            for i in range(n_items):
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
-                payload = compute(i)
-                if on_result is not None:
-                    on_result(i, payload)
-                if on_progress is not None:
-                    on_progress(i + 1, n_items)
+            _map_alone(n_items, compute, on_result, cancel, on_progress)
             return
         import time
 
-        try:
-            round_s = max(0.0, float(os.environ.get("LAZARUS_DIST_ROUND_S", "3")))
-        except ValueError:
-            round_s = 3.0
+        round_s = _round_s()
         remaining = list(range(n_items))
         done = 0
         while remaining:
             deadline = time.monotonic() + round_s
-            finished: list[tuple[int, bytes]] = []
-            status, error, last = OK, b"", 0.0
             mine = remaining[self.rank::self.size]
-            for i in mine:
-                start = time.monotonic()
-                if finished and start + last > deadline:
-                    break
-                if cancel is not None and cancel():
-                    status = CANCELLED
-                    break
-                try:
-                    payload = compute(i)
-                    if self.root and on_result is not None:
-                        on_result(i, payload)
-                except Cancelled:
-                    status = CANCELLED
-                    break
-                except Exception as exc:  # noqa: BLE001 - reported to every rank by the exchange
-                    status = FAILED
-                    code = exc.exit_code if isinstance(exc, LazarusError) else 1
-                    text = str(exc) if isinstance(exc, LazarusError) else f"{type(exc).__name__}: {exc}"
-                    error = json.dumps({"error": text, "code": code}).encode()
-                    break
-                last = time.monotonic() - start
-                self._item_s, self._items = self._item_s + last, self._items + 1
-                if self.root:
-                    finished.append((i, b""))
-                    if on_progress is not None:
-                        on_progress(done + len(finished), n_items)
-                else:
-                    finished.append((i, payload))
-            longest = len(remaining[0::self.size])
-            if status == OK and len(finished) == len(mine) < longest and self._items:
-                # out of work while another rank still has some: sleep through most of it rather than
-                # spin in the collective
-                guess = 0.9 * (longest - len(mine)) * self._item_s / self._items
-                time.sleep(max(0.0, min(guess, deadline - time.monotonic())))
-            body = _frames(finished)
-            import mlx.core as mx
-
-            self.meet()
-            head = self._all_gather(mx.array([status, len(body), len(error)], dtype=mx.int64))
-            heads = [tuple(int(v) for v in row) for row in head.reshape(self.size, 3).tolist()]
-            blobs = self._gather_padded(body + error, [a + b for _, a, b in heads])
-            finished_ids: set[int] = set()
-            for k, (_, n_body, _) in enumerate(heads):
-                for i, payload in _unframe(blobs[k][:n_body]):
-                    finished_ids.add(i)
-                    if self.root and k != 0 and on_result is not None:
-                        on_result(i, payload)
+            finished, status, error = self._work_round(
+                mine, deadline, compute, cancel, on_result if self.root else None,
+                on_progress if self.root else None, done, n_items)
+            if status == OK and len(finished) == len(mine):
+                self._idle_until(deadline, len(remaining[0::self.size]) - len(mine))
+            heads, blobs = self._exchange(_frames(finished), status, error)
+            finished_ids = _collect(heads, blobs, on_result if self.root else None)
             done += len(finished_ids)
             remaining = [i for i in remaining if i not in finished_ids]
             if self.root and on_progress is not None:
                 on_progress(done, n_items)
-            failed = [k for k, (st, _, _) in enumerate(heads) if st == FAILED]
-            if failed:
-                k = failed[0]
-                info = json.loads(blobs[k][heads[k][1]:])
-                raise RankFailed(f"rank {k} failed: {info['error']}", info["code"])
-            if any(st == CANCELLED for st, _, _ in heads):
-                raise Cancelled("cancelled")
+            _raise_on_stop(heads, blobs)
+
+    def _work_round(self, mine: list[int], deadline: float, compute: Callable[[int], bytes],
+                    cancel: Callable[[], bool] | None, on_result: Callable[[int, bytes], None] | None,
+                    on_progress: Callable[[int, int], None] | None, done: int,
+                    n_items: int) -> tuple[list[tuple[int, bytes]], int, bytes]:
+        """Compute this rank's share ``mine`` until its next item would pass ``deadline``: the items
+        finished (rank 0 keeps no payloads, ``on_result`` already has them), the status and the error
+        (JSON bytes) to report at the exchange. ``done``: items finished before this round."""
+        import time
+
+        finished: list[tuple[int, bytes]] = []
+        last = 0.0
+        for i in mine:
+            start = time.monotonic()
+            if finished and start + last > deadline:
+                break
+            if cancel is not None and cancel():
+                return finished, CANCELLED, b""
+            try:
+                payload = compute(i)
+                if on_result is not None:
+                    on_result(i, payload)
+            except Cancelled:
+                return finished, CANCELLED, b""
+            except Exception as exc:  # noqa: BLE001 - reported to every rank by the exchange
+                return finished, FAILED, _error_bytes(exc)
+            last = time.monotonic() - start
+            self._item_s, self._items = self._item_s + last, self._items + 1
+            finished.append((i, b"" if self.root else payload))
+            if on_progress is not None:
+                on_progress(done + len(finished), n_items)
+        return finished, OK, b""
+
+    def _idle_until(self, deadline: float, behind: int) -> None:
+        """Out of work while another rank still has ``behind`` more items than this one: sleep through
+        most of it rather than spin in the collective."""
+        if behind <= 0 or not self._items:
+            return
+        import time
+
+        guess = 0.9 * behind * self._item_s / self._items
+        time.sleep(max(0.0, min(guess, deadline - time.monotonic())))
+
+    def _exchange(self, body: bytes, status: int, error: bytes) -> tuple[list[tuple[int, ...]], list[bytes]]:
+        """One round's exchange: every rank's (status, body length, error length) and body + error."""
+        import mlx.core as mx
+
+        self.meet()
+        head = self._all_gather(mx.array([status, len(body), len(error)], dtype=mx.int64))
+        heads = [tuple(int(v) for v in row) for row in head.reshape(self.size, 3).tolist()]
+        blobs = self._gather_padded(body + error, [a + b for _, a, b in heads])
+        return heads, blobs
+
+
+def _map_alone(n_items: int, compute: Callable[[int], bytes],
+               on_result: Callable[[int, bytes], None] | None, cancel: Callable[[], bool] | None,
+               on_progress: Callable[[int, int], None] | None) -> None:
+    """:meth:`World.map_items` in a single process: every item here, in index order."""
+    for i in range(n_items):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        payload = compute(i)
+        if on_result is not None:
+            on_result(i, payload)
+        if on_progress is not None:
+            on_progress(i + 1, n_items)
+
+
+def _round_s() -> float:
+    """Seconds per round of :meth:`World.map_items` (``LAZARUS_DIST_ROUND_S``, 3 by default)."""
+    try:
+        return max(0.0, float(os.environ.get("LAZARUS_DIST_ROUND_S", "3")))
+    except ValueError:
+        return 3.0
+
+
+def _error_bytes(exc: Exception) -> bytes:
+    """A failed item's error as the JSON a rank reports at the exchange."""
+    code = exc.exit_code if isinstance(exc, LazarusError) else 1
+    text = str(exc) if isinstance(exc, LazarusError) else f"{type(exc).__name__}: {exc}"
+    return json.dumps({"error": text, "code": code}).encode()
+
+
+def _collect(heads: list[tuple[int, ...]], blobs: list[bytes],
+             on_result: Callable[[int, bytes], None] | None) -> set[int]:
+    """The item ids finished this round on any rank; the other ranks' payloads go to ``on_result``."""
+    finished_ids: set[int] = set()
+    for k, (_, n_body, _) in enumerate(heads):
+        for i, payload in _unframe(blobs[k][:n_body]):
+            finished_ids.add(i)
+            if k != 0 and on_result is not None:
+                on_result(i, payload)
+    return finished_ids
+
+
+def _raise_on_stop(heads: list[tuple[int, ...]], blobs: list[bytes]) -> None:
+    """After an exchange: the first failed rank's error (naming it), else ``Cancelled`` if any rank was."""
+    failed = [k for k, (st, _, _) in enumerate(heads) if st == FAILED]
+    if failed:
+        k = failed[0]
+        info = json.loads(blobs[k][heads[k][1]:])
+        raise RankFailed(f"rank {k} failed: {info['error']}", info["code"])
+    if any(st == CANCELLED for st, _, _ in heads):
+        raise Cancelled("cancelled")
 
 
 def _frames(items: list[tuple[int, bytes]]) -> bytes:
