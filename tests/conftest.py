@@ -17,14 +17,11 @@ def smollm():
 
 @pytest.fixture(scope="module")
 def gemma():
-    """Per module: Gemma 3 (1 GB in float32, 1.7 GB once its lens head is cached) is used by a
-    few modules only; loading it again from the converted cache takes about a second."""
-    import gc
-
+    """Per module: Gemma 3 (1 GB in float32) is used by a few modules only; loading it again from
+    the converted cache takes about a second (the module teardown below gives its memory back)."""
     from engine.models import load
 
-    yield load("gemma3-270m")
-    gc.collect()
+    return load("gemma3-270m")
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +64,6 @@ def _tiny(model_type: str):
                      source_format="random", device="cpu", embedding_scale=adapter.embedding_scale,
                      sliding_window=adapter.sliding_window, sliding_layers=list(adapter.sliding_layers))
     return LoadedModel(model, tok, adapter, config, info)
-
-
 
 
 def _give_memory_back() -> None:
@@ -118,5 +113,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = getattr(item, "module", None)
         if module is not None and not item.get_closest_marker("xdist_group"):
-            group = "models" if module.__name__ in in_process else module.__name__.rsplit(".", 1)[-1]
+            group = "models" if module.__name__ in in_process else module.__name__
             item.add_marker(pytest.mark.xdist_group(group))
