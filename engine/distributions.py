@@ -157,10 +157,9 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
     pa = np.array([p[0] for p in pairs], dtype=np.int64)
     pb = np.array([p[1] for p in pairs], dtype=np.int64)
     with _scratch("exp", R, V) as e, _scratch("pairs", len(pairs), V) as sbuf:
-        np.subtract(x, top_logit[:, None], out=e)
-        np.exp(e, out=e)
-
         def rows(lo: int, hi: int) -> None:
+            np.subtract(x[lo:hi], top_logit[lo:hi, None], out=e[lo:hi])
+            np.exp(e[lo:hi], out=e[lo:hi])  # NumPy's SIMD exp; it releases the GIL, so the halves overlap
             kern.rows_sums(x, top_logit, lo, hi, e, sums)
             kern.rows_top_ranks(x, lo, hi, k, t, top, vals, ranks)
 
@@ -172,9 +171,12 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
         log_z = np.log(z)
         c = top_logit.astype(np.float64) + log_z  # log-softmax = logit - c
         inv = 1.0 / z
-        _split(lambda lo, hi: kern.pairs_near(x, e, inv, c, pa, pb, lo, hi, sbuf, div), len(pairs), len(pairs) * V)
-        np.log(sbuf, out=sbuf)
-        _split(lambda lo, hi: kern.pairs_far(x, e, inv, c, pa, pb, lo, hi, sbuf, div), len(pairs), len(pairs) * V)
+        def pair_rows(lo: int, hi: int) -> None:
+            kern.pairs_near(x, e, inv, c, pa, pb, lo, hi, sbuf, div)
+            np.log(sbuf[lo:hi], out=sbuf[lo:hi])  # NumPy's SIMD log, for the far entries
+            kern.pairs_far(x, e, inv, c, pa, pb, lo, hi, sbuf, div)
+
+        _split(pair_rows, len(pairs), len(pairs) * V)
     top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
     t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t.size else np.zeros((R, 0))
     return LensStats(top.tolist(), top_p.tolist(), (log_z - sums[:, 1] / z).tolist(), div[:, 0].tolist(),

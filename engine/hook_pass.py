@@ -29,7 +29,8 @@ class Pass:
     def __init__(self, hm: HookedModel, batch: Batch, ivs: list[Intervention], capture: CaptureSpec | None,
                  cap_layers: set[int], cap_kinds: set[SiteKind], start: int, stop: int, h_in: mx.array | None,
                  factor: float | None, cancel: Callable[[], bool] | None,
-                 on_layer: Callable[[int, int], None] | None, offset: int) -> None:
+                 on_layer: Callable[[int, int], None] | None, offset: int,
+                 deltas: dict[str, mx.array] | None = None) -> None:
         self.hm, self.batch, self.capture = hm, batch, capture
         self.owner = hm._owner
         self.cap_layers, self.cap_kinds = cap_layers, cap_kinds
@@ -51,7 +52,19 @@ class Pass:
         self.fake: str | None = None  # routing probe: the experts return zeros / one-hot rows
         self.route: mx.array | None = None
         self.reached: set[tuple[int, SiteKind]] = set()  # the sites the family's forward went through
-        self.deltas: dict[str, mx.array] = {}  # site name -> array added there (gradients: engine.attribution)
+        self.deltas: dict[str, mx.array] = dict(deltas or {})  # site name -> array added there (engine.attribution)
+        self.idle = self._idle_roles()
+
+    def _idle_roles(self) -> frozenset[str]:
+        """The inner roles this pass neither reads nor edits anywhere: their wrapped calls go straight
+        to the family's code (half of a plain lens pass's Python time was spent in them)."""
+        used = (self.cap_kinds | {kind for _, kind in self.by_layer}
+                | {SiteKind(name.rsplit(".", 1)[1]) for name in self.deltas})
+        if self.heads:
+            used.add(SiteKind.attn_heads)
+        roles = {"attn_out": {SiteKind.attn_out}, "mlp_out": {SiteKind.mlp_out, SiteKind.moe_router},
+                 "heads": {SiteKind.attn_heads}, "mlp_hidden": {SiteKind.mlp_hidden}, "experts": {SiteKind.moe_router}}
+        return frozenset(role for role, need in roles.items() if not need & used)
 
     def wants(self, kind: SiteKind, layer: int) -> bool:
         return kind in self.cap_kinds and layer in self.cap_layers
@@ -83,6 +96,8 @@ class Pass:
         self.keep(SiteKind.attn_pattern, self.layer, probs)
 
     def call(self, role: str, layer: int, module: Any, base: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if role in self.idle:
+            return base(module, *args, **kwargs)
         return getattr(self, "_" + role)(layer, module, base, args, kwargs)
 
     # -- roles -----------------------------------------------------------------------------

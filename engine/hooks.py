@@ -185,9 +185,7 @@ class HookedModel:
             check_prompt(self.lm, B, S, offset + S, len(cap_layers) if SiteKind.attn_pattern in cap_kinds else 0)
         factor, extra = self._embedding(batch, embedding_scale) if h is None and start_layer == 0 else (None, {})
         p = _Pass(self, batch, ivs, capture, cap_layers, cap_kinds, start_layer, stop, h, factor, cancel, on_layer,
-                  offset)
-        if deltas:
-            p.deltas = dict(deltas)
+                  offset, deltas)
         caches = self._caches(kv, batch, offset, start_layer, stop)
         prev, hook_points.ACTIVE = hook_points.ACTIVE, p
         try:
