@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.fileio import output_name, save_npz_atomic
-from engine.results.directions import DirectionInfo, DirectionPair, DirectionsRequest, DirectionsResult
+from engine.results.directions import DirectionFileInfo, DirectionPair, DirectionsRequest, DirectionsResult
 
 
 @dataclass
@@ -120,7 +120,7 @@ def compare_directions(req: DirectionsRequest) -> DirectionsResult:
     models = {f.model_id for f in files if f.model_id}
     if len(models) > 1:
         warnings.append(f"directions come from different models {sorted(models)}")
-    infos = [DirectionInfo(path=f.path, name=n, dim=int(f.direction.size), layer=f.layer, model_id=f.model_id,
+    infos = [DirectionFileInfo(path=f.path, name=n, dim=int(f.direction.size), layer=f.layer, model_id=f.model_id,
                            method=f.method, norm=float(np.linalg.norm(f.direction))) for f, n in zip(files, names)]
     return DirectionsResult(request=req, directions=infos, cosine=cos.tolist(), pairs=pairs,
                             mean_abs_cosine=float(np.mean(offdiag)), warnings=warnings)

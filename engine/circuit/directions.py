@@ -26,7 +26,7 @@ from engine.circuit.activations import Activations
 from engine.circuit.geometry import binary_labels, classifier, pair_groups, split
 from engine.errors import InputError
 from engine.fileio import check_output, make_dir
-from engine.results.circuit import DirectionsResult, ExtractedDirection
+from engine.results.circuit import ExtractedDirection, ExtractedDirectionsResult
 
 METHODS = ("diff_means", "lda", "probe_weights", "pca")
 
@@ -92,7 +92,7 @@ def _safe(name: str) -> str:
 
 
 def extract(acts: Activations, layer: int, method: str = "diff_means", per_category: bool = False,
-            output_dir: str | None = None, seed: int = 0) -> DirectionsResult:
+            output_dir: str | None = None, seed: int = 0) -> ExtractedDirectionsResult:
     from threadpoolctl import threadpool_limits
 
     from engine.direction_files import save_direction
@@ -137,5 +137,5 @@ def extract(acts: Activations, layer: int, method: str = "diff_means", per_categ
                                             file=file, **m))
     u = np.stack(units)
     cos = np.clip(u @ u.T, -1, 1).tolist() if len(units) > 1 else []
-    return DirectionsResult(model_id=acts.model_id, activations_file=acts.path, layer=layer, method=method,
+    return ExtractedDirectionsResult(model_id=acts.model_id, activations_file=acts.path, layer=layer, method=method,
                             directions=found, cosine=cos, output_dir=str(out_dir) if out_dir else None)

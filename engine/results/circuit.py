@@ -151,7 +151,7 @@ class ExtractedDirection(Frozen):
     file: str | None = None
 
 
-class DirectionsResult(Frozen):
+class ExtractedDirectionsResult(Frozen):
     schema_version: int = SCHEMA_VERSION
     model_id: str
     activations_file: str

@@ -7,7 +7,7 @@ from typing import Literal
 from engine.results.base import SCHEMA_VERSION, Frozen
 
 
-class DirectionInfo(Frozen):
+class DirectionFileInfo(Frozen):
     path: str
     name: str
     dim: int
@@ -34,7 +34,7 @@ class DirectionsRequest(Frozen):
 class DirectionsResult(Frozen):
     schema_version: int = SCHEMA_VERSION
     request: DirectionsRequest
-    directions: list[DirectionInfo]
+    directions: list[DirectionFileInfo]
     cosine: list[list[float]]
     pairs: list[DirectionPair]
     mean_abs_cosine: float
