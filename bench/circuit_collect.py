@@ -19,13 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: F401  (BLAS before mlx)
+from engine.limits import process_memory
 
 
 def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
+    b = process_memory(field)
+    if b is None:
+        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    return b
 
 
 def main() -> None:

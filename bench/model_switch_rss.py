@@ -19,14 +19,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: F401  (BLAS before mlx)
+from engine.limits import process_memory
 
 
 def rss_mib(field: str = "VmRSS") -> float:
     """``field`` of /proc/self/status (VmRSS: now, VmHWM: peak) in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    b = process_memory(field)
+    if b is None:
+        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    return b / 2**20
 
 
 def switch_rss(a: str, b: str, switches: int, keep: int | None = None,

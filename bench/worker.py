@@ -18,13 +18,10 @@ BENCH = str(Path(__file__).resolve().parent)
 
 
 def _status(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # MiB
-    except OSError:
-        pass
-    return None
+    from engine.limits import process_memory
+
+    b = process_memory(field)
+    return None if b is None else b / 2**20  # MiB
 
 
 def _reset_hwm() -> None:

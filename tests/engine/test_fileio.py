@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -117,6 +118,23 @@ def test_prompt_past_the_context_length_is_refused():
 
     assert context_length({"n_positions": 1024}) == 1024  # GPT-2's name
     assert context_length({"text_config": {"max_position_embeddings": 32768}}) == 32768
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_process_memory_reads_this_process():
+    import numpy as np
+
+    from engine.limits import process_memory
+
+    before = process_memory("VmRSS")
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    after = process_memory("VmRSS")
+    assert before is not None and after is not None
+    assert after - before > 48 * 2**20  # pages the array touched are resident (kB in /proc -> bytes)
+    peak = process_memory("VmHWM")
+    assert peak is not None and peak >= after
+    assert process_memory("NoSuchField") is None
+    del block
 
 
 def test_attention_memory_estimate_scales_with_the_budget():

@@ -13,15 +13,15 @@ import pytest
 
 import engine.models
 import engine.session
+from engine.limits import process_memory
 from engine.mx_values import tree_leaves
 from engine.session import KEEP_MODELS, EngineSession
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    b = process_memory("VmRSS")
+    assert b is not None, "no VmRSS in /proc/self/status"
+    return b / 2**20
 
 
 def _random_llama(spec: str, hidden: int, layers: int, vocab: int):
