@@ -107,6 +107,7 @@ class Tokenizer:
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         self.bos_token = backend.id_to_token(bos_id) if bos_id is not None else None
         self.eos_token = backend.id_to_token(self.eos_ids[0]) if self.eos_ids else None
+        self._pieces: dict[int, str] = {}  # token id -> piece, filled as tables ask (at most the vocabulary)
 
     # -- encoding --------------------------------------------------------------------------
     @property
@@ -131,7 +132,11 @@ class Tokenizer:
 
     def piece(self, token_id: int) -> str:
         """The text one token stands for (e.g. ' Paris'), as shown in tables."""
-        return self.backend.decode([int(token_id)], skip_special_tokens=False)
+        tid = int(token_id)
+        text = self._pieces.get(tid)
+        if text is None:
+            text = self._pieces[tid] = self.backend.decode([tid], skip_special_tokens=False)
+        return text
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.piece(i) for i in ids]
