@@ -163,9 +163,10 @@ class JobContext:
         """``progress`` for one stage as a ``(done, total)`` callback, the form engine functions take."""
         return lambda done, total: self.progress(stage, done, total, message)
 
-    def model(self, spec: str | None = None, dtype: str | None = None) -> Any:
-        """A loaded model (the session's current one by default), loading it if needed."""
-        return self.session._get_model(spec, dtype, self)
+    def model(self, spec: str | None = None, dtype: str | None = None, make_current: bool = False) -> Any:
+        """A loaded model (the session's current one by default), loading it if needed;
+        ``make_current`` makes it the session's current model."""
+        return self.session._get_model(spec, dtype, self, make_current)
 
 
 KEEP_MODELS = 2  # models a session keeps loaded: the current one and the last other one used
@@ -347,8 +348,9 @@ class EngineSession:
             def progress(desc: str, done: int, total: int) -> None:
                 if ctx is not None:
                     ctx.progress("load", done, total, desc)
-            self._evict(room=1)  # before the load: the weights it drops are not held next to the new ones
-            self._models[key] = load(spec, dtype=dtype, progress=progress)
+            # room is made once the source is found, before its weights are read: what it drops is
+            # not held next to the new weights, and a bad name drops nothing
+            self._models[key] = load(spec, dtype=dtype, progress=progress, found=lambda: self._evict(room=1))
         self._models.move_to_end(key)
         lm = self._models[key]
         if self.current is None or make_current:

@@ -81,9 +81,8 @@ class EngineClient:
             from engine.distributions import prepare
 
             prepare()  # the lens statistics' loops compile while the model loads
-            lm = ctx.model(spec if spec is not None else self.model_spec, dtype or self.dtype)
-            ctx.session.current = lm
-            return lm.info
+            return ctx.model(spec if spec is not None else self.model_spec, dtype or self.dtype,
+                             make_current=True).info
         return self.session.submit(job, name=f"load {spec}", on_progress=on_progress)
 
     def analyze(self, req: AnalyzeRequest, on_progress: OnProgress = None) -> Job[Any]:

@@ -153,9 +153,13 @@ def _leaf_dtypes(model: Any) -> list[str]:
 
 
 def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None = None,
-         embedding_scale: float | None = None, stage: tuple[int, int] | None = None) -> LoadedModel:
+         embedding_scale: float | None = None, stage: tuple[int, int] | None = None,
+         found: Callable[[], None] | None = None) -> LoadedModel:
     """Load a model from any source; see the module docstring. Every call loads its own copy: the
     caller owns it (an ``EngineSession`` keeps the models it uses; nothing is shared behind its back).
+
+    ``found()`` is called once the source exists, before any weights are read: an ``EngineSession``
+    makes room there, so a mistyped name or a missing file drops none of the models it keeps.
 
     ``stage=(rank, size)``: pipeline sharding (engine/pipeline.py): only the blocks of that rank's
     stage get weights (the others' are never read from disk); embedding, final norm and head stay."""
@@ -163,6 +167,8 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
+    if found is not None:
+        found()
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader

@@ -13,6 +13,7 @@ import pytest
 
 import engine.models
 import engine.session
+from engine.errors import InputError, ModelLoadError
 from engine.limits import process_memory
 from engine.mx_values import tree_leaves
 from engine.session import KEEP_MODELS, EngineSession
@@ -44,7 +45,8 @@ def test_the_session_keeps_the_current_model_and_the_last_other_one(monkeypatch)
     drops the current one (the models are stand-ins: what is tested is the session's bookkeeping)."""
     loads: list[str] = []
 
-    def fake_load(spec, dtype="auto", progress=None):
+    def fake_load(spec, dtype="auto", progress=None, found=None):
+        found()
         loads.append(spec)
         return object()
 
@@ -62,12 +64,39 @@ def test_the_session_keeps_the_current_model_and_the_last_other_one(monkeypatch)
         s.close(cancel=True, timeout=10)
 
 
+def test_a_model_that_cannot_be_found_drops_none_of_the_kept_ones(monkeypatch, tmp_path):
+    """Room for a new model is made only once its source exists (``load(found=...)``): a mistyped
+    name or a missing file is an error, and both models the session keeps stay loaded."""
+    real_load = engine.models.load
+    made: dict[str, object] = {}
+
+    def load(spec, dtype="auto", progress=None, found=None):
+        if spec in ("a", "b"):  # stand-ins for two good models
+            found()
+            made[spec] = object()
+            return made[spec]
+        return real_load(spec, dtype=dtype, progress=progress, found=found)  # the real lookup
+
+    monkeypatch.setattr(engine.models, "load", load)
+    s = EngineSession("a")
+    try:
+        s.load("a").result(timeout=30)
+        s.load("b").result(timeout=30)
+        for bad in [str(tmp_path / "missing.gguf"), "no-such-model", str(tmp_path)]:
+            with pytest.raises((ModelLoadError, InputError)):
+                s.load(bad).result(timeout=30)
+            assert list(s._models.values()) == [made["a"], made["b"]] and s.current is made["b"]
+    finally:
+        s.close(cancel=True, timeout=10)
+
+
 def test_a_dropped_model_is_freed_and_loading_again_makes_a_new_one(monkeypatch):
     """Tiny real models: the model the LRU drops is gone at once (no module-level cache, no cycle
     left for the collector), and the current one survives a job that loads two others."""
     made: list[weakref.ref] = []
 
-    def tiny_load(spec, dtype="auto", progress=None):
+    def tiny_load(spec, dtype="auto", progress=None, found=None):
+        found()
         lm = _random_llama(spec, hidden=64, layers=2, vocab=512)
         made.append(weakref.ref(lm))
         return lm
@@ -95,7 +124,7 @@ def test_switching_models_ten_times_does_not_grow_rss(monkeypatch):
     much per switch; RSS after the last switch stays within half a model of the early readings."""
     monkeypatch.setattr(engine.session, "KEEP_MODELS", 1)
     monkeypatch.setattr(engine.models, "load",
-                        lambda spec, dtype="auto", progress=None: _random_llama(spec, 512, 10, 8192))
+                        lambda spec, dtype="auto", progress=None, found=None: (found(), _random_llama(spec, 512, 10, 8192))[1])
     s = EngineSession("a")
     try:
         rss = []
