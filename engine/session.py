@@ -259,6 +259,7 @@ class EngineSession:
                         return
                     continue  # a stale stop request from a close that found no thread
                 self._run_one(*item)
+                item = None  # the finished job (and its result) is not held while the queue is empty
         except BaseException as exc:  # noqa: BLE001  (a bug in this loop: fail the job, start a new thread)
             reason = f"{type(exc).__name__}: {exc}"
             with self._lock:
@@ -287,12 +288,15 @@ class EngineSession:
             else:
                 _settle(job.future, result)
         self._running = None
+        with self._lock:  # a finished job's result belongs to its caller: the session lets it go
+            self._pending = [j for j in self._pending if j is not job]
 
     def submit(self, fn: Callable[[JobContext], T], *, name: str = "job",
                on_progress: Callable[[ProgressEvent], None] | None = None) -> Job[T]:
         self._ensure_thread()
         job: Job[T] = Job(name)
-        self._pending = [j for j in self._pending if not j.done()] + [job]
+        with self._lock:
+            self._pending = [j for j in self._pending if not j.done()] + [job]
         self._queue.put((job, fn, on_progress))
         return job
 

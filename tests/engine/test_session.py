@@ -67,6 +67,26 @@ async def _await(job):
     return await job
 
 
+def test_a_finished_job_and_its_result_are_not_held_by_the_session(session):
+    """Once a job has finished and its caller drops it, nothing in the session keeps its result
+    alive (not the job list, not the engine loop's last queue item) while the engine waits."""
+    import gc
+    import weakref
+
+    class Big:  # stands in for a large result (activations, a long generation)
+        pass
+
+    job = session.submit(lambda ctx: Big(), name="big")
+    ref = weakref.ref(job.result(timeout=10))
+    del job
+    deadline = time.monotonic() + 5
+    while ref() is not None and time.monotonic() < deadline:  # the engine thread finishes its step
+        gc.collect()
+        time.sleep(0.01)
+    assert ref() is None
+    assert session.run(lambda ctx: 7) == 7  # and the engine still works
+
+
 def test_a_queued_job_cancelled_by_flag_fails_with_cancelled(session):
     release = _blocker(session)
     queued = session.submit(lambda ctx: "never", name="queued")
