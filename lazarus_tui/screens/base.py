@@ -23,7 +23,7 @@ import asyncio
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
@@ -217,6 +217,15 @@ class WorkbenchScreen(Screen):
         """Move the focus to ``widget`` after a run, unless the user is typing in a text field."""
         if not self.in_text_field():
             widget.focus()
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """Textual's active bindings with the app's own (q quit, ? help, m model) first: the footer
+        lists them in this order and cuts what does not fit, so at 80 columns it kept the screen's
+        keys and dropped the way out and the way to the key list. Only the order changes."""
+        merged = super().active_bindings
+        app_first = {key: b for key, b in merged.items() if b.node is self.app}
+        return {**app_first, **{key: b for key, b in merged.items() if b.node is not self.app}}
 
     def _typed_actions(self) -> set[str]:
         """Actions whose every key is typed by a text field: they never act from one."""

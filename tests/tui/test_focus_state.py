@@ -52,6 +52,22 @@ async def test_keys_type_in_fields_and_act_after_esc_on_every_screen(fake_engine
             assert "b" in app.screen.active_bindings  # now the letter keys act
 
 
+async def test_the_footer_keeps_quit_help_and_model_at_80_columns_on_every_screen(fake_engine) -> None:
+    """The footer cuts what does not fit; the app's own keys come first, so at 80 columns the way out
+    (q), the key list (?) and the model picker (m) are always shown whole (they were cut before)."""
+    from textual.widgets import Footer
+
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key, _, _ in SCREENS.values():
+            screen = await scenarios.goto(pilot, key)
+            await pilot.press("escape")  # out of the prompt: the view's keys act
+            await pilot.pause()
+            shown = [k for k in screen.query_one(Footer).children if getattr(k, "key", None)]
+            assert [k.key for k in shown[:3]] == ["q", "question_mark", "m"], key
+            assert all(0 <= k.region.x and k.region.right <= 80 and k.region.width > 2 for k in shown[:3]), key
+
+
 async def test_tab_into_a_filled_field_does_not_select_it_on_every_screen(fake_engine) -> None:
     app = LazarusApp(fake_engine)
     async with app.run_test(size=(200, 50)) as pilot:
