@@ -158,8 +158,9 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
     """Load a model from any source; see the module docstring. Every call loads its own copy: the
     caller owns it (an ``EngineSession`` keeps the models it uses; nothing is shared behind its back).
 
-    ``found()`` is called once the source exists, before any weights are read: an ``EngineSession``
-    makes room there, so a mistyped name or a missing file drops none of the models it keeps.
+    ``found()`` is called once the source exists (a hub repo: once its files are downloaded),
+    before any weights are read: an ``EngineSession`` makes room there, so a mistyped name, a
+    missing file or an unreachable repo drops none of the models it keeps.
 
     ``stage=(rank, size)``: pipeline sharding (engine/pipeline.py): only the blocks of that rank's
     stage get weights (the others' are never read from disk); embedding, final norm and head stay."""
@@ -167,19 +168,18 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
         raise InputError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     t0 = time.perf_counter()
     model_id, path, fmt = _resolve(spec, progress)
+    if path is None:  # a hub id: the files come down first, so a repo that does not exist drops nothing either
+        path = _hub_download(model_id)
     if found is not None:
         found()
     quantized = False
     if fmt == "gguf":
         from engine.models import gguf_loader
 
-        assert path is not None
         config, weights, tokenizer = gguf_loader.load(path, progress)
         model = _build(config, weights)
         source = str(path)
     else:
-        if path is None:
-            path = _hub_download(model_id)
         from mlx_lm.utils import load_model
 
         try:

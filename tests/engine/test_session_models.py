@@ -66,8 +66,14 @@ def test_the_session_keeps_the_current_model_and_the_last_other_one(monkeypatch)
 
 def test_a_model_that_cannot_be_found_drops_none_of_the_kept_ones(monkeypatch, tmp_path):
     """Room for a new model is made only once its source exists (``load(found=...)``): a mistyped
-    name or a missing file is an error, and both models the session keeps stay loaded."""
+    name, a missing file or a hub repo that cannot be fetched is an error, and both models the
+    session keeps stay loaded."""
     real_load = engine.models.load
+
+    def no_hub(repo):  # what the hub download raises offline or for a repo that does not exist
+        raise ModelLoadError(f"could not fetch {repo!r} from the hub")
+
+    monkeypatch.setattr(engine.models, "_hub_download", no_hub)
     made: dict[str, object] = {}
 
     def load(spec, dtype="auto", progress=None, found=None):
@@ -82,7 +88,7 @@ def test_a_model_that_cannot_be_found_drops_none_of_the_kept_ones(monkeypatch, t
     try:
         s.load("a").result(timeout=30)
         s.load("b").result(timeout=30)
-        for bad in [str(tmp_path / "missing.gguf"), "no-such-model", str(tmp_path)]:
+        for bad in [str(tmp_path / "missing.gguf"), "no-such-model", str(tmp_path), "no-such-org/no-such-model"]:
             with pytest.raises((ModelLoadError, InputError)):
                 s.load(bad).result(timeout=30)
             assert list(s._models.values()) == [made["a"], made["b"]] and s.current is made["b"]
