@@ -57,7 +57,7 @@ class Pass:
 
     def _idle_roles(self) -> frozenset[str]:
         """The inner roles this pass neither reads nor edits anywhere: their wrapped calls go straight
-        to the family's code (half of a plain lens pass's Python time was spent in them)."""
+        to the family's code (SmolLM2's 5-token lens: graph building 3.84 -> 3.68 ms; mlx-lm's own 3.0)."""
         used = (self.cap_kinds | {kind for _, kind in self.by_layer}
                 | {SiteKind(name.rsplit(".", 1)[1]) for name in self.deltas})
         if self.heads:
