@@ -22,8 +22,7 @@ split between the calling thread and one worker (the loops release the GIL).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import AnalysisError
+from engine.two_threads import halves
 
 _PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over two threads
 
@@ -47,9 +47,15 @@ class LensStats:
 
 
 def prepare() -> None:
-    """Load the compiled loops on a background thread (e.g. while a model loads); a call that
-    needs them before they are ready waits for the import."""
-    threading.Thread(target=_kernels, name="distribution-kernels", daemon=True).start()
+    """Load the compiled loops (these statistics' and the lens's unembedding product,
+    ``engine.unembed_kernel``) on a background thread, e.g. while a model loads; a call that needs
+    them before they are ready waits for the import."""
+    threading.Thread(target=_load_all, name="distribution-kernels", daemon=True).start()
+
+
+def _load_all() -> None:
+    _kernels()
+    import engine.unembed_kernel  # noqa: F401  (the import compiles or loads the loop)
 
 
 def _kernels():
@@ -163,7 +169,7 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
             kern.rows_sums(x, top_logit, lo, hi, e, sums)
             kern.rows_top_ranks(x, lo, hi, k, t, top, vals, ranks)
 
-        _split(rows, R, R * V)
+        halves(rows, R, R * V >= _PARALLEL_FROM)
         for r in range(R):
             if k and top[r, -1] < 0:  # fewer than k entries above -inf
                 top[r] = top_k(x[r], k)
@@ -176,29 +182,11 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
             np.log(sbuf[lo:hi], out=sbuf[lo:hi])  # NumPy's SIMD log, for the far entries
             kern.pairs_far(x, e, inv, c, pa, pb, lo, hi, sbuf, div)
 
-        _split(pair_rows, len(pairs), len(pairs) * V)
+        halves(pair_rows, len(pairs), len(pairs) * V >= _PARALLEL_FROM)
     top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
     t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t.size else np.zeros((R, 0))
     return LensStats(top.tolist(), top_p.tolist(), (log_z - sums[:, 1] / z).tolist(), div[:, 0].tolist(),
                      div[:, 1].tolist(), t_prob.tolist(), ranks.tolist())
-
-
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def _split(fn: Callable[[int, int], None], n: int, size: int) -> None:
-    """fn(lo, hi) over range(n): half on a worker thread, half here when the work is big enough."""
-    if n < 2 or size < _PARALLEL_FROM:
-        fn(0, n)
-        return
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="distribution-stats"))
-    half = n // 2
-    other = _POOL[0].submit(fn, half, n)
-    try:
-        fn(0, half)
-    finally:  # never leave the worker writing into the scratch buffer after we return
-        other.result()
 
 
 _SCRATCH: dict[str, tuple[threading.Lock, list[np.ndarray]]] = {

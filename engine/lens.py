@@ -35,6 +35,7 @@ from engine.results.base import TokenPrediction
 from engine.tuned_lens import TunedLens, resolve_lens
 
 CONFIDENT_BELOW = 0.3  # normalised entropy under which a layer counts as confident
+KERNEL_ROWS = 256  # rows up to which engine.unembed_kernel beat OpenBLAS (measured to 256; more amortise its packing)
 
 
 def select_layers(strategy: LayerStrategy, n_layers: int, step: int = 4,
@@ -73,14 +74,15 @@ def lens_distributions(hm: HookedModel, resid: mx.array, layers: Sequence[int] |
 
 
 def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | None = None,
-                     lens: TunedLens | None = None) -> mx.array:
-    """Lens logits [N, vocab] in float32 for residuals [N, hidden] (rows' layers and lens as in
+                     lens: TunedLens | None = None) -> np.ndarray:
+    """Lens logits [N, vocab] as NumPy float32 for residuals [N, hidden] (rows' layers and lens as in
     ``lens_distributions``).
 
-    Same maths as ``lens_distributions`` (final norm, unembedding, soft-cap) in one float32 matmul
-    of all rows against the stored [vocab, hidden] matrix (``x @ W.T``, no copy: with OpenBLAS
-    that product was 1.4-1.9x faster than against a contiguous transposed copy, for 1 to 32 rows
-    of SmolLM2's and Gemma 3's heads, docs/PERFORMANCE.md, and the copy cost 0.6 GB on Gemma).
+    Same maths as ``lens_distributions`` (final norm, unembedding, soft-cap) in one float32 product
+    of all rows against the stored [vocab, hidden] matrix, never a transposed copy (that cost 0.6 GB
+    on Gemma). On the CPU, up to ``KERNEL_ROWS`` rows go through
+    ``engine.unembed_kernel`` (OpenBLAS repacks the whole matrix on every product: SmolLM2's 30
+    rows 18.4 -> 12.8 ms); elsewhere MLX's matmul (``x @ W.T``, no copy).
     """
     resid = lens_input(resid, layers, lens)
     lm = hm.lm
@@ -89,17 +91,25 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | N
         w = _plain_head(hm, resid[:1])
         lm.extras["unembed"] = w
     if not isinstance(w, mx.array):  # quantized, biased or scaled head: the family's own
-        return lens_distributions(hm, resid)[0]
+        return np.asarray(lens_distributions(hm, resid)[0])
     h = hm.adapter.final_norm(hm.model)(resid)
     n = h.shape[0]
+    cap = hm.adapter.final_logit_softcap
+    if w.dtype == mx.float32 and n <= KERNEL_ROWS and mx.default_device() == mx.cpu:
+        from engine.unembed_kernel import unembed  # compiles or loads the loop (prepare() starts that early)
+
+        out = unembed(np.asarray(h.astype(mx.float32)), np.asarray(w))
+        if cap:
+            np.tanh(out / cap, out=out)
+            out *= cap
+        return out
     pad = _row_padding(n)
     if pad:
         h = mx.concatenate([h, mx.zeros((pad, h.shape[1]), h.dtype)])
     logits = (h @ w.T)[:n].astype(mx.float32)
-    cap = hm.adapter.final_logit_softcap
     if cap:
         logits = mx.tanh(logits / cap) * cap
-    return logits
+    return np.asarray(logits)
 
 
 def _plain_head(hm: HookedModel, probe: mx.array) -> mx.array | bool:
@@ -164,7 +174,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         if out is None:
             return None
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in read], axis=0)
-        return np.asarray(fast_lens_logits(hm, resid.astype(compute_dtype(hm)), read, lens))
+        return fast_lens_logits(hm, resid.astype(compute_dtype(hm)), read, lens)
     n = hm.n_layers
     seg = max(1, -(-n // 5))
     segments = [(0, n)] if on_rows is None else [(a, min(n, a + seg)) for a in range(0, n, seg)]
@@ -179,7 +189,7 @@ def _lens_logits(hm: HookedModel, ids: list[int], read: list[int], pos: int, req
         if not seg_read:
             continue
         resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in seg_read], axis=0)
-        part = np.asarray(fast_lens_logits(hm, resid, seg_read, lens))  # [len(seg_read), vocab], a view of MLX's buffer
+        part = fast_lens_logits(hm, resid, seg_read, lens)  # [len(seg_read), vocab]
         parts.append(part)
         shown = [layer for layer in seg_read if layer in layers]
         if on_rows is not None and shown:
