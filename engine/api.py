@@ -14,11 +14,10 @@ from enum import Enum
 from typing import Any, TextIO
 
 import mlx.core as mx
-import numpy as np
 
 from engine.distributions import top_k_probs
 from engine.hooks import Batch, CaptureSpec, HookedModel, Intervention, SiteKind
-from engine.lens import lens_distributions
+from engine.lens import fast_lens_logits
 from engine.models import LoadedModel, ModelInfo, wrap_model
 from engine.results.analyze import AnalysisConfig, AnalysisResult, AnalyzeRequest, LayerStrategy
 from engine.results.attribution import AttributeRequest, AttributeResult
@@ -178,8 +177,8 @@ class LogitLens:
             raise RuntimeError("no hidden states captured: configure capture_hidden_states and run forward")
         layers = sorted(hs)
         resid = mx.stack([hs[layer][batch_index, position] for layer in layers])  # [L, hidden]
-        logits = lens_distributions(self.hooks.hooked, resid, layers, self.lens)[0]
-        top, top_p = top_k_probs(np.array(logits), top_k, [f"layer {layer}" for layer in layers])
+        logits = fast_lens_logits(self.hooks.hooked, resid, layers, self.lens)
+        top, top_p = top_k_probs(logits, top_k, [f"layer {layer}" for layer in layers])
         return [(layer, [(self._piece(t), p) for t, p in zip(ti, pi)])
                 for layer, ti, pi in zip(layers, top.tolist(), top_p.tolist())]
 

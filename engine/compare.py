@@ -18,7 +18,7 @@ from engine.diff import same_tokenizer
 from engine.distributions import kl_js, log_softmax, token_probs_ranks, top_k_probs
 from engine.errors import InputError
 from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-from engine.lens import lens_distributions
+from engine.lens import fast_lens_logits
 from engine.models import LoadedModel
 from engine.results.base import TokenPrediction
 from engine.results.compare import CompareRequest, CompareResult, CompareRow, CompareTracked
@@ -32,7 +32,7 @@ def _lens_all_layers(lm: LoadedModel, ids: list[int], cancel: Callable[[], bool]
     out = hm.forward(Batch.from_lists([ids]), capture=CaptureSpec(kinds=(SiteKind.resid_post,), layers=layers,
                                                                  positions="last"), logits="none", cancel=cancel)
     resid = mx.concatenate([out.captures[f"blocks.{layer}.resid_post"][0] for layer in layers], axis=0)
-    return np.array(lens_distributions(hm, resid, layers, lens)[0])  # [layers, vocab] float32
+    return fast_lens_logits(hm, resid, layers, lens)  # [layers, vocab] float32
 
 
 def _ranks(logits: np.ndarray, tid: int) -> list[int]:

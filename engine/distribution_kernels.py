@@ -4,7 +4,7 @@ numba compiles them (``cache=True``: machine code is kept on disk next to this f
 user cache when that is read-only, so a fresh process loads it instead of compiling). The explicit
 signatures make numba compile (or load) at import, never on a call with other argument types; the
 import costs ~0.6 s of CPU the first time in a process, which ``prepare()`` moves to a background
-thread while a model loads. ``nogil=True`` lets two threads share the rows.
+thread while a model loads. ``nogil=True`` lets threads share the rows (``engine.parallel``).
 
 The loops hold no transcendental function: numba (without Intel's SVML) calls the scalar libm for
 those, ~20 ns an element, so ``exp`` and ``log`` are NumPy's (SIMD) over whole arrays between the

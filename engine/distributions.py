@@ -16,7 +16,7 @@ The heavy loops are compiled by numba (``engine.distribution_kernels``); ``prepa
 on a background thread while a model loads. What keeps ``lens_stats`` fast (docs/PERFORMANCE.md):
 one fused pass per statistic and row, one per pair; the rows' exponentials go into a reused
 buffer (a fresh 6 MB array costs more in page faults than the arithmetic); rows and pairs are
-split between the calling thread and one worker (the loops release the GIL).
+split over the compute threads (`engine.parallel`; the loops release the GIL).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from engine.errors import AnalysisError
-from engine.two_threads import halves
+from engine.parallel import split
 
-_PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over two threads
+_PARALLEL_FROM = 400_000  # rows x vocab from which the work is split over threads
 
 
 @dataclass
@@ -165,11 +165,11 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
     with _scratch("exp", R, V) as e, _scratch("pairs", len(pairs), V) as sbuf:
         def rows(lo: int, hi: int) -> None:
             np.subtract(x[lo:hi], top_logit[lo:hi, None], out=e[lo:hi])
-            np.exp(e[lo:hi], out=e[lo:hi])  # NumPy's SIMD exp; it releases the GIL, so the halves overlap
+            np.exp(e[lo:hi], out=e[lo:hi])  # NumPy's SIMD exp; it releases the GIL, so the parts overlap
             kern.rows_sums(x, top_logit, lo, hi, e, sums)
             kern.rows_top_ranks(x, lo, hi, k, t, top, vals, ranks)
 
-        halves(rows, R, R * V >= _PARALLEL_FROM)
+        split(rows, R, R * V >= _PARALLEL_FROM)
         for r in range(R):
             if k and top[r, -1] < 0:  # fewer than k entries above -inf
                 top[r] = top_k(x[r], k)
@@ -182,7 +182,7 @@ def lens_stats(logits: np.ndarray, k: int, tracked: Sequence[int], pairs: Sequen
             np.log(sbuf[lo:hi], out=sbuf[lo:hi])  # NumPy's SIMD log, for the far entries
             kern.pairs_far(x, e, inv, c, pa, pb, lo, hi, sbuf, div)
 
-        halves(pair_rows, len(pairs), len(pairs) * V >= _PARALLEL_FROM)
+        split(pair_rows, len(pairs), len(pairs) * V >= _PARALLEL_FROM)
     top_p = np.exp(np.take_along_axis(x, top, axis=-1).astype(np.float64) - c[:, None])
     t_prob = np.exp(x[:, t].astype(np.float64) - c[:, None]) if t.size else np.zeros((R, 0))
     return LensStats(top.tolist(), top_p.tolist(), (log_z - sums[:, 1] / z).tolist(), div[:, 0].tolist(),

@@ -42,7 +42,7 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
     from engine.distributions import token_probs_ranks
     from engine.generate import generate_ids
     from engine.hooks import Batch, CaptureSpec, HookedModel, SiteKind
-    from engine.lens import lens_distributions
+    from engine.lens import fast_lens_logits
     from engine.tuned_lens import resolve_lens
 
     if not req.prompt:
@@ -72,7 +72,7 @@ def track_generation(lm: LoadedModel, req: TrackGenerationRequest, cancel: Calla
                      on_layer=(lambda layer, n: on_step("layer", layer + 1, n)) if on_step else None)
     resid = mx.stack([out.captures[f"blocks.{layer}.resid_post"][0] for layer in range(n_layers)])  # [L, P, hidden]
     row_layers = [layer for layer in range(n_layers) for _ in range(P)]
-    logits = np.array(lens_distributions(hm, resid.reshape(n_layers * P, -1), row_layers, lens)[0])  # [L*P, vocab]
+    logits = fast_lens_logits(hm, resid.reshape(n_layers * P, -1), row_layers, lens)  # [L*P, vocab]
     names = [f"layer {layer} at generated token {p}" for layer in range(n_layers) for p in range(P)]
     probs, ranks = token_probs_ranks(logits, gen * n_layers, names)  # row l*P+p -> gen[p]
     probs_l = probs.reshape(n_layers, P).tolist()

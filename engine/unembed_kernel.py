@@ -6,7 +6,7 @@ layout on every call, whatever the row count. For SmolLM2's head (49,152 x 576) 
 ~10 ms of every product (``perf``: 62% of the time in ``sgemm_incopy``), against 3.7 ms to read W
 once. This loop reads W in place, four vocabulary rows at a time (they stay in L1 while every
 six-row block of ``h`` passes over them), with 24 float32 accumulators that LLVM vectorises along
-the hidden axis, and splits the vocabulary between two threads (``engine.two_threads``). Measured
+the hidden axis, and splits the vocabulary over the compute threads (``engine.parallel``). Measured
 on the 2-core host (docs/PERFORMANCE.md), MLX/OpenBLAS -> this: SmolLM2 5 rows 13.3 -> 6.8 ms,
 30 rows 18.4 -> 12.8 ms, 256 rows 97 -> 81 ms; Gemma 3 270M (262,144 x 640) 18 rows 79 -> 53 ms.
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.two_threads import halves
+from engine.parallel import split
 
 ROWS = 6  # rows of h per block (the caller's rows are padded to a multiple)
 COLS = 4  # vocabulary rows of W per block
-_PARALLEL_FROM = 1 << 22  # multiply-adds from which the vocabulary is split over two threads
+_PARALLEL_FROM = 1 << 22  # multiply-adds from which the vocabulary is split over threads
 
 
 @njit("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64)", cache=True, nogil=True,
@@ -69,7 +69,7 @@ def unembed(h: np.ndarray, w: np.ndarray) -> np.ndarray:
     x[:n] = h
     out = np.empty((rows, vocab), np.float32)
     blocks = vocab - vocab % COLS
-    halves(lambda lo, hi: _block_rows(x, w, out, lo, hi), blocks, rows * vocab * hidden >= _PARALLEL_FROM, COLS)
+    split(lambda lo, hi: _block_rows(x, w, out, lo, hi), blocks, rows * vocab * hidden >= _PARALLEL_FROM, COLS)
     if blocks < vocab:  # the last vocab % COLS rows of W
         out[:, blocks:] = x @ w[blocks:].T
     return out[:n]

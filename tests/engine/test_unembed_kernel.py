@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine import lens as lens_mod
+from engine import parallel
 from engine import unembed_kernel as kern
 from engine.hooks import HookedModel
 from engine.unembed_kernel import unembed
@@ -19,10 +20,11 @@ def _bound(h: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.sqrt(h.shape[1]) * np.finfo(np.float32).eps * (np.abs(h.astype(np.float64)) @ np.abs(w.astype(np.float64)).T)
 
 
-@pytest.mark.parametrize("threads", ["one", "two"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n,vocab,hidden", [(1, 4, 1), (5, 1001, 64), (6, 8, 5), (7, 4099, 160), (13, 3, 7), (30, 2050, 96)])
 def test_matches_float64_product(n, vocab, hidden, threads, monkeypatch):
-    monkeypatch.setattr(kern, "_PARALLEL_FROM", 0 if threads == "two" else 1 << 62)
+    monkeypatch.setattr(kern, "_PARALLEL_FROM", 0)  # split whenever there are enough blocks
+    monkeypatch.setattr(parallel, "thread_count", lambda: threads)
     rng = np.random.default_rng(n * 1000 + vocab)
     h = (rng.standard_normal((n, hidden)) * 3).astype(np.float32)
     w = rng.standard_normal((vocab, hidden)).astype(np.float32)
