@@ -83,7 +83,7 @@ def evaluate(lm: LoadedModel, req: LensEvalRequest, cancel: Callable[[], bool] |
                                        np.array(fast_lens_logits(hm, r, [layer] * m, lens))])
                 pairs = [(i, m + i) for i in range(m)] + [(i, 2 * m + i) for i in range(m)]
                 st = lens_stats(rows, 1, [], pairs)
-                kls = np.maximum(np.array(st.kl), 0.0).reshape(2, m)
+                kls = np.array(st.kl).reshape(2, m)  # non-negative by construction (engine.distributions)
                 top = np.array(st.top_ids)[:, 0]
                 kl[:, layer] += kls.sum(axis=1)
                 agree[:, layer] += (top[m:].reshape(2, m) == top[:m][None]).sum(axis=1)
