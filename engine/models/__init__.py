@@ -55,6 +55,7 @@ class ModelInfo(BaseModel):
     sliding_window: int | None = None
     sliding_layers: list[int] = []
     load_seconds: float = 0.0
+    family_check: str | None = None  # a model type the tests do not prove: what was checked at load (engine.family_check)
 
 
 @dataclass
@@ -205,7 +206,18 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
     mx.eval(model.parameters())
     info = _info(adapter, model_id=model_id, dtype=dtype_name, source=source, source_format=fmt,
                  load_seconds=round(time.perf_counter() - t0, 3))
-    return LoadedModel(model, tokenizer, adapter, config, info)
+    lm = LoadedModel(model, tokenizer, adapter, config, info)
+    return lm if stage is not None else _checked(lm)  # a pipeline stage holds only its blocks: verify checks those runs
+
+
+def _checked(lm: LoadedModel) -> LoadedModel:
+    """``lm`` with ``info.family_check`` set, or ``ModelLoadError`` (engine.family_check)."""
+    from engine.family_check import check_family
+
+    note = check_family(lm)
+    if note is not None:
+        lm.info = lm.info.model_copy(update={"family_check": note})
+    return lm
 
 
 def _info(adapter: Adapter, **fields: Any) -> ModelInfo:
@@ -226,7 +238,7 @@ def wrap_model(model: Any, tokenizer: Any = None, model_id: str = "in-memory") -
     adapter = adapter_for(model, config)
     info = _info(adapter, model_id=model_id, dtype=(_leaf_dtypes(model) or ["float32"])[0], source="in-memory",
                  source_format="mlx-lm")
-    return LoadedModel(model, tokenizer, adapter, config, info)
+    return _checked(LoadedModel(model, tokenizer, adapter, config, info))
 
 
 __all__ = ["load", "wrap_model", "LoadedModel", "ModelInfo", "DTYPES", "registry"]

@@ -47,8 +47,9 @@ def family_rows() -> list[FamilyRow]:
             detail = "; ".join(x for x in (f"no {fam.missing}" if fam.missing else "", padding) if x)
             rows.append(FamilyRow(mt, "partial" if fam.recurrent else "verified", detail, fam.note))
         else:
-            rows.append(FamilyRow(mt, "untested", "found by discovery, not yet proven by the test suite; "
-                                  "`lazarus --batch verify -m DIR` checks a given model", fam.note))
+            rows.append(FamilyRow(mt, "untested", "found by discovery, not yet proven by the test suite; a probe at "
+                                  "load refuses it if the hooked forward differs from its own (engine/family_check.py); "
+                                  "`lazarus --batch verify -m DIR` checks longer prompts", fam.note))
     return rows
 
 

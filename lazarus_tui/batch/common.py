@@ -118,6 +118,8 @@ def model_header(info: Any) -> None:
     out.print(f"  Vocab size: {info.vocab_size}")
     out.print(f"  Tied embeddings: {info.tied_embeddings}")
     out.print(f"  Dtype: {info.dtype} on {info.device}")
+    if getattr(info, "family_check", None):
+        out.print(f"  Family check: {info.family_check}")
     out.print("")
 
 

@@ -65,5 +65,6 @@ def _families(as_json: bool, markdown: bool) -> int:
             text = "; ".join(x for x in (r.detail if r.status != "untested" else "", r.note) if x)
             out.print(f"{r.model_type:<{width}}  {r.status:<8}  {text}", markup=False)
         c = fm.counts(rows)
-        err.print(", ".join(f"{n} {s}" for s, n in c.items()) + " (untested: found by discovery; `verify -m DIR` checks one)")
+        err.print(", ".join(f"{n} {s}" for s, n in c.items())
+                  + " (untested: found by discovery, probed at load; `verify -m DIR` checks one)")
     return 0
