@@ -126,7 +126,7 @@ Keys of the fields and views (the screen's own keys are listed below):
         self.query_one("#lookup-note", Static).update(note)
         if text not in self.tracked:
             self.tracked.append(text)
-            self.query_one("#tracked", OptionList).add_option(Option(f"{text!r} → {pieces[0]!r} #{tid}"))
+            self.query_one("#tracked", OptionList).add_option(Option(tracked_label(text, tid, pieces[0])))
         self.query_one("#add-token", Input).value = ""
         if self.query_one("#prompt", PromptInput).value:
             self.run_lens()
@@ -209,3 +209,9 @@ Keys of the fields and views (the screen's own keys are listed below):
         what = {"tracking": "track", "generation": "generate+track"}.get(message.group)
         if what:
             self.status = f"{what}: {ev.stage} {ev.done}/{ev.total}"
+
+
+def tracked_label(text: str, tid: int, piece: str) -> str:
+    """A tracked token's line in the list: the vocabulary entry and its id, and what was typed only
+    when it differs (the first of several tokens), so the 24-column list of a narrow terminal fits."""
+    return f"{piece!r} #{tid}" if piece == text else f"{text!r} → {piece!r} #{tid}"

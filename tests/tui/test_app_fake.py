@@ -142,3 +142,26 @@ async def test_lens_batch_twin_round_trips(fake_engine) -> None:
         await pilot.press("b")
         await settle(app, pilot)
         assert app.screen.lines == [line]  # the twin dialog shows that line
+
+
+async def test_tracked_list_fits_a_narrow_terminal(fake_engine) -> None:
+    """At 80 columns the tracked-token list is 24 wide: a token whose text is its vocabulary entry
+    shows once with its id; what was typed shows only when it differs (several tokens)."""
+    from textual.widgets import OptionList
+
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f2")
+        screen = app.screen
+        assert isinstance(screen, TrackingScreen)
+        for text in (" Paris", "Paris!"):
+            screen.query_one("#add-token").focus()
+            screen.query_one("#add-token").value = text
+            await pilot.press("enter")
+            await settle(app, pilot)
+        ol = screen.query_one("#tracked", OptionList)
+        labels = [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+        assert labels == ["' Paris' #7", "'Paris!' → 'Paris' #8"]
+        assert len(labels[0]) <= ol.content_region.width  # one line in the narrow list
+        assert screen.tracked == [" Paris", "Paris!"]
