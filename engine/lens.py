@@ -80,7 +80,7 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | N
 
     Same maths as ``lens_distributions`` (final norm, unembedding, soft-cap) in one float32 product
     of all rows against the stored [vocab, hidden] matrix, never a transposed copy (that cost 0.6 GB
-    on Gemma). On the CPU, up to ``KERNEL_ROWS`` rows go through
+    on Gemma). On a Linux CPU, up to ``KERNEL_ROWS`` rows go through
     ``engine.unembed_kernel`` (OpenBLAS repacks the whole matrix on every product: SmolLM2's 30
     rows 18.4 -> 12.8 ms); elsewhere MLX's matmul (``x @ W.T``, no copy).
     """
@@ -95,7 +95,7 @@ def fast_lens_logits(hm: HookedModel, resid: mx.array, layers: Sequence[int] | N
     h = hm.adapter.final_norm(hm.model)(resid)
     n = h.shape[0]
     cap = hm.adapter.final_logit_softcap
-    if w.dtype == mx.float32 and n <= KERNEL_ROWS and mx.default_device() == mx.cpu:
+    if w.dtype == mx.float32 and n <= KERNEL_ROWS and _kernel_head():
         from engine.unembed_kernel import unembed  # compiles or loads the loop (prepare() starts that early)
 
         out = unembed(np.asarray(h.astype(mx.float32)), np.asarray(w))
@@ -138,6 +138,13 @@ def _row_padding(n: int) -> int:
     if n % 16 < 8 or not _openblas_cpu():
         return 0
     return -n % 16
+
+
+def _kernel_head() -> bool:
+    """The unembedding goes through ``engine.unembed_kernel``: on the CPU where MLX's BLAS is OpenBLAS
+    or the reference BLAS (Linux). Not on a GPU, and not on macOS, whose Accelerate is not the
+    repacking SGEMM the loop replaces."""
+    return mx.default_device() == mx.cpu and blas.state().platform != "darwin"
 
 
 def _openblas_cpu() -> bool:

@@ -6,9 +6,10 @@ layout on every call, whatever the row count. For SmolLM2's head (49,152 x 576) 
 ~10 ms of every product (``perf``: 62% of the time in ``sgemm_incopy``), against 3.7 ms to read W
 once. This loop reads W in place, four vocabulary rows at a time (they stay in L1 while every
 six-row block of ``h`` passes over them), with 24 float32 accumulators that LLVM vectorises along
-the hidden axis, and splits the vocabulary over the compute threads (``engine.parallel``). Measured
-on the 2-core host (docs/PERFORMANCE.md), MLX/OpenBLAS -> this: SmolLM2 5 rows 13.3 -> 6.8 ms,
-30 rows 18.4 -> 12.8 ms, 256 rows 97 -> 81 ms; Gemma 3 270M (262,144 x 640) 18 rows 79 -> 53 ms.
+the hidden axis, and splits the vocabulary over the compute threads (``engine.parallel``).
+``bench/unembed_head.py`` on the 2-core host, MLX/OpenBLAS -> this loop: SmolLM2 5 rows 11.8 ->
+6.0 ms, 30 rows 19.4 -> 13.5 ms, 256 rows 101 -> 97 ms; Gemma 3 270M (262,144 x 640) 18 rows 97 ->
+62 ms (docs/PERFORMANCE.md). ``engine.lens.fast_lens_logits`` decides when it is used.
 
 Accumulation is float32, as in SGEMM; only the order of the sums differs (``reassoc``/``contract``
 fast-math only, so NaN and infinity propagate). ``cache=True`` and the explicit signature: compiled

@@ -82,3 +82,23 @@ def test_lens_logits_kernel_equals_mlx_matmul(family, request, monkeypatch):
     for logits in (via_kernel, via_mlx):
         assert (np.abs(logits - exact) <= tol).all()
     assert not np.array_equal(via_kernel, np.zeros_like(via_kernel))
+
+
+def test_macos_and_gpu_keep_mlx_matmul(tiny_llama, monkeypatch):
+    """The loop replaces OpenBLAS's (or the reference) SGEMM on a Linux CPU only: with Accelerate
+    (macOS) or on a GPU the head stays MLX's matmul."""
+    import dataclasses
+
+    from engine import blas
+    from engine import unembed_kernel as uk
+
+    hm = HookedModel(tiny_llama)
+    resid = mx.array(np.random.default_rng(2).standard_normal((3, tiny_llama.info.hidden_size)).astype(np.float32))
+    calls = []
+    real = uk.unembed
+    monkeypatch.setattr(uk, "unembed", lambda h, w: calls.append(h.shape) or real(h, w))
+    lens_mod.fast_lens_logits(hm, resid)
+    assert calls == [(3, tiny_llama.info.hidden_size)]
+    monkeypatch.setattr(blas, "state", lambda: dataclasses.replace(blas.preload(), platform="darwin"))
+    on_mac = lens_mod.fast_lens_logits(hm, resid)
+    assert len(calls) == 1 and on_mac.shape == (3, tiny_llama.info.vocab_size)
