@@ -13,6 +13,7 @@ suite proves them); ``lazarus --batch verify`` is the longer check for any model
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -31,24 +32,37 @@ def tolerance(dtype: mx.Dtype, scale: float) -> float:
     return max(1e-4, 4 * eps * scale)
 
 
-def check_family(lm: LoadedModel) -> str | None:
+def check_family(lm: LoadedModel, progress: Callable[[str, int, int], None] | None = None) -> str | None:
     """``None`` for a model type the suite proves. Otherwise the line saying what was checked;
-    raises ``ModelLoadError`` when the hooked forward differs from the model's own."""
+    raises ``ModelLoadError`` when the hooked forward differs from the model's own. ``progress``
+    (description, done, total) hears each of the three probe passes."""
     model_type = lm.adapter.model_type
     if model_type in families.VERIFIED:
         return None
     from engine.hooks import Batch, CaptureSpec, HookedModel
 
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(f"probing untested model type {model_type}", done, 3)
+
     vocab = lm.info.vocab_size
     ids = [(7919 * i + 11) % vocab for i in range(PROBE_TOKENS)]  # spread over the vocabulary; no tokenizer needed
     try:
+        step(0)
         own = lm.adapter.reference_logits(lm.model, mx.array([ids]))
         native = own.astype(mx.float32)
+        mx.eval(native)
+        step(1)
         hm = HookedModel(lm)
         plain = hm.forward(Batch.from_lists([ids]), logits="all").logits
+        assert plain is not None  # logits="all"
+        mx.eval(plain)
+        step(2)
         opened = hm.forward(Batch.from_lists([ids]), logits="all",
                             capture=CaptureSpec(kinds=hm.site_kinds, layers=None, positions="all")).logits
-        assert plain is not None and opened is not None  # logits="all"
+        assert opened is not None
+        mx.eval(opened)
+        step(3)
         scale = item_float(mx.abs(native).max())
         diffs = [item_float(mx.abs(x.astype(mx.float32) - native).max()) for x in (plain, opened)]
         diff = math.nan if any(math.isnan(d) for d in diffs) else max(diffs)

@@ -207,14 +207,14 @@ def load(spec: str | None = None, dtype: str = "auto", progress: Progress | None
     info = _info(adapter, model_id=model_id, dtype=dtype_name, source=source, source_format=fmt,
                  load_seconds=round(time.perf_counter() - t0, 3))
     lm = LoadedModel(model, tokenizer, adapter, config, info)
-    return lm if stage is not None else _checked(lm)  # a pipeline stage holds only its blocks: verify checks those runs
+    return lm if stage is not None else _checked(lm, progress)  # a stage holds only its blocks: verify checks those runs
 
 
-def _checked(lm: LoadedModel) -> LoadedModel:
+def _checked(lm: LoadedModel, progress: Progress | None = None) -> LoadedModel:
     """``lm`` with ``info.family_check`` set, or ``ModelLoadError`` (engine.family_check)."""
     from engine.family_check import check_family
 
-    note = check_family(lm)
+    note = check_family(lm, progress)
     if note is not None:
         lm.info = lm.info.model_copy(update={"family_check": note})
     return lm

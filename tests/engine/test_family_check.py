@@ -23,7 +23,9 @@ def test_a_verified_type_is_not_probed(llama_dir):
 
 def test_an_untested_type_is_checked_and_says_so(llama_dir, monkeypatch):
     monkeypatch.setattr(families, "VERIFIED", frozenset())  # as if llama were one of the untested types
-    lm = models.load(str(llama_dir))
+    heard = []
+    lm = models.load(str(llama_dir), progress=lambda what, done, total: heard.append((what, done, total)))
+    assert [h for h in heard if "probing" in h[0]] == [("probing untested model type llama", i, 3) for i in range(4)]
     note = lm.info.family_check
     assert note is not None and "'llama'" in note and "checked at load" in note
     worst = float(note.split("max |Δlogit| ")[1].split(" ")[0])
