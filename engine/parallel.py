@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 MAX_THREADS = 16
 
@@ -45,6 +45,7 @@ def split(fn: Callable[[int, int], None], n: int, parallel: bool = True, step: i
     others = [_POOL[0][0].submit(fn, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
     try:
         fn(cuts[0], cuts[1])
-    finally:  # never leave a worker writing into a caller's buffer after we return
-        for f in others:
-            f.result()
+    finally:  # never leave a worker writing into a caller's buffer after we return, even on an error
+        wait(others)
+    for f in others:
+        f.result()  # a worker's exception reaches the caller

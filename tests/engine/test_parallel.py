@@ -56,3 +56,21 @@ def test_thread_count_follows_openblas_num_threads(monkeypatch):
     assert parallel.thread_count() == parallel.MAX_THREADS
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     assert 1 <= parallel.thread_count() <= parallel.MAX_THREADS
+
+
+def test_every_part_has_finished_when_an_error_is_raised(monkeypatch):
+    """A failing part must not leave the others running (they write into the caller's buffers)."""
+    import time
+
+    monkeypatch.setattr(parallel, "thread_count", lambda: 3)
+    done = []
+
+    def fn(lo: int, hi: int) -> None:
+        if lo == 3:
+            raise ValueError("a worker's part failed")
+        time.sleep(0.1 if lo == 6 else 0.0)
+        done.append(lo)
+
+    with pytest.raises(ValueError, match="a worker's part failed"):
+        parallel.split(fn, 9)
+    assert sorted(done) == [0, 6]  # the slow worker had finished too
