@@ -12,7 +12,6 @@ suite proves them); ``lazarus --batch verify`` is the longer check for any model
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -39,40 +38,20 @@ def check_family(lm: LoadedModel, progress: Callable[[str, int, int], None] | No
     model_type = lm.adapter.model_type
     if model_type in families.VERIFIED:
         return None
-    from engine.hooks import Batch, CaptureSpec, HookedModel
-
-    def step(done: int) -> None:
-        if progress is not None:
-            progress(f"probing untested model type {model_type}", done, 3)
+    from engine.hooks import HookedModel
+    from engine.verify import hooked_vs_own
 
     vocab = lm.info.vocab_size
     ids = [(7919 * i + 11) % vocab for i in range(PROBE_TOKENS)]  # spread over the vocabulary; no tokenizer needed
     try:
-        step(0)
-        own = lm.adapter.reference_logits(lm.model, mx.array([ids]))
-        native = own.astype(mx.float32)
-        mx.eval(native)
-        step(1)
-        hm = HookedModel(lm)
-        plain = hm.forward(Batch.from_lists([ids]), logits="all").logits
-        assert plain is not None  # logits="all"
-        mx.eval(plain)
-        step(2)
-        opened = hm.forward(Batch.from_lists([ids]), logits="all",
-                            capture=CaptureSpec(kinds=hm.site_kinds, layers=None, positions="all")).logits
-        assert opened is not None
-        mx.eval(opened)
-        step(3)
+        diff, native, dtype = hooked_vs_own(HookedModel(lm), ids, on_pass=None if progress is None else (
+            lambda k: progress(f"probing untested model type {model_type}", k, 3)))
         scale = item_float(mx.abs(native).max())
-        diffs = [item_float(mx.abs(x.astype(mx.float32) - native).max()) for x in (plain, opened)]
-        diff = math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
-    except ModelLoadError:
-        raise
     except Exception as exc:
         raise ModelLoadError(f"model type {model_type!r} is not proven by lazarus's tests, and its hooked forward "
                              f"failed on a {PROBE_TOKENS}-token probe: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    tol = tolerance(own.dtype, scale)  # the dtype the model computes in
+    tol = tolerance(dtype, scale)  # the dtype the model computes in
     if not diff <= tol:  # NaN fails too
         raise ModelLoadError(f"model type {model_type!r} is not proven by lazarus's tests, and its hooked forward "
                              f"differs from its own by {diff:.3g} in the logits (rounding allows {tol:.1g}): "

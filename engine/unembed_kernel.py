@@ -33,8 +33,8 @@ _PARALLEL_FROM = 1 << 22  # multiply-adds from which the vocabulary is split ove
 def _block_rows(h, w, out, v0, v1):  # pragma: no cover - compiled
     """out[:, v0:v1] = h @ w[v0:v1].T for h's rows in blocks of ROWS and v1 - v0 a multiple of COLS."""
     rows, hidden = h.shape
-    for v in range(v0, v1, 4):
-        for r in range(0, rows, 6):
+    for v in range(v0, v1, COLS):
+        for r in range(0, rows, ROWS):
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = np.float32(0.0)
             a30 = a31 = a32 = a33 = a40 = a41 = a42 = a43 = a50 = a51 = a52 = a53 = np.float32(0.0)
             for k in range(hidden):

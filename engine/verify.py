@@ -48,6 +48,37 @@ def _worst(a: float, b: float) -> float:
     return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
+def hooked_vs_own(hm: HookedModel, ids: list[int], cancel: Callable[[], bool] | None = None,
+                  on_pass: Callable[[int], None] | None = None) -> tuple[float, mx.array, mx.Dtype]:
+    """(max |Δlogit|, the model's own logits [1, S, vocab] in float32, the dtype the model computes
+    in): the hooked forward, plain and capturing every site (attention in the open), against the
+    model's own forward on ``ids``; NaN when a logit is NaN. ``on_pass(k)``: k of the three passes
+    are done (0 to 3). ``verify`` and the load-time probe (``engine.family_check``) both use it."""
+    lm = hm.lm
+    if on_pass:
+        on_pass(0)
+    own = lm.adapter.reference_logits(lm.model, mx.array([ids]))
+    native = own.astype(mx.float32)  # [1, S, vocab]
+    mx.eval(native)
+    if on_pass:
+        on_pass(1)
+    # one logits tensor at a time next to the model's own (Gemma's long prompt: 0.7 GB each)
+    plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
+    assert plain is not None  # logits="all"
+    d = _max_abs_diff(native, plain)
+    del plain
+    if on_pass:
+        on_pass(2)
+    every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")
+    opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=every, cancel=cancel).logits
+    assert opened is not None  # logits="all"
+    d = _worst(d, _max_abs_diff(native, opened))
+    del opened
+    if on_pass:
+        on_pass(3)
+    return d, native, own.dtype
+
+
 def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bool] | None = None,
                on_prompt: Callable[[int, int, str], None] | None = None) -> VerifyResult:
     hm = HookedModel(lm)
@@ -57,18 +88,7 @@ def run_verify(lm: LoadedModel, tolerance: float = 1e-4, cancel: Callable[[], bo
         if on_prompt:
             on_prompt(i, len(prompts), label)
         ids = lm.tokenizer.encode(text)
-        native = lm.adapter.reference_logits(lm.model, mx.array([ids])).astype(mx.float32)  # [1, S, vocab]
-        mx.eval(native)
-        # one logits tensor at a time next to the model's own (Gemma's long prompt: 0.7 GB each)
-        plain = hm.forward(Batch.from_lists([ids]), logits="all", cancel=cancel).logits
-        assert plain is not None  # logits="all"
-        d = _max_abs_diff(native, plain)
-        del plain
-        every = CaptureSpec(kinds=hm.site_kinds, layers=None, positions="last")
-        opened = hm.forward(Batch.from_lists([ids]), logits="all", capture=every, cancel=cancel).logits
-        assert opened is not None  # logits="all"
-        d = _worst(d, _max_abs_diff(native, opened))
-        del opened
+        d, native, _ = hooked_vs_own(hm, ids, cancel)
         if len(ids) < 64:  # the KV cache, token by token after a prefill
             kv = KVState(hm.n_layers, [0])
             hm.forward(Batch.from_lists([ids[:2]]), kv=kv, logits="none")

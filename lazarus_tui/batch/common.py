@@ -118,7 +118,7 @@ def model_header(info: Any) -> None:
     out.print(f"  Vocab size: {info.vocab_size}")
     out.print(f"  Tied embeddings: {info.tied_embeddings}")
     out.print(f"  Dtype: {info.dtype} on {info.device}")
-    if getattr(info, "family_check", None):
+    if info.family_check:
         out.print(f"  Family check: {info.family_check}")
     out.print("")
 

@@ -13,7 +13,7 @@ def describe_model(info: Any, blas: str) -> str:
     if info is None:
         return "no model loaded"
     # first after the family, where a narrow bar still shows it: the model type is not in the test suite
-    untested = " [yellow](untested family, checked at load)[/yellow]" if getattr(info, "family_check", None) else ""
+    untested = " [yellow](untested family, checked at load)[/yellow]" if info.family_check else ""
     return (f"[b]{info.model_id}[/b]  {info.family}{untested} · {info.num_layers} layers · hidden {info.hidden_size} · "
             f"vocab {info.vocab_size} · {info.dtype} · {info.device} · BLAS {blas}")
 

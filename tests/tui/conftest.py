@@ -37,6 +37,7 @@ class FakeInfo:
     dtype = "float32"
     device = "cpu"
     load_seconds = 0.5
+    family_check = None
 
 
 def _done(value: Any) -> Job[Any]:
