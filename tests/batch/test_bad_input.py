@@ -136,6 +136,9 @@ CASES = [
     Case("gguf-unsupported-arch", ["analyze", "-p", "x", "-m", "{fx}/mamba.gguf"], 3, "unsupported architecture"),
     Case("gguf-llama-without-metadata", ["analyze", "-p", "x", "-m", "{fx}/bare-llama.gguf"], 3, "GGUF lacks"),
     Case("model-dir-unknown-type", ["analyze", "-p", "x", "-m", "{fx}/unknown-dir"], 3, "frobnicator not supported"),
+    # an untested model type whose hooked forward cannot run (a multi-stream residual): refused at load
+    Case("model-type-probe-refused", ["analyze", "-p", "x", "-m", "{fx}/multi-stream"], 3,
+         "'deepseek_v41' is not proven by lazarus's tests, and its hooked forward failed"),
     Case("model-alias-unknown", ["analyze", "-p", "x", "-m", "no-such-model"], 2, "unknown model"),
     Case("pull-alias-unknown", ["models", "pull", "nope"], 2, "unknown model alias"),
     Case("cache-is-a-file", ["analyze", "-p", "x", "-m", "gemma3-270m"], 3, "LAZARUS_CACHE",
@@ -211,6 +214,29 @@ def _gguf(path: Path, arch: str, tensors: bool) -> None:
     w.close()
 
 
+def _multi_stream_dir(path: Path) -> None:
+    """A tiny random deepseek_v41 checkpoint (an untested type whose blocks pass several residual
+    streams), written as mlx-lm writes one, with the tests' tiny tokenizer."""
+    import mlx.core as mx
+    from mlx_lm.utils import _get_classes, save_config, save_model
+
+    from tests.families.factory import VOCAB, _tokenizer_config, tiny_tokenizer
+
+    cfg = {"model_type": "deepseek_v41", "vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+           "intermediate_size": 128, "moe_intermediate_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1, "kv_lora_rank": 16,
+           "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "head_dim": 16}
+    model_cls, args_cls = _get_classes(cfg)
+    mx.random.seed(0)
+    model = model_cls(args_cls.from_dict(cfg))
+    mx.eval(model.parameters())
+    path.mkdir()
+    save_model(path, model)
+    save_config(dict(cfg), path / "config.json")
+    tiny_tokenizer().backend.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config()))
+
+
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fuzz-fixtures")
@@ -234,6 +260,7 @@ def fx(tmp_path_factory) -> Path:
     (d / "unknown-dir").mkdir()
     (d / "unknown-dir" / "config.json").write_text(json.dumps({"model_type": "frobnicator", "hidden_size": 8}))
     save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(d / "unknown-dir" / "model.safetensors"))
+    _multi_stream_dir(d / "multi-stream")
     np.savez(d / "good.npz", direction=np.ones(16, dtype=np.float32), layer=np.int64(1))
     np.savez(d / "pickled.npz", direction=np.array([{"a": 1}], dtype=object))
     np.savez(d / "nokey.npz", other=np.ones(4))

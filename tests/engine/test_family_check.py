@@ -21,13 +21,17 @@ def test_a_verified_type_is_not_probed(llama_dir):
     assert models.load(str(llama_dir)).info.family_check is None
 
 
-def test_an_untested_type_is_checked_and_says_so(llama_dir, monkeypatch):
-    monkeypatch.setattr(families, "VERIFIED", frozenset())  # as if llama were one of the untested types
+@pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "gpt2", "mixtral"])
+def test_an_untested_type_is_checked_and_says_so(model_type, tmp_path, monkeypatch):
+    """llama-, gemma-, gpt2-like and MoE models, as if their types were untested: each passes the probe."""
+    path = save_tiny_dir(model_type, tmp_path / model_type)
+    monkeypatch.setattr(families, "VERIFIED", frozenset())
     heard = []
-    lm = models.load(str(llama_dir), progress=lambda what, done, total: heard.append((what, done, total)))
-    assert [h for h in heard if "probing" in h[0]] == [("probing untested model type llama", i, 3) for i in range(4)]
+    lm = models.load(str(path), progress=lambda what, done, total: heard.append((what, done, total)))
+    assert [h for h in heard if "probing" in h[0]] == [(f"probing untested model type {model_type}", i, 3)
+                                                      for i in range(4)]
     note = lm.info.family_check
-    assert note is not None and "'llama'" in note and "checked at load" in note
+    assert note is not None and f"'{model_type}'" in note and "checked at load" in note
     worst = float(note.split("max |Δlogit| ")[1].split(" ")[0])
     assert worst <= 1e-4
 
