@@ -111,9 +111,10 @@ Keys of the fields and views (the screen's own keys are listed below):
         if event.value == "":
             self.notify("type a token to track", severity="warning")
             return
+        event.input.value = ""  # now, not when the lookup returns: a token typed meanwhile is its own
         self.lookup_token(event.value)
 
-    @work(exclusive=True, group="lookup")
+    @work(group="lookup")  # not exclusive: tokens added in quick succession are each looked up (in order)
     async def lookup_token(self, text: str) -> None:
         out = await self.run_job("lookup", self.app.engine.lookup(text), "lookup")  # type: ignore[attr-defined]
         if out is None:
@@ -127,7 +128,6 @@ Keys of the fields and views (the screen's own keys are listed below):
         if text not in self.tracked:
             self.tracked.append(text)
             self.query_one("#tracked", OptionList).add_option(Option(tracked_label(text, tid, pieces[0])))
-        self.query_one("#add-token", Input).value = ""
         if self.query_one("#prompt", PromptInput).value:
             self.run_lens()
 

@@ -165,3 +165,32 @@ async def test_tracked_list_fits_a_narrow_terminal(fake_engine) -> None:
         assert labels == ["' Paris' #7", "'Paris!' → 'Paris' #8"]
         assert len(labels[0]) <= ol.content_region.width  # one line in the narrow list
         assert screen.tracked == [" Paris", "Paris!"]
+
+
+async def test_tokens_added_in_quick_succession_are_each_tracked(fake_engine, monkeypatch) -> None:
+    """Typing a token, enter, the next token, enter before the first lookup returns: both are tracked,
+    and the second is not typed onto the first (the field clears at enter, not at the answer)."""
+    from engine.session import Job
+
+    pending: list[tuple[Job, str]] = []
+
+    def slow_lookup(text: str) -> Job:
+        job: Job = Job("lookup")
+        pending.append((job, text))
+        return job
+
+    monkeypatch.setattr(fake_engine, "lookup", slow_lookup)
+    app = LazarusApp(fake_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f2")
+        screen = app.screen
+        screen.query_one("#add-token").focus()
+        await pilot.press("space", *"Paris", "enter", "space", *"London", "enter")
+        await pilot.pause(0.05)
+        assert [t for _, t in pending] == [" Paris", " London"]
+        assert screen.query_one("#add-token").value == ""
+        for i, (job, text) in enumerate(pending):  # the engine answers in order
+            job.future.set_result((7 + i, [text]))
+        await settle(app, pilot)
+        assert screen.tracked == [" Paris", " London"]
